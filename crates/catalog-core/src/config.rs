@@ -1,0 +1,695 @@
+//! The one typed configuration tree, loaded with figment.
+//!
+//! Precedence, lowest first: [`Config::default`] < TOML file (`--config FILE` or
+//! `DUCKLAKE_CATALOG_CONFIG`) < environment `DUCKLAKE_CATALOG_*` (nested with `__`) < CLI flags.
+//! Every secret `x` also accepts `x_file`, a path whose content is the value. The field docs
+//! below are the configuration reference (docs/configuration.md).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use storage::{DataPath, S3Settings};
+
+use crate::secret::Secret;
+
+/// The environment prefix the product reads.
+pub const ENV_PREFIX: &str = "DUCKLAKE_CATALOG_";
+/// The name of the lake created when none is configured.
+pub const DEFAULT_LAKE: &str = "lakehouse";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Folder that holds all state: PGDATA, generated secrets, TLS files, local lake data.
+    /// Env `DUCKLAKE_CATALOG_HOME`. Default `./.ducklake-catalog`.
+    pub home: PathBuf,
+    /// The PostgreSQL server the product supervises.
+    pub postgres: PostgresConfig,
+    /// The HTTP server for `/healthz` and `/readyz`.
+    pub http: HttpConfig,
+    /// S3 access for lake data paths; unset fields use the standard AWS credential chain.
+    pub s3: S3Config,
+    /// The embedded DuckDB that initialises lakes.
+    pub duckdb: DuckdbConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The lakes this catalog serves, one PostgreSQL database each. When empty, one lake named
+    /// `lakehouse` (or `DUCKLAKE_CATALOG_LAKE_NAME`) with data path `DUCKLAKE_CATALOG_DATA_PATH`
+    /// or `<home>/lakes/<name>/`.
+    pub lakes: Vec<LakeConfig>,
+}
+
+/// `[postgres]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Folder with the PostgreSQL 15 server binaries. Default: Debian's
+    /// `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`.
+    pub bin_dir: Option<PathBuf>,
+    /// Addresses PostgreSQL listens on (`listen_addresses`). Use `0.0.0.0` in a container.
+    pub listen_address: String,
+    /// TCP port clients connect to.
+    pub port: u16,
+    /// Host name clients should use, printed in the ATTACH string. Default: `listen_address`,
+    /// or `127.0.0.1` when that is a wildcard.
+    pub advertised_host: Option<String>,
+    /// The login role clients use; owns every lake database; never a superuser.
+    pub admin_user: String,
+    /// Password of `admin_user`, applied on every start. When unset (and no
+    /// `admin_password_file`), one is generated once and stored in `<home>/secrets/`.
+    pub admin_password: Option<Secret>,
+    /// File whose content is the admin password (the `_FILE` convention).
+    pub admin_password_file: Option<PathBuf>,
+    /// OS user PostgreSQL runs as when the server runs as root (PostgreSQL refuses root).
+    pub os_user: String,
+    /// PEM certificate for TLS. Default: a self-signed one generated at first boot.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// `max_connections`. Each DuckDB client keeps a pool of about 8.
+    pub max_connections: u32,
+    /// `shared_buffers`.
+    pub shared_buffers: String,
+    /// Seconds a fast shutdown may take before it becomes an immediate one.
+    pub stop_timeout_secs: u64,
+    /// Seconds PostgreSQL may take to accept connections after it is started.
+    pub start_timeout_secs: u64,
+    /// Extra `postgresql.conf` settings, written after the managed ones.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the health HTTP server. Use `0.0.0.0:8080` in a container.
+    pub listen: SocketAddr,
+}
+
+/// `[s3]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// AWS region of the buckets. Default: `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// Endpoint URL for S3-compatible stores (MinIO, moto), e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// Allow plain-HTTP endpoints.
+    pub allow_http: bool,
+    /// Path-style requests (`endpoint/bucket/key`), needed by most S3-compatible stores.
+    pub force_path_style: bool,
+    /// Static access key id. Default: the AWS credential chain.
+    pub access_key_id: Option<String>,
+    /// Static secret access key.
+    pub secret_access_key: Option<Secret>,
+    /// File whose content is the secret access key.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Session token for temporary credentials.
+    pub session_token: Option<Secret>,
+    /// File whose content is the session token.
+    pub session_token_file: Option<PathBuf>,
+}
+
+/// `[duckdb]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DuckdbConfig {
+    /// DuckDB extension directory holding `v1.5.5/linux_amd64/ducklake.duckdb_extension` and
+    /// `postgres_scanner.duckdb_extension`. Default: `<home>/extensions`, then
+    /// `/usr/lib/ducklake-catalog/extensions`, then `~/.duckdb/extensions`. Never downloaded.
+    pub extension_directory: Option<PathBuf>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `auto` (JSON unless stdout is a terminal), `json` or `text`.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `info,catalog_core=debug`.
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+/// `[[lakes]]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Lake name, also its PostgreSQL database name: lowercase letters, digits, `_`.
+    pub name: String,
+    /// `s3://bucket/prefix/` or an absolute local folder; stored in the lake at creation.
+    pub data_path: DataPath,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            home: PathBuf::from(".ducklake-catalog"),
+            postgres: PostgresConfig::default(),
+            http: HttpConfig::default(),
+            s3: S3Config::default(),
+            duckdb: DuckdbConfig::default(),
+            log: LogConfig::default(),
+            lakes: Vec::new(),
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            bin_dir: None,
+            listen_address: "127.0.0.1".into(),
+            port: 5432,
+            advertised_host: None,
+            admin_user: "admin".into(),
+            admin_password: None,
+            admin_password_file: None,
+            os_user: "postgres".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_connections: 200,
+            shared_buffers: "128MB".into(),
+            stop_timeout_secs: 30,
+            start_timeout_secs: 120,
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Auto, level: "info".into() }
+    }
+}
+
+/// A configuration that cannot be used. Displayed as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Figment(String),
+    #[error("invalid configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("configuration file {path} not found: fix --config or DUCKLAKE_CATALOG_CONFIG")]
+    FileMissing { path: PathBuf },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), message: message.into() }
+    }
+}
+
+/// Where a configuration comes from, besides the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// TOML file (`--config`); `None` falls back to `<prefix>CONFIG` from `env`.
+    pub file: Option<PathBuf>,
+    /// The environment to read, as name/value pairs (`std::env::vars()` in production).
+    pub env: Vec<(String, String)>,
+    /// Values from CLI flags, highest precedence, as a nested serde value.
+    pub overrides: Option<serde_json::Value>,
+    /// Folder relative paths are resolved against (the working directory).
+    pub cwd: PathBuf,
+}
+
+impl Sources {
+    /// The process environment and working directory.
+    pub fn from_process() -> Self {
+        Sources {
+            file: None,
+            env: std::env::vars().collect(),
+            overrides: None,
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        }
+    }
+
+    fn var(&self, suffix: &str) -> Option<&str> {
+        let name = format!("{ENV_PREFIX}{suffix}");
+        self.env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+}
+
+/// Env names that are not configuration keys but shortcuts read separately.
+const ENV_SHORTCUTS: &[&str] = &["config", "lake_name", "data_path"];
+
+impl Config {
+    /// Loads and validates the configuration from `sources`.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let file = sources.file.clone().or_else(|| sources.var("CONFIG").map(PathBuf::from));
+        if let Some(file) = file {
+            let file = sources.cwd.join(file);
+            if !file.is_file() {
+                return Err(ConfigError::FileMissing { path: file });
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(EnvPairs(sources.env.clone()));
+        if let Some(overrides) = &sources.overrides {
+            figment = figment.merge(Serialized::defaults(overrides.clone()));
+        }
+        let mut config: Config =
+            figment.extract().map_err(|e| ConfigError::Figment(one_line(&e)))?;
+        config.resolve(sources)?;
+        Ok(config)
+    }
+
+    /// Applies shortcuts, `_FILE` secrets and relative paths, then checks cross-field rules.
+    fn resolve(&mut self, sources: &Sources) -> Result<(), ConfigError> {
+        self.home = sources.cwd.join(&self.home);
+        let name = sources.var("LAKE_NAME");
+        let data_path = sources.var("DATA_PATH");
+        if name.is_some() || data_path.is_some() {
+            if !self.lakes.is_empty() {
+                return Err(ConfigError::invalid(
+                    "lakes",
+                    "both [[lakes]] and DUCKLAKE_CATALOG_LAKE_NAME/DATA_PATH are set; use one",
+                ));
+            }
+            let name = name.unwrap_or(DEFAULT_LAKE).to_owned();
+            let data_path = match data_path {
+                Some(raw) => DataPath::parse(raw)
+                    .map_err(|e| ConfigError::invalid("DUCKLAKE_CATALOG_DATA_PATH", e.to_string()))?,
+                None => self.default_data_path(&name),
+            };
+            self.lakes.push(LakeConfig { name, data_path });
+        }
+        if self.lakes.is_empty() {
+            let data_path = self.default_data_path(DEFAULT_LAKE);
+            self.lakes.push(LakeConfig { name: DEFAULT_LAKE.into(), data_path });
+        }
+        resolve_secret_file(
+            &mut self.postgres.admin_password,
+            self.postgres.admin_password_file.as_deref(),
+            "postgres.admin_password",
+            &sources.cwd,
+        )?;
+        resolve_secret_file(
+            &mut self.s3.secret_access_key,
+            self.s3.secret_access_key_file.as_deref(),
+            "s3.secret_access_key",
+            &sources.cwd,
+        )?;
+        resolve_secret_file(
+            &mut self.s3.session_token,
+            self.s3.session_token_file.as_deref(),
+            "s3.session_token",
+            &sources.cwd,
+        )?;
+        self.validate()
+    }
+
+    fn default_data_path(&self, lake: &str) -> DataPath {
+        DataPath::Local(self.home.join("lakes").join(lake))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let pg = &self.postgres;
+        if pg.port == 0 {
+            return Err(ConfigError::invalid("postgres.port", "must be 1-65535"));
+        }
+        if pg.listen_address.trim().is_empty() {
+            return Err(ConfigError::invalid("postgres.listen_address", "must not be empty"));
+        }
+        if !valid_identifier(&pg.admin_user) || pg.admin_user == crate::postgres::SUPERUSER {
+            return Err(ConfigError::invalid(
+                "postgres.admin_user",
+                format!(
+                    "`{}` is not allowed: use lowercase letters, digits and _ (not `{}`)",
+                    pg.admin_user,
+                    crate::postgres::SUPERUSER
+                ),
+            ));
+        }
+        if let Some(pw) = &pg.admin_password {
+            if pw.expose().is_empty() {
+                return Err(ConfigError::invalid("postgres.admin_password", "must not be empty"));
+            }
+        }
+        if pg.tls_cert_file.is_some() != pg.tls_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "postgres.tls_cert_file",
+                "set both tls_cert_file and tls_key_file, or neither",
+            ));
+        }
+        if pg.stop_timeout_secs == 0 || pg.start_timeout_secs == 0 {
+            return Err(ConfigError::invalid("postgres.stop_timeout_secs", "must be at least 1"));
+        }
+        for key in pg.settings.keys() {
+            if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                return Err(ConfigError::invalid(
+                    format!("postgres.settings.{key}"),
+                    "is not a PostgreSQL setting name",
+                ));
+            }
+        }
+        if let Some(region) = &self.s3.region {
+            if region.trim().is_empty() {
+                return Err(ConfigError::invalid("s3.region", "must not be empty"));
+            }
+        }
+        let mut names = HashSet::new();
+        let mut paths = HashSet::new();
+        for (i, lake) in self.lakes.iter().enumerate() {
+            if !valid_identifier(&lake.name) || RESERVED_DATABASES.contains(&lake.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("lakes[{i}].name"),
+                    format!(
+                        "`{}` is not a valid lake name: use 1-63 lowercase letters, digits and _, starting with a letter (not postgres/template0/template1)",
+                        lake.name
+                    ),
+                ));
+            }
+            if !names.insert(lake.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("lakes[{i}].name"),
+                    format!("lake `{}` is configured twice", lake.name),
+                ));
+            }
+            if !paths.insert(lake.data_path.to_string()) {
+                return Err(ConfigError::invalid(
+                    format!("lakes[{i}].data_path"),
+                    format!("{} is already the data path of another lake", lake.data_path),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder of the PostgreSQL data directory.
+    pub fn pgdata(&self) -> PathBuf {
+        self.home.join("pgdata")
+    }
+
+    /// The folder of the Unix socket PostgreSQL listens on.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.home.join("run")
+    }
+
+    /// The file the generated admin password is stored in.
+    pub fn generated_password_file(&self) -> PathBuf {
+        self.home.join("secrets").join("admin.password")
+    }
+
+    /// The host clients should connect to.
+    pub fn client_host(&self) -> String {
+        if let Some(h) = &self.postgres.advertised_host {
+            return h.clone();
+        }
+        let first = self.postgres.listen_address.split(',').next().unwrap_or("").trim();
+        match first {
+            "" | "*" | "0.0.0.0" | "::" => "127.0.0.1".into(),
+            other => other.into(),
+        }
+    }
+
+    /// The URL of this server's readiness endpoint, as seen from the same host.
+    pub fn readyz_url(&self) -> String {
+        let addr = self.http.listen;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else if addr.is_ipv6() {
+            format!("[{}]", addr.ip())
+        } else {
+            addr.ip().to_string()
+        };
+        format!("http://{host}:{}/readyz", addr.port())
+    }
+
+    /// The lake called `name`.
+    pub fn lake(&self, name: &str) -> Option<&LakeConfig> {
+        self.lakes.iter().find(|l| l.name == name)
+    }
+
+    /// S3 settings for the storage crate, secrets exposed only into that struct.
+    pub fn s3_settings(&self) -> S3Settings {
+        S3Settings {
+            region: self.s3.region.clone(),
+            endpoint: self.s3.endpoint.clone(),
+            allow_http: self.s3.allow_http,
+            force_path_style: self.s3.force_path_style,
+            access_key_id: self.s3.access_key_id.clone(),
+            secret_access_key: self.s3.secret_access_key.as_ref().map(|s| s.expose().to_owned()),
+            session_token: self.s3.session_token.as_ref().map(|s| s.expose().to_owned()),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config tree serialises to TOML")
+    }
+}
+
+const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
+
+/// A name safe as a PostgreSQL identifier without quoting surprises.
+pub(crate) fn valid_identifier(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn resolve_secret_file(
+    value: &mut Option<Secret>,
+    file: Option<&Path>,
+    key: &str,
+    cwd: &Path,
+) -> Result<(), ConfigError> {
+    let Some(file) = file else { return Ok(()) };
+    let file_key = format!("{key}_file");
+    if value.is_some() {
+        return Err(ConfigError::invalid(&file_key, format!("set either {key} or {file_key}, not both")));
+    }
+    let path = cwd.join(file);
+    let raw = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::invalid(&file_key, format!("read {}: {e}", path.display()))
+    })?;
+    let trimmed = raw.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        return Err(ConfigError::invalid(&file_key, format!("{} is empty", path.display())));
+    }
+    *value = Some(Secret::new(trimmed));
+    Ok(())
+}
+
+/// The environment as a figment provider. figment's own `Env` reads the process environment;
+/// this one reads the pairs it is given (so tests cannot see a developer's shell) and names the
+/// variable in errors: `postgres.port` is reported as `DUCKLAKE_CATALOG_POSTGRES__PORT`.
+struct EnvPairs(Vec<(String, String)>);
+
+impl figment::Provider for EnvPairs {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("environment").interpolater(|_profile, keys| {
+            format!("{} (env {ENV_PREFIX}{})", keys.join("."), keys.join("__").to_ascii_uppercase())
+        })
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (name, value) in &self.0 {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = rest.to_ascii_lowercase();
+            if key.is_empty() || ENV_SHORTCUTS.contains(&key.as_str()) {
+                continue;
+            }
+            let path: Vec<&str> = key.split("__").collect();
+            let value: figment::value::Value = value.parse().expect("Value::from_str is infallible");
+            insert_nested(&mut dict, &path, value);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+fn insert_nested(dict: &mut figment::value::Dict, path: &[&str], value: figment::value::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry((*first).to_owned())
+                .or_insert_with(|| figment::value::Value::from(figment::value::Dict::new()));
+            if let figment::value::Value::Dict(_, inner) = entry {
+                insert_nested(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn one_line(e: &figment::Error) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(env: &[(&str, &str)]) -> Sources {
+        Sources {
+            file: None,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            overrides: None,
+            cwd: PathBuf::from("/srv"),
+        }
+    }
+
+    #[test]
+    fn defaults_give_one_local_lake_under_home() {
+        let c = Config::load(&sources(&[])).unwrap();
+        assert_eq!(c.home, PathBuf::from("/srv/.ducklake-catalog"));
+        assert_eq!(c.postgres.port, 5432);
+        assert_eq!(c.postgres.admin_user, "admin");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.lakes.len(), 1);
+        assert_eq!(c.lakes[0].name, "lakehouse");
+        assert_eq!(c.lakes[0].data_path.to_string(), "/srv/.ducklake-catalog/lakes/lakehouse/");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[postgres]\nport = 6000\nlisten_address = \"0.0.0.0\"\n").unwrap();
+        let mut s = sources(&[("DUCKLAKE_CATALOG_POSTGRES__PORT", "6001")]);
+        s.file = Some(file.clone());
+        let c = Config::load(&s).unwrap();
+        assert_eq!(c.postgres.port, 6001);
+        assert_eq!(c.postgres.listen_address, "0.0.0.0");
+        assert_eq!(c.client_host(), "127.0.0.1");
+        s.overrides = Some(serde_json::json!({"postgres": {"port": 6002}}));
+        assert_eq!(Config::load(&s).unwrap().postgres.port, 6002);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let err = Config::load(&sources(&[("DUCKLAKE_CATALOG_POSTGRES__PROT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prot") && err.contains("postgres"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_value_is_an_error_naming_the_key() {
+        let err = Config::load(&sources(&[("DUCKLAKE_CATALOG_POSTGRES__PORT", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres.port"), "{err}");
+    }
+
+    #[test]
+    fn malformed_data_path_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[[lakes]]\nname = \"sales\"\ndata_path = \"relative/dir\"\n").unwrap();
+        let mut s = sources(&[]);
+        s.file = Some(file);
+        let err = Config::load(&s).unwrap_err().to_string();
+        assert!(err.contains("lakes.0.data_path") && err.contains("relative/dir"), "{err}");
+        let err = Config::load(&sources(&[("DUCKLAKE_CATALOG_DATA_PATH", "s3://")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DUCKLAKE_CATALOG_DATA_PATH"), "{err}");
+    }
+
+    #[test]
+    fn single_lake_shortcuts_build_one_lake() {
+        let c = Config::load(&sources(&[
+            ("DUCKLAKE_CATALOG_LAKE_NAME", "sales"),
+            ("DUCKLAKE_CATALOG_DATA_PATH", "s3://acme-data/lakes/sales"),
+        ]))
+        .unwrap();
+        assert_eq!(c.lakes.len(), 1);
+        assert_eq!(c.lakes[0].name, "sales");
+        assert_eq!(c.lakes[0].data_path.to_string(), "s3://acme-data/lakes/sales/");
+    }
+
+    #[test]
+    fn lakes_from_file_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let toml = "[[lakes]]\nname = \"a\"\ndata_path = \"s3://b-1/x\"\n[[lakes]]\nname = \"b\"\ndata_path = \"s3://b-1/x/\"\n";
+        std::fs::write(&file, toml).unwrap();
+        let mut s = sources(&[]);
+        s.file = Some(file.clone());
+        let err = Config::load(&s).unwrap_err().to_string();
+        assert!(err.contains("lakes[1].data_path"), "{err}");
+        std::fs::write(&file, "[[lakes]]\nname = \"Bad-Name\"\ndata_path = \"/d\"\n").unwrap();
+        let err = Config::load(&s).unwrap_err().to_string();
+        assert!(err.contains("lakes[0].name"), "{err}");
+    }
+
+    #[test]
+    fn secret_file_convention_reads_and_trims_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret-value\n").unwrap();
+        let c = Config::load(&sources(&[(
+            "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD_FILE",
+            pw.to_str().unwrap(),
+        )]))
+        .unwrap();
+        assert_eq!(c.postgres.admin_password.as_ref().unwrap().expose(), "s3cret-value");
+        let err = Config::load(&sources(&[
+            ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD_FILE", pw.to_str().unwrap()),
+            ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "x"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("postgres.admin_password_file"), "{err}");
+        let err = Config::load(&sources(&[(
+            "DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY_FILE",
+            "/nonexistent/key",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("s3.secret_access_key_file") && err.contains("/nonexistent/key"));
+    }
+
+    #[test]
+    fn numeric_passwords_from_env_stay_strings() {
+        let c = Config::load(&sources(&[("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "123456")]))
+            .unwrap();
+        assert_eq!(c.postgres.admin_password.unwrap().expose(), "123456");
+    }
+
+    #[test]
+    fn redacted_toml_hides_every_secret() {
+        let c = Config::load(&sources(&[
+            ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "pg-secret"),
+            ("DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY", "s3-secret"),
+            ("DUCKLAKE_CATALOG_S3__SESSION_TOKEN", "s3-token"),
+        ]))
+        .unwrap();
+        let shown = c.to_redacted_toml();
+        for secret in ["pg-secret", "s3-secret", "s3-token"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("[redacted]"));
+        assert!(!format!("{c:?}").contains("pg-secret"));
+    }
+}

@@ -1,0 +1,67 @@
+//! What a client needs to connect to a lake, and the ATTACH string built from it.
+
+use serde::Serialize;
+
+use crate::config::{Config, LakeConfig};
+use crate::secret::Secret;
+
+/// The connection details of one lake.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    pub lake: String,
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub data_path: String,
+    /// Where the password comes from when it is not shown.
+    pub password_source: String,
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+impl ConnectionInfo {
+    /// Connection details for `lake`, with the admin password when it can be read.
+    pub fn for_lake(config: &Config, lake: &LakeConfig) -> ConnectionInfo {
+        let (password, source) = match (&config.postgres.admin_password, &config.postgres.admin_password_file) {
+            (Some(pw), Some(file)) => (Some(pw.clone()), format!("postgres.admin_password_file ({})", file.display())),
+            (Some(pw), None) => (Some(pw.clone()), "postgres.admin_password".to_owned()),
+            _ => {
+                let file = config.generated_password_file();
+                let pw = std::fs::read_to_string(&file).ok().map(|s| Secret::new(s.trim_end()));
+                (pw, format!("generated, stored in {}", file.display()))
+            }
+        };
+        ConnectionInfo {
+            lake: lake.name.clone(),
+            host: config.client_host(),
+            port: config.postgres.port,
+            dbname: lake.name.clone(),
+            user: config.postgres.admin_user.clone(),
+            data_path: lake.data_path.to_string(),
+            password_source: source,
+            password,
+        }
+    }
+
+    /// The libpq connection string; the password only when `with_password`.
+    pub fn conninfo(&self, with_password: bool) -> String {
+        let mut s = format!("host={} port={} user={}", self.host, self.port, self.user);
+        if with_password {
+            if let Some(pw) = &self.password {
+                s.push_str(" password=");
+                s.push_str(&crate::postgres::conninfo_value(pw.expose()));
+            }
+        }
+        s.push_str(" dbname=");
+        s.push_str(&self.dbname);
+        s
+    }
+
+    /// `ATTACH 'ducklake:postgres:…' AS <lake>`, ready to paste into DuckDB.
+    pub fn attach_sql(&self, with_password: bool) -> String {
+        let target = format!("ducklake:postgres:{}", self.conninfo(with_password));
+        format!("ATTACH {} AS {}", crate::postgres::quote_literal(&target), self.lake)
+    }
+}
+

@@ -1,0 +1,76 @@
+//! Finding the PostgreSQL server binaries and checking their major version.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::PgError;
+use crate::versions::PG_MAJOR;
+
+/// The PostgreSQL programs the supervisor runs.
+#[derive(Debug, Clone)]
+pub struct PgBinaries {
+    pub bin_dir: PathBuf,
+}
+
+impl PgBinaries {
+    /// `configured` (key `postgres.bin_dir`), else Debian's path, else `pg_config --bindir`.
+    pub fn find(configured: Option<&Path>) -> Result<Self, PgError> {
+        let candidates: Vec<(PathBuf, &str)> = match configured {
+            Some(dir) => vec![(dir.to_path_buf(), "postgres.bin_dir")],
+            None => {
+                let mut c = vec![(
+                    PathBuf::from(format!("/usr/lib/postgresql/{PG_MAJOR}/bin")),
+                    "Debian's path",
+                )];
+                if let Some(dir) = pg_config_bindir() {
+                    c.push((dir, "pg_config --bindir"));
+                }
+                c
+            }
+        };
+        for (dir, _) in &candidates {
+            let bins = PgBinaries { bin_dir: dir.clone() };
+            if bins.postgres().is_file() && bins.initdb().is_file() {
+                bins.check_major()?;
+                return Ok(bins);
+            }
+        }
+        let looked: Vec<String> =
+            candidates.iter().map(|(d, how)| format!("{} ({how})", d.display())).collect();
+        Err(PgError::BinariesMissing { looked: looked.join(", ") })
+    }
+
+    pub fn postgres(&self) -> PathBuf {
+        self.bin_dir.join("postgres")
+    }
+
+    pub fn initdb(&self) -> PathBuf {
+        self.bin_dir.join("initdb")
+    }
+
+    /// Runs `postgres --version` and checks it is PostgreSQL [`PG_MAJOR`].
+    fn check_major(&self) -> Result<(), PgError> {
+        let out = Command::new(self.postgres()).arg("--version").env_clear().output().map_err(
+            |e| PgError::Io { action: format!("run {} --version", self.postgres().display()), source: e },
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = text
+            .split_whitespace()
+            .find_map(|w| w.split('.').next().and_then(|m| m.parse::<u32>().ok()));
+        if major == Some(PG_MAJOR) {
+            Ok(())
+        } else {
+            Err(PgError::WrongBinaries {
+                bin_dir: self.bin_dir.clone(),
+                found: text.trim().to_owned(),
+            })
+        }
+    }
+}
+
+fn pg_config_bindir() -> Option<PathBuf> {
+    let out = Command::new("pg_config").arg("--bindir").output().ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}

@@ -1,0 +1,398 @@
+//! The data directory: first-boot initdb, the managed configuration, ownership and checks.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::unistd::{Uid, User};
+
+use super::{conninfo_value, quote_literal, tls, PgBinaries, PgError, SUPERUSER};
+use crate::config::Config;
+use crate::versions::PG_MAJOR;
+
+/// The file that marks a data directory as initialised by ducklake-catalog.
+const MARKER: &str = "ducklake-catalog.cluster";
+
+/// The OS account PostgreSQL runs as, when the supervisor is root.
+#[derive(Debug, Clone)]
+pub struct OsUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A prepared PostgreSQL data directory and everything needed to run it.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub bins: PgBinaries,
+    pub pgdata: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub listen_address: String,
+    /// `Some` when the supervisor is root and drops to this user for PostgreSQL.
+    pub os_user: Option<OsUser>,
+    pub stop_timeout_secs: u64,
+    pub start_timeout_secs: u64,
+}
+
+/// What [`Cluster::prepare`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// initdb ran: a new cluster.
+    First,
+    /// An existing cluster of ours.
+    Existing,
+}
+
+impl Cluster {
+    /// Finds the binaries, creates the home, initialises PGDATA on first boot (never over a
+    /// foreign or other-major directory) and writes the managed configuration.
+    pub fn prepare(config: &Config) -> Result<(Cluster, Boot), PgError> {
+        let bins = PgBinaries::find(config.postgres.bin_dir.as_deref())?;
+        let os_user = if Uid::effective().is_root() {
+            let name = &config.postgres.os_user;
+            let user = User::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| PgError::NoOsUser { user: name.clone() })?;
+            Some(OsUser { name: name.clone(), uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+        } else {
+            None
+        };
+        let cluster = Cluster {
+            bins,
+            pgdata: config.pgdata(),
+            socket_dir: config.socket_dir(),
+            port: config.postgres.port,
+            listen_address: config.postgres.listen_address.clone(),
+            os_user,
+            stop_timeout_secs: config.postgres.stop_timeout_secs,
+            start_timeout_secs: config.postgres.start_timeout_secs,
+        };
+        cluster.make_home(&config.home)?;
+        let boot = cluster.init_if_needed()?;
+        cluster.write_managed_files(config)?;
+        cluster.clear_stale_pid()?;
+        Ok((cluster, boot))
+    }
+
+    fn make_home(&self, home: &Path) -> Result<(), PgError> {
+        fs::create_dir_all(home).map_err(PgError::io(format!("create home {}", home.display())))?;
+        let secrets = home.join("secrets");
+        for dir in [&self.socket_dir, &secrets] {
+            fs::create_dir_all(dir).map_err(PgError::io(format!("create {}", dir.display())))?;
+        }
+        set_mode(&secrets, 0o700)?;
+        if let Some(user) = &self.os_user {
+            // PostgreSQL's user must traverse the home to reach PGDATA and the socket folder.
+            let mode = fs::metadata(home).map_err(PgError::io("stat home"))?.mode();
+            if mode & 0o001 == 0 {
+                set_mode(home, (mode & 0o7777) | 0o011)?;
+            }
+            self.chown(&self.socket_dir)?;
+            check_reachable(user, home)?;
+        }
+        Ok(())
+    }
+
+    fn init_if_needed(&self) -> Result<Boot, PgError> {
+        let version_file = self.pgdata.join("PG_VERSION");
+        if version_file.exists() {
+            let found = fs::read_to_string(&version_file)
+                .map_err(PgError::io(format!("read {}", version_file.display())))?;
+            let found = found.trim();
+            if found != PG_MAJOR.to_string() {
+                return Err(PgError::WrongMajor { pgdata: self.pgdata.clone(), found: found.into() });
+            }
+            if !self.pgdata.join(MARKER).exists() {
+                return Err(PgError::ForeignDataDir { pgdata: self.pgdata.clone() });
+            }
+            if let Some(user) = &self.os_user {
+                let meta = fs::metadata(&self.pgdata).map_err(PgError::io("stat PGDATA"))?;
+                if meta.uid() != user.uid {
+                    // A volume remounted with other ownership: give it back to PostgreSQL's user.
+                    chown_tree(&self.pgdata, user)?;
+                }
+            }
+            return Ok(Boot::Existing);
+        }
+        if self.pgdata.exists()
+            && fs::read_dir(&self.pgdata)
+                .map_err(PgError::io(format!("read {}", self.pgdata.display())))?
+                .next()
+                .is_some()
+        {
+            return Err(PgError::ForeignDataDir { pgdata: self.pgdata.clone() });
+        }
+        // initdb into a sibling and rename, so an interrupted first boot leaves nothing that
+        // looks like a cluster.
+        let staging = self.pgdata.with_file_name("pgdata.initdb");
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(PgError::io("remove an interrupted initdb"))?;
+        }
+        fs::create_dir_all(&staging).map_err(PgError::io("create the initdb folder"))?;
+        set_mode(&staging, 0o700)?;
+        self.chown(&staging)?;
+        tracing::info!(pgdata = %self.pgdata.display(), "first boot: running initdb");
+        let mut cmd = Command::new(self.bins.initdb());
+        cmd.arg("--pgdata")
+            .arg(&staging)
+            .arg(format!("--username={SUPERUSER}"))
+            .args([
+                "--data-checksums",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
+                "--no-instructions",
+            ])
+            .env_clear()
+            .env("LC_ALL", "C");
+        self.as_os_user(&mut cmd);
+        let out = cmd.output().map_err(PgError::io("run initdb"))?;
+        if !out.status.success() {
+            return Err(PgError::Initdb {
+                status: out.status.to_string(),
+                stderr: one_line(&String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+        fs::write(staging.join(MARKER), format!("initialised by ducklake-catalog {}\n", env!("CARGO_PKG_VERSION")))
+            .map_err(PgError::io("write the cluster marker"))?;
+        self.chown(&staging.join(MARKER))?;
+        if self.pgdata.exists() {
+            fs::remove_dir(&self.pgdata).map_err(PgError::io("replace the empty PGDATA"))?;
+        }
+        fs::rename(&staging, &self.pgdata).map_err(PgError::io("move the new cluster into place"))?;
+        Ok(Boot::First)
+    }
+
+    /// Writes postgresql.conf, pg_hba.conf, pg_ident.conf and the TLS files, wholesale.
+    fn write_managed_files(&self, config: &Config) -> Result<(), PgError> {
+        let pg = &config.postgres;
+        let (cert, key) = match (&pg.tls_cert_file, &pg.tls_key_file) {
+            (Some(c), Some(k)) => (
+                fs::read(c).map_err(PgError::io(format!("read postgres.tls_cert_file {}", c.display())))?,
+                fs::read(k).map_err(PgError::io(format!("read postgres.tls_key_file {}", k.display())))?,
+            ),
+            _ => tls::existing_or_new(&self.pgdata, &config.client_host())?,
+        };
+        self.write_file("server.crt", &cert, 0o600)?;
+        self.write_file("server.key", &key, 0o600)?;
+        self.write_file("postgresql.conf", postgresql_conf(self, config).as_bytes(), 0o600)?;
+        self.write_file("pg_hba.conf", PG_HBA.as_bytes(), 0o600)?;
+        let supervisor_os_user = User::from_uid(Uid::effective())
+            .ok()
+            .flatten()
+            .map_or_else(|| Uid::effective().to_string(), |u| u.name);
+        let ident = format!(
+            "# Managed by ducklake-catalog: rewritten on every start.\nsupervisor {supervisor_os_user} {SUPERUSER}\n"
+        );
+        self.write_file("pg_ident.conf", ident.as_bytes(), 0o600)
+    }
+
+    fn write_file(&self, name: &str, content: &[u8], mode: u32) -> Result<(), PgError> {
+        let path = self.pgdata.join(name);
+        fs::write(&path, content).map_err(PgError::io(format!("write {}", path.display())))?;
+        set_mode(&path, mode)?;
+        self.chown(&path)
+    }
+
+    /// Removes a `postmaster.pid` left by a crash, unless its postgres is still alive.
+    fn clear_stale_pid(&self) -> Result<(), PgError> {
+        let pidfile = self.pgdata.join("postmaster.pid");
+        let Ok(content) = fs::read_to_string(&pidfile) else { return Ok(()) };
+        let pid = content.lines().next().and_then(|l| l.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let exe = String::from_utf8_lossy(&cmdline);
+            if pid != std::process::id().cast_signed() && exe.contains("postgres") {
+                return Err(PgError::AlreadyRunning { pid, pgdata: self.pgdata.clone() });
+            }
+        }
+        tracing::warn!(pidfile = %pidfile.display(), "removing a stale postmaster.pid left by an unclean stop");
+        fs::remove_file(&pidfile).map_err(PgError::io("remove the stale postmaster.pid"))
+    }
+
+    /// Runs `cmd` as PostgreSQL's OS user when the supervisor is root.
+    pub(crate) fn as_os_user(&self, cmd: &mut Command) {
+        if let Some(user) = &self.os_user {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+    }
+
+    fn chown(&self, path: &Path) -> Result<(), PgError> {
+        if let Some(user) = &self.os_user {
+            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+                .map_err(PgError::io(format!("chown {} to {}", path.display(), user.name)))?;
+        }
+        Ok(())
+    }
+
+    /// libpq connection string for `user` over the Unix socket.
+    pub fn socket_conninfo(&self, user: &str, password: Option<&str>, dbname: &str) -> String {
+        let mut s = format!(
+            "host={} port={} user={} dbname={}",
+            conninfo_value(&self.socket_dir.to_string_lossy()),
+            self.port,
+            conninfo_value(user),
+            conninfo_value(dbname)
+        );
+        if let Some(pw) = password {
+            let _ = write!(s, " password={}", conninfo_value(pw));
+        }
+        s
+    }
+
+    /// Connects as the internal superuser over the Unix socket.
+    pub async fn connect_superuser(&self, dbname: &str) -> Result<tokio_postgres::Client, PgError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(&self.socket_dir)
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname(dbname)
+            .application_name("ducklake-catalog")
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(PgError::sql(format!("connect to database {dbname} as {SUPERUSER}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "supervisor connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Fails when another process already listens on the configured port.
+    pub fn check_port_free(&self) -> Result<(), PgError> {
+        for addr in self.listen_address.split(',').map(str::trim) {
+            let host = match addr {
+                "*" => "0.0.0.0",
+                "" => continue,
+                other => other,
+            };
+            let target = if host.contains(':') {
+                format!("[{host}]:{}", self.port)
+            } else {
+                format!("{host}:{}", self.port)
+            };
+            if let Err(e) = std::net::TcpListener::bind(&target) {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    return Err(PgError::PortInUse { addr: target });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const PG_HBA: &str = "\
+# Managed by ducklake-catalog: rewritten on every start.
+# TYPE   DATABASE USER                 ADDRESS      METHOD
+local    all      ducklake_supervisor               peer map=supervisor
+host     all      ducklake_supervisor  all          reject
+local    all      all                               scram-sha-256
+host     all      all                  127.0.0.1/32 scram-sha-256
+host     all      all                  ::1/128      scram-sha-256
+hostssl  all      all                  all          scram-sha-256
+";
+
+fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
+    let pg = &config.postgres;
+    let mut s = String::from(
+        "# Managed by ducklake-catalog: rewritten on every start. Change settings through the\n\
+         # ducklake-catalog configuration ([postgres] and [postgres.settings]), not here.\n",
+    );
+    let mut set = |k: &str, v: String| {
+        let _ = writeln!(s, "{k} = {v}");
+    };
+    set("listen_addresses", quote_literal(&pg.listen_address));
+    set("port", pg.port.to_string());
+    set("unix_socket_directories", quote_literal(&cluster.socket_dir.to_string_lossy()));
+    set("max_connections", pg.max_connections.to_string());
+    set("superuser_reserved_connections", "3".into());
+    set("password_encryption", "'scram-sha-256'".into());
+    set("ssl", "on".into());
+    set("ssl_cert_file", "'server.crt'".into());
+    set("ssl_key_file", "'server.key'".into());
+    set("ssl_min_protocol_version", "'TLSv1.2'".into());
+    set("shared_buffers", quote_literal(&pg.shared_buffers));
+    // DuckLake's catalog is small, hot and commit-heavy: many short transactions on narrow tables.
+    set("work_mem", "'8MB'".into());
+    set("maintenance_work_mem", "'64MB'".into());
+    set("effective_cache_size", "'512MB'".into());
+    set("wal_level", "'replica'".into());
+    set("max_wal_size", "'1GB'".into());
+    set("checkpoint_timeout", "'5min'".into());
+    set("autovacuum_naptime", "'15s'".into());
+    set("autovacuum_vacuum_scale_factor", "0.05".into());
+    set("idle_in_transaction_session_timeout", "'10min'".into());
+    set("tcp_keepalives_idle", "60".into());
+    // Logging: stderr only, parsed by the supervisor; CIS-style auditing.
+    set("logging_collector", "off".into());
+    set("log_destination", "'stderr'".into());
+    set("log_line_prefix", quote_literal(super::logs::LINE_PREFIX));
+    set("log_timezone", "'UTC'".into());
+    set("timezone", "'UTC'".into());
+    set("lc_messages", "'C'".into());
+    set("log_connections", "on".into());
+    set("log_disconnections", "off".into());
+    set("log_statement", "'ddl'".into());
+    set("log_checkpoints", "on".into());
+    set("log_lock_waits", "on".into());
+    set("log_min_duration_statement", "'5s'".into());
+    set("datestyle", "'iso, mdy'".into());
+    set("dynamic_shared_memory_type", "posix".into());
+    for (k, v) in &pg.settings {
+        set(k, quote_literal(v));
+    }
+    s
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(PgError::io(format!("chmod {}", path.display())))
+}
+
+fn chown_tree(dir: &Path, user: &OsUser) -> Result<(), PgError> {
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
+        .map_err(PgError::io(format!("chown {}", dir.display())))?;
+    for entry in fs::read_dir(dir).map_err(PgError::io(format!("read {}", dir.display())))? {
+        let path = entry.map_err(PgError::io("read PGDATA"))?.path();
+        if path.is_dir() && !path.is_symlink() {
+            chown_tree(&path, user)?;
+        } else {
+            std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))
+                .map_err(PgError::io(format!("chown {}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `user` can traverse every ancestor of `path` (permission bits only).
+fn check_reachable(user: &OsUser, path: &Path) -> Result<(), PgError> {
+    let abs = path.canonicalize().map_err(PgError::io(format!("resolve {}", path.display())))?;
+    for dir in abs.ancestors() {
+        let Ok(meta) = fs::metadata(dir) else { continue };
+        let mode = meta.mode();
+        let ok = if meta.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            return Err(PgError::Unreachable { user: user.name.clone(), path: dir.to_path_buf() });
+        }
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,103 @@
+//! The PostgreSQL supervisor: initdb, managed configuration, start, health, stop.
+//!
+//! ```text
+//!            prepare()            start()             wait_ready()
+//!  [absent] ─────────► [initialised] ──────► [starting] ──────────► [running]
+//!                                              │  exit / timeout        │ exits unexpectedly
+//!                                              ▼                        ▼
+//!                                          StartFailed           (serve restarts with backoff)
+//!  [running] ── shutdown(Fast) ──► SIGINT: checkpoint, exit ──► [stopped]
+//!            └─ timeout or second signal ──► SIGQUIT (immediate) ──► SIGKILL after 5 s
+//! ```
+//!
+//! PostgreSQL runs as a direct child in its own process group, never daemonised; its stderr is
+//! parsed line by line and re-emitted as tracing events ([`logs`]). The internal superuser
+//! [`SUPERUSER`] authenticates by `peer` over the Unix socket only; clients log in as the
+//! configured admin role, which is not a superuser.
+
+mod binaries;
+mod cluster;
+mod logs;
+mod process;
+mod tls;
+
+pub use binaries::PgBinaries;
+pub use cluster::{Cluster, OsUser};
+pub use process::{RunningPostgres, ShutdownMode};
+
+use std::path::PathBuf;
+
+/// The internal superuser role, reachable only over the Unix socket by the supervisor.
+pub const SUPERUSER: &str = "ducklake_supervisor";
+
+/// Why PostgreSQL could not be prepared, started or stopped. Each is one line with the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    #[error("PostgreSQL 15 server binaries not found (looked in {looked}); install postgresql-15 (apt-get install postgresql-15) or set postgres.bin_dir")]
+    BinariesMissing { looked: String },
+    #[error("{bin_dir} holds `{found}`, not PostgreSQL 15; install postgresql-15 or fix postgres.bin_dir")]
+    WrongBinaries { bin_dir: PathBuf, found: String },
+    #[error("{pgdata} holds a PostgreSQL {found} cluster but this server runs PostgreSQL 15; upgrade it with pg_upgrade or point home elsewhere (it was not changed)")]
+    WrongMajor { pgdata: PathBuf, found: String },
+    #[error("{pgdata} is not empty and is not a ducklake-catalog data directory; refusing to touch it: move it away or choose another home")]
+    ForeignDataDir { pgdata: PathBuf },
+    #[error("another postgres (pid {pid}) is running on {pgdata}; stop it before starting this server")]
+    AlreadyRunning { pid: i32, pgdata: PathBuf },
+    #[error("OS user `{user}` (postgres.os_user) does not exist; create it (useradd --system {user}) or set postgres.os_user")]
+    NoOsUser { user: String },
+    #[error("OS user `{user}` cannot reach {path}: make every parent folder of the home traversable (chmod o+x) or choose another home")]
+    Unreachable { user: String, path: PathBuf },
+    #[error("postgres.port: {addr} is already in use; stop what listens there or choose another port (--port or DUCKLAKE_CATALOG_POSTGRES__PORT)")]
+    PortInUse { addr: String },
+    #[error("initdb failed ({status}): {stderr}")]
+    Initdb { status: String, stderr: String },
+    #[error("postgres exited during start ({status}): {last_lines}")]
+    StartFailed { status: String, last_lines: String },
+    #[error("postgres did not accept connections within {secs} s (postgres.start_timeout_secs): {last_lines}")]
+    StartTimeout { secs: u64, last_lines: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{action}: {source}")]
+    Sql {
+        action: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl PgError {
+    pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
+        let action = action.into();
+        move |source| PgError::Io { action, source }
+    }
+
+    pub(crate) fn sql(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+        let action = action.into();
+        move |source| PgError::Sql { action, source }
+    }
+}
+
+/// Quotes `s` as a SQL string literal (standard_conforming_strings is on).
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Quotes `s` as a SQL identifier.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes `s` as a libpq connection-string value, only where libpq needs it.
+pub(crate) fn conninfo_value(s: &str) -> String {
+    if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}

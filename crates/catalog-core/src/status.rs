@@ -1,0 +1,85 @@
+//! The supervisor's state, published on a `watch` channel for the health endpoints.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// What the supervisor knows about PostgreSQL and the lakes right now.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub postgres: PgState,
+    pub lakes: BTreeMap<String, LakeStatus>,
+    /// Unexpected PostgreSQL exits since the server started.
+    pub restarts: u32,
+    /// The last error the supervisor handled, one line.
+    pub last_error: Option<String>,
+}
+
+/// The PostgreSQL child's lifecycle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PgState {
+    /// Preparing the data directory or waiting for PostgreSQL to accept connections.
+    #[default]
+    Starting,
+    Running {
+        pid: i32,
+    },
+    /// PostgreSQL exited unexpectedly; a restart is scheduled.
+    Restarting {
+        exit: String,
+    },
+    Stopping,
+    Stopped,
+    /// Start-up failed for good; the server is exiting.
+    Failed,
+}
+
+impl PgState {
+    /// True while the PostgreSQL child runs or is being brought up or down in order.
+    pub fn is_alive(&self) -> bool {
+        matches!(
+            self,
+            PgState::Starting | PgState::Running { .. } | PgState::Stopping
+        )
+    }
+}
+
+/// One lake's readiness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LakeStatus {
+    pub state: LakeState,
+    pub data_path: String,
+    /// The DuckLake format version recorded in the lake's catalog.
+    pub spec_version: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Whether a lake can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LakeState {
+    Pending,
+    Ready,
+    Error,
+}
+
+impl Status {
+    /// True when PostgreSQL runs and every lake is initialised.
+    pub fn lakes_ready(&self) -> bool {
+        matches!(self.postgres, PgState::Running { .. })
+            && !self.lakes.is_empty()
+            && self.lakes.values().all(|l| l.state == LakeState::Ready)
+    }
+}
+
+/// The sending side, owned by the supervisor.
+pub type StatusSender = watch::Sender<Status>;
+/// The receiving side, read by the health endpoints.
+pub type StatusReceiver = watch::Receiver<Status>;
+
+/// A new channel holding the initial (starting) status.
+pub fn channel() -> (StatusSender, StatusReceiver) {
+    watch::channel(Status::default())
+}

@@ -1,0 +1,28 @@
+//! The versions users depend on, pinned in one place.
+//!
+//! This file holds only `pub const` items: `xtask` `include!`s it to install the matching test
+//! dependencies (Python wheels, extension files), and a hygiene test checks that the `duckdb`
+//! crate pin in the root `Cargo.toml` agrees with [`DUCKDB_CRATE_VERSION`].
+
+/// The DuckDB engine version the server embeds and the extension files must match.
+pub const DUCKDB_VERSION: &str = "1.5.5";
+/// The Rust `duckdb` crate release that bundles [`DUCKDB_VERSION`].
+pub const DUCKDB_CRATE_VERSION: &str = "1.10505.0";
+/// The DuckLake catalog format version that the pinned `ducklake` extension writes.
+pub const DUCKLAKE_SPEC_VERSION: &str = "1.0";
+/// The PostgreSQL major version the supervisor runs and accepts in a data directory.
+pub const PG_MAJOR: u32 = 15;
+/// DuckDB extensions the server and the test clients load, as `(PyPI wheel, file stem)`.
+/// The `postgres` wheel's file must be installed as `postgres_scanner` to load.
+pub const DUCKDB_EXTENSIONS: &[(&str, &str)] = &[
+    ("ducklake", "ducklake"),
+    ("postgres", "postgres_scanner"),
+    ("httpfs", "httpfs"),
+    ("aws", "aws"),
+    ("parquet", "parquet"),
+    ("json", "json"),
+];
+/// The DuckDB platform string of this build's extension files.
+pub const DUCKDB_PLATFORM: &str = "linux_amd64";
+/// `moto[server]`, the S3 and Secrets Manager emulator the tests run on loopback.
+pub const MOTO_VERSION: &str = "5.2.5";
