@@ -1,1 +1,125 @@
-fn main() {}
+//! `ducklake-catalog`: the binary. Parses the command line, loads the configuration once, sets up
+//! tracing, wires the supervisor (catalog-core) to the health endpoints (health) and to signals,
+//! and turns errors into one line on stderr and an exit code: 2 for bad configuration or usage,
+//! 1 for everything else. The only crate that calls `std::process::exit`.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for a configuration or usage error.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a runtime failure.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "ducklake-catalog", version, about = "The PostgreSQL catalog for DuckLake, supervised.")]
+struct Cli {
+    /// TOML configuration file (env DUCKLAKE_CATALOG_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Folder holding all state (env DUCKLAKE_CATALOG_HOME; default ./.ducklake-catalog).
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run PostgreSQL, the lakes and the health endpoints until SIGTERM or SIGINT.
+    Serve,
+    /// Probe the running server's /readyz; exit 0 when ready, 1 otherwise (container HEALTHCHECK).
+    Health {
+        /// URL to probe. Default: /readyz at the configured http.listen.
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Show configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the product, DuckDB engine, DuckLake spec and PostgreSQL versions.
+    Version {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print how to connect to a lake: the ATTACH string, host, port, dbname, user, data path.
+    Connect {
+        /// The lake; default: the only configured lake.
+        #[arg(long)]
+        lake: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Include the password.
+        #[arg(long)]
+        show_password: bool,
+    },
+}
+
+/// Flags that override configuration keys; global so `connect` and `health` see what `serve`
+/// was given.
+#[derive(Debug, clap::Args)]
+struct Overrides {
+    /// PostgreSQL port (postgres.port).
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    /// PostgreSQL listen addresses (postgres.listen_address).
+    #[arg(long, global = true)]
+    listen_address: Option<String>,
+    /// Health HTTP address (http.listen).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    http_listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML, secrets redacted.
+    Show,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn config(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: EXIT_CONFIG, error: error.into() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure { code: EXIT_FAILURE, error }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let line = format!("{:#}", f.error).split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("ducklake-catalog: error: {line}");
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The subcommands.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use catalog_core::config::{Config, Sources};
+use catalog_core::connection::ConnectionInfo;
+use catalog_core::{status, versions, Probe, Supervisor};
+use health::HealthState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Cli, Command, ConfigCommand, Failure, Format};
+
+pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
+    let load = || load_config(&cli);
+    match &cli.command {
+        Command::Serve => serve(load()?),
+        Command::Health { url, timeout } => {
+            let url = match url {
+                Some(u) => u.clone(),
+                None => load()?.readyz_url(),
+            };
+            health_probe(&url, Duration::from_secs(*timeout))
+        }
+        Command::Config { command: ConfigCommand::Show } => {
+            print!("{}", load()?.to_redacted_toml());
+            Ok(())
+        }
+        Command::Version { format } => version(*format),
+        Command::Connect { lake, format, show_password } => {
+            connect(&load()?, lake.as_deref(), *format, *show_password)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let mut sources = Sources::from_process();
+    sources.file.clone_from(&cli.config);
+    let mut overrides = serde_json::Map::new();
+    if let Some(home) = &cli.home {
+        overrides.insert("home".into(), home.to_string_lossy().into());
+    }
+    {
+        let a = &cli.overrides;
+        let mut pg = serde_json::Map::new();
+        if let Some(p) = a.port {
+            pg.insert("port".into(), p.into());
+        }
+        if let Some(l) = &a.listen_address {
+            pg.insert("listen_address".into(), l.clone().into());
+        }
+        if !pg.is_empty() {
+            overrides.insert("postgres".into(), pg.into());
+        }
+        if let Some(h) = &a.http_listen {
+            overrides.insert("http".into(), serde_json::json!({ "listen": h }));
+        }
+    }
+    if !overrides.is_empty() {
+        sources.overrides = Some(overrides.into());
+    }
+    Config::load(&sources).map_err(Failure::config)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?)
+}
+
+fn serve(config: Config) -> Result<(), Failure> {
+    health::init_tracing(config.log.format, &config.log.level).map_err(Failure::config)?;
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let immediate = CancellationToken::new();
+        watch_signals(shutdown.clone(), immediate.clone())?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            duckdb = versions::DUCKDB_VERSION,
+            postgres_major = versions::PG_MAJOR,
+            home = %config.home.display(),
+            "starting ducklake-catalog"
+        );
+        let (tx, rx) = status::channel();
+        let health_state = HealthState::new(rx);
+        let http_stop = CancellationToken::new();
+        let http = health::serve(config.http.listen, health_state.clone(), http_stop.clone())
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "http.listen: bind {}: {e}; choose another address with --http-listen or DUCKLAKE_CATALOG_HTTP__LISTEN",
+                    config.http.listen
+                )
+            })?;
+        let checks = tokio::spawn(health::run_checks(
+            health_state,
+            Probe::new(&config),
+            http_stop.clone(),
+        ));
+        let result = Supervisor::new(config, tx).run(shutdown, immediate).await;
+        http_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        let _ = checks.await;
+        match result {
+            Ok(()) => {
+                tracing::info!("stopped cleanly");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ducklake-catalog stopped with an error");
+                Err(anyhow::Error::new(e).into())
+            }
+        }
+    })
+}
+
+/// First SIGTERM/SIGINT: orderly stop. Second: immediate stop.
+fn watch_signals(shutdown: CancellationToken, immediate: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            seen += 1;
+            if seen == 1 {
+                tracing::info!(signal = name, "shutting down: fast shutdown of postgres");
+                shutdown.cancel();
+            } else {
+                tracing::warn!(signal = name, "second signal: immediate shutdown");
+                immediate.cancel();
+            }
+        }
+    });
+    Ok(())
+}
+
+fn health_probe(url: &str, timeout: Duration) -> Result<(), Failure> {
+    let body = runtime()?.block_on(health::probe(url, timeout)).map_err(anyhow::Error::new)?;
+    println!("{body}");
+    Ok(())
+}
+
+fn version(format: Format) -> Result<(), Failure> {
+    // Ask the embedded engine itself, so the printed version is the one that runs.
+    let conn = duckdb::Connection::open_in_memory().context("open the embedded DuckDB")?;
+    let engine: String = conn
+        .query_row("SELECT version()", [], |r| r.get(0))
+        .context("read the DuckDB version")?;
+    let info = serde_json::json!({
+        "ducklake_catalog": env!("CARGO_PKG_VERSION"),
+        "duckdb_engine": engine.trim_start_matches('v'),
+        "ducklake_spec": versions::DUCKLAKE_SPEC_VERSION,
+        "postgres_major": versions::PG_MAJOR,
+        "extensions": versions::DUCKDB_EXTENSIONS.iter().map(|(_, f)| format!("{f} v{}", versions::DUCKDB_VERSION)).collect::<Vec<_>>(),
+    });
+    match format {
+        Format::Json => println!("{info}"),
+        Format::Text => {
+            println!("ducklake-catalog {}", env!("CARGO_PKG_VERSION"));
+            println!("DuckDB engine    {}", info["duckdb_engine"].as_str().unwrap_or_default());
+            println!("DuckLake spec    {}", versions::DUCKLAKE_SPEC_VERSION);
+            println!("PostgreSQL       {}", versions::PG_MAJOR);
+        }
+    }
+    Ok(())
+}
+
+fn connect(config: &Config, lake: Option<&str>, format: Format, show_password: bool) -> Result<(), Failure> {
+    let names: Vec<&str> = config.lakes.iter().map(|l| l.name.as_str()).collect();
+    let lake = match lake {
+        Some(name) => config.lake(name).ok_or_else(|| {
+            Failure::config(anyhow!("no lake named `{name}`; configured lakes: {}", names.join(", ")))
+        })?,
+        None if config.lakes.len() == 1 => &config.lakes[0],
+        None => {
+            return Err(Failure::config(anyhow!(
+                "several lakes are configured ({}); choose one with --lake",
+                names.join(", ")
+            )))
+        }
+    };
+    let info = ConnectionInfo::for_lake(config, lake);
+    if show_password && info.password.is_none() {
+        return Err(anyhow!(
+            "the admin password is not readable ({}); start the server once or set postgres.admin_password",
+            info.password_source
+        )
+        .into());
+    }
+    let password = if show_password {
+        info.password.as_ref().map_or("", |p| p.expose()).to_owned()
+    } else {
+        format!("(hidden: --show-password; {})", info.password_source)
+    };
+    match format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&info).context("serialise the connection info")?;
+            v["attach"] = info.attach_sql(show_password).into();
+            if show_password {
+                v["password"] = password.into();
+            }
+            println!("{v}");
+        }
+        Format::Text => {
+            println!("lake       {}", info.lake);
+            println!("host       {}", info.host);
+            println!("port       {}", info.port);
+            println!("dbname     {}", info.dbname);
+            println!("user       {}", info.user);
+            println!("password   {password}");
+            println!("data path  {}", info.data_path);
+            println!();
+            println!("{};", info.attach_sql(show_password));
+        }
+    }
+    Ok(())
+}
