@@ -1,1 +1,223 @@
-fn main() {}
+//! `cargo xtask`: the project's build system.
+//!
+//! - `cargo xtask deps`: install what the tests and a local `serve` need, from the package
+//!   registries only: PostgreSQL 15 (Debian, when missing and running as root), a Python venv
+//!   with the pinned `duckdb` client, its extension wheels and `moto[server]`, and a DuckDB
+//!   extension directory assembled from those wheels. Idempotent and quick when done.
+//! - `cargo xtask test [ARGS…]`: `deps`, then `cargo test --workspace` with the test
+//!   environment set. The README's test command.
+//! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
+//! - `cargo xtask serve [ARGS…]`: `deps`, then `cargo run --release -p ducklake-catalog -- serve`.
+//!
+//! Builds go to a persistent target directory outside the clone (`CARGO_TARGET_DIR`, default
+//! `~/.cache/ducklake-catalog/target`) so the bundled DuckDB is compiled once per machine.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+// The one place versions are pinned, shared with catalog-core without depending on it (which
+// would compile the bundled DuckDB before any dependency is installed).
+#[allow(dead_code)]
+#[path = "../../crates/catalog-core/src/versions.rs"]
+mod versions;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (cmd, rest) = args.split_first().map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
+    match cmd {
+        "deps" => deps().map(|_| ()),
+        "test" => test(rest),
+        "ci" => ci(rest),
+        "serve" => serve(rest),
+        _ => {
+            eprintln!("usage: cargo xtask <deps|test|ci|serve> [ARGS…]");
+            if cmd == "help" || cmd == "--help" {
+                Ok(())
+            } else {
+                bail!("unknown xtask command `{cmd}`")
+            }
+        }
+    }
+}
+
+/// Where test dependencies and the shared target directory live.
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("DUCKLAKE_CATALOG_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache").join("ducklake-catalog")
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| cache_dir().join("target"), PathBuf::from)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// What `deps` installed.
+struct Deps {
+    venv: PathBuf,
+    extensions: PathBuf,
+    pg_bin: PathBuf,
+}
+
+fn deps() -> Result<Deps> {
+    let pg_bin = postgres()?;
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
+    let venv = python_venv(&cache)?;
+    let extensions = extension_dir(&cache, &venv)?;
+    Ok(Deps { venv, extensions, pg_bin })
+}
+
+fn postgres() -> Result<PathBuf> {
+    let bin = PathBuf::from(format!("/usr/lib/postgresql/{}/bin", versions::PG_MAJOR));
+    if bin.join("postgres").is_file() {
+        return Ok(bin);
+    }
+    if !is_root() {
+        bail!(
+            "PostgreSQL {} is not installed: run `sudo apt-get install postgresql-{}` (or run this as root)",
+            versions::PG_MAJOR,
+            versions::PG_MAJOR
+        );
+    }
+    eprintln!("xtask: installing postgresql-{} from Debian", versions::PG_MAJOR);
+    // No default cluster: the product runs its own; a system-wide PG must not start.
+    fs::create_dir_all("/etc/postgresql-common").context("create /etc/postgresql-common")?;
+    fs::write("/etc/postgresql-common/createcluster.conf", "create_main_cluster = false\n")
+        .context("write createcluster.conf")?;
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .arg(format!("postgresql-{}", versions::PG_MAJOR))
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(bin)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The pinned Python requirements, one per line.
+fn requirements() -> String {
+    let v = versions::DUCKDB_VERSION;
+    let mut reqs = vec![format!("duckdb=={v}"), format!("moto[server]=={}", versions::MOTO_VERSION)];
+    reqs.extend(versions::DUCKDB_EXTENSIONS.iter().map(|(wheel, _)| format!("duckdb-extension-{wheel}=={v}")));
+    reqs.join("\n") + "\n"
+}
+
+fn python_venv(cache: &Path) -> Result<PathBuf> {
+    let venv = cache.join("venv");
+    let stamp = venv.join("ducklake-catalog-requirements.txt");
+    let wanted = requirements();
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && venv.join("bin/python").is_file() {
+        return Ok(venv);
+    }
+    eprintln!("xtask: creating the test Python venv in {}", venv.display());
+    let python = env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    if !Command::new(&python).args(["-m", "venv", "--clear"]).arg(&venv).status().is_ok_and(|s| s.success()) {
+        if !is_root() {
+            bail!("`{python} -m venv` failed: install python3-venv (apt-get install python3-venv)");
+        }
+        run(Command::new("apt-get").args(["install", "-y", "-q", "python3-venv"]))?;
+        run(Command::new(&python).args(["-m", "venv", "--clear"]).arg(&venv))?;
+    }
+    let req_file = cache.join("requirements.txt");
+    fs::write(&req_file, &wanted).context("write requirements.txt")?;
+    run(Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&req_file))?;
+    fs::write(&stamp, &wanted).context("write the venv stamp")?;
+    Ok(venv)
+}
+
+/// Copies the extension files out of the wheels into DuckDB's directory layout.
+fn extension_dir(cache: &Path, venv: &Path) -> Result<PathBuf> {
+    let root = cache.join("extensions");
+    let v = versions::DUCKDB_VERSION;
+    let dest = root.join(format!("v{v}")).join(versions::DUCKDB_PLATFORM);
+    fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    let site = site_packages(venv)?;
+    for (wheel, file) in versions::DUCKDB_EXTENSIONS {
+        let src = site
+            .join(format!("duckdb_extension_{wheel}"))
+            .join("extensions")
+            .join(format!("v{v}"))
+            .join(format!("{wheel}.duckdb_extension"));
+        let target = dest.join(format!("{file}.duckdb_extension"));
+        let same = fs::metadata(&target).ok().map(|m| m.len()) == fs::metadata(&src).ok().map(|m| m.len());
+        if !same {
+            fs::copy(&src, &target)
+                .with_context(|| format!("copy {} to {}", src.display(), target.display()))?;
+        }
+    }
+    Ok(root)
+}
+
+fn site_packages(venv: &Path) -> Result<PathBuf> {
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+        .output()
+        .context("ask the venv for its site-packages")?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root()).env("CARGO_TARGET_DIR", target_dir());
+    // `cargo run` gave xtask its own package's variables. Passed on, they change what some
+    // build scripts see (ring tracks CARGO_MANIFEST_DIR), which would rebuild the bundled
+    // DuckDB whenever builds alternate between xtask and a plain `cargo`.
+    for (name, _) in env::vars_os() {
+        let name = name.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let deps = deps()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).args(args);
+    cmd.env("DUCKLAKE_TEST_VENV", &deps.venv)
+        .env("DUCKLAKE_TEST_EXTENSIONS", &deps.extensions)
+        .env("DUCKLAKE_TEST_PG_BIN", &deps.pg_bin);
+    run(&mut cmd)
+}
+
+fn ci(args: &[String]) -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    test(args)
+}
+
+fn serve(args: &[String]) -> Result<()> {
+    let deps = deps()?;
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "-p", "ducklake-catalog", "--", "serve"]).args(args);
+    if env::var_os("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY").is_none() {
+        cmd.env("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY", &deps.extensions);
+    }
+    run(&mut cmd)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -14,24 +14,16 @@ use crate::versions::{DUCKDB_PLATFORM, DUCKDB_VERSION};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LakeError {
-    #[error("lake `{lake}`: {source}")]
-    Storage {
-        lake: String,
-        #[source]
-        source: PreflightError,
-    },
+    #[error("lake `{lake}`: {error}")]
+    Storage { lake: String, error: PreflightError },
     #[error("lake `{lake}` is bound to data path {stored} but the configuration says {configured}; a lake's data path cannot change: restore the configured data_path or create a new lake")]
     DataPathMismatch { lake: String, stored: String, configured: String },
     #[error("DuckDB extensions for v{DUCKDB_VERSION} not found (looked for ducklake and postgres_scanner in {looked}); set duckdb.extension_directory or run `cargo xtask deps`")]
     ExtensionsMissing { looked: String },
     #[error("lake `{lake}`: DuckLake initialisation failed: {message}")]
     DuckDb { lake: String, message: String },
-    #[error("lake `{lake}`: {source}")]
-    Postgres {
-        lake: String,
-        #[source]
-        source: PgError,
-    },
+    #[error("lake `{lake}`: {error}")]
+    Postgres { lake: String, error: PgError },
 }
 
 /// What the catalog recorded for a ready lake.
@@ -89,10 +81,10 @@ pub async fn ensure_lake(
     extension_dir: &Path,
 ) -> Result<LakeInfo, LakeError> {
     let name = lake.name.clone();
-    let pg_err = |source| LakeError::Postgres { lake: name.clone(), source };
+    let pg_err = |error| LakeError::Postgres { lake: name.clone(), error };
     preflight(&lake.data_path, &config.s3_settings())
         .await
-        .map_err(|source| LakeError::Storage { lake: name.clone(), source })?;
+        .map_err(|error| LakeError::Storage { lake: name.clone(), error })?;
 
     let admin = &config.postgres.admin_user;
     let postgres = cluster.connect_superuser("postgres").await.map_err(pg_err)?;

@@ -1,6 +1,6 @@
 //! The versions users depend on, pinned in one place.
 //!
-//! This file holds only `pub const` items: `xtask` `include!`s it to install the matching test
+//! This file holds only `pub const` items: `xtask` compiles it in as a module to install the matching test
 //! dependencies (Python wheels, extension files), and a hygiene test checks that the `duckdb`
 //! crate pin in the root `Cargo.toml` agrees with [`DUCKDB_CRATE_VERSION`].
 

@@ -173,19 +173,15 @@ pub async fn serve(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProbeError {
-    #[error("{url} is not reachable: {source}; is `ducklake-catalog serve` running with this http.listen?")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("{url} is not reachable: {error}; is `ducklake-catalog serve` running with this http.listen?")]
+    Unreachable { url: String, error: reqwest::Error },
     #[error("{url} answered {code}: {reason}")]
     NotReady { url: String, code: u16, reason: String },
 }
 
 /// GETs `url` (a `/readyz` or `/healthz`); Ok with the JSON body when it answers 200.
 pub async fn probe(url: &str, timeout: Duration) -> Result<serde_json::Value, ProbeError> {
-    let unreachable = |source| ProbeError::Unreachable { url: url.to_owned(), source };
+    let unreachable = |error| ProbeError::Unreachable { url: url.to_owned(), error };
     let client = reqwest::Client::builder().timeout(timeout).build().map_err(unreachable)?;
     let resp = client.get(url).send().await.map_err(unreachable)?;
     let code = resp.status().as_u16();

@@ -186,7 +186,15 @@ fn classify(path: &DataPath, op: Operation, err: &object_store::Error) -> Prefli
     let DataPath::S3 { bucket, prefix } = path else {
         return PreflightError::Local { path: path_s, op, detail };
     };
-    let has = |needle: &str| detail.contains(needle);
+    // Match on the whole chain, untruncated: S3's error code sits in the response body.
+    let mut full = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        full.push(' ');
+        full.push_str(&e.to_string());
+        source = e.source();
+    }
+    let has = |needle: &str| full.contains(needle);
     if has("NoSuchBucket") || has("specified bucket does not exist") {
         return PreflightError::NoSuchBucket { path: path_s, bucket: bucket.clone(), op };
     }

@@ -51,7 +51,7 @@ impl PgBinaries {
     /// Runs `postgres --version` and checks it is PostgreSQL [`PG_MAJOR`].
     fn check_major(&self) -> Result<(), PgError> {
         let out = Command::new(self.postgres()).arg("--version").env_clear().output().map_err(
-            |e| PgError::Io { action: format!("run {} --version", self.postgres().display()), source: e },
+            |e| PgError::Io { action: format!("run {} --version", self.postgres().display()), error: e },
         )?;
         let text = String::from_utf8_lossy(&out.stdout);
         let major = text

@@ -58,29 +58,21 @@ pub enum PgError {
     StartTimeout { secs: u64, last_lines: String },
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("{action}: {source}")]
-    Io {
-        action: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{action}: {source}")]
-    Sql {
-        action: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error("{action}: {error}")]
+    Io { action: String, error: std::io::Error },
+    #[error("{action}: {error}")]
+    Sql { action: String, error: tokio_postgres::Error },
 }
 
 impl PgError {
     pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
         let action = action.into();
-        move |source| PgError::Io { action, source }
+        move |error| PgError::Io { action, error }
     }
 
     pub(crate) fn sql(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PgError {
         let action = action.into();
-        move |source| PgError::Sql { action, source }
+        move |error| PgError::Sql { action, error }
     }
 }
 

@@ -1,0 +1,300 @@
+//! Test harness: runs the real `ducklake-catalog` binary with its own home, free loopback
+//! ports and a clean environment; starts `moto_server` for S3. Test dependencies come from
+//! `cargo xtask deps` (env `DUCKLAKE_TEST_VENV`, `DUCKLAKE_TEST_EXTENSIONS`).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ducklake-catalog");
+
+fn cache() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    std::env::var_os("DUCKLAKE_CATALOG_CACHE")
+        .map_or_else(|| home.join(".cache/ducklake-catalog"), PathBuf::from)
+}
+
+/// The venv `cargo xtask deps` made.
+pub fn venv() -> PathBuf {
+    let v = std::env::var_os("DUCKLAKE_TEST_VENV").map_or_else(|| cache().join("venv"), PathBuf::from);
+    assert!(v.join("bin/python").is_file(), "no test venv at {}: run `cargo xtask test`", v.display());
+    v
+}
+
+/// The DuckDB extension directory `cargo xtask deps` assembled.
+pub fn extensions() -> PathBuf {
+    std::env::var_os("DUCKLAKE_TEST_EXTENSIONS").map_or_else(|| cache().join("extensions"), PathBuf::from)
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh home folder (removed on drop).
+pub fn home() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("dlc-").tempdir().unwrap()
+}
+
+/// The base environment for the binary: nothing from the developer's shell but PATH and HOME.
+pub fn base_command(home: &Path, pg_port: u16, http_port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .env("DUCKLAKE_CATALOG_HOME", home)
+        .env("DUCKLAKE_CATALOG_POSTGRES__PORT", pg_port.to_string())
+        .env("DUCKLAKE_CATALOG_HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+        .env("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY", extensions())
+        .env("DUCKLAKE_CATALOG_LOG__FORMAT", "json")
+        .env("DUCKLAKE_CATALOG_POSTGRES__STOP_TIMEOUT_SECS", "20");
+    cmd
+}
+
+/// A running `ducklake-catalog serve`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub home: PathBuf,
+    pub pg_port: u16,
+    pub http_port: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `serve` with `env` on top of the base environment; does not wait for readiness.
+    pub fn spawn(home: &Path, env: &[(&str, &str)]) -> Server {
+        Self::spawn_on(home, free_port(), free_port(), env)
+    }
+
+    pub fn spawn_on(home: &Path, pg_port: u16, http_port: u16, env: &[(&str, &str)]) -> Server {
+        let log = home.with_extension(format!("serve-{pg_port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = base_command(home, pg_port, http_port);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .arg("serve")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Server { child: Some(child), home: home.to_path_buf(), pg_port, http_port, log }
+    }
+
+    /// Starts `serve` and waits until `/readyz` answers 200.
+    pub fn start(home: &Path, env: &[(&str, &str)]) -> Server {
+        let mut s = Self::spawn(home, env);
+        s.wait_ready(Duration::from_secs(120));
+        s
+    }
+
+    pub fn readyz_url(&self) -> String {
+        format!("http://127.0.0.1:{}/readyz", self.http_port)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a health endpoint: (status code, JSON body); `None` while nothing listens.
+    pub fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?;
+            let code = resp.status().as_u16();
+            Some((code, resp.json().await.unwrap_or(serde_json::Value::Null)))
+        })
+    }
+
+    pub fn wait_ready(&mut self, timeout: Duration) -> serde_json::Value {
+        self.wait_for(timeout, |code, _| code == 200)
+    }
+
+    /// Polls `/readyz` until `pred` holds; panics with the server log if it exits or times out.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(u16, &serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("serve exited ({status}) before the condition held:\n{}", self.logs());
+            }
+            if let Some((code, body)) = self.get("/readyz") {
+                if pred(code, &body) {
+                    return body;
+                }
+            }
+            assert!(Instant::now() < deadline, "condition not met within {timeout:?}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `sig` to the supervisor.
+    pub fn signal(&self, sig: Signal) {
+        let pid = self.child.as_ref().unwrap().id();
+        kill(Pid::from_raw(i32::try_from(pid).unwrap()), sig).unwrap();
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(60))
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The admin password the server generated.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.home.join("secrets/admin.password")).unwrap().trim().to_owned()
+    }
+
+    /// The postmaster's pid, from `/readyz`.
+    pub fn postgres_pid(&self) -> i32 {
+        let (_, body) = self.get("/readyz").unwrap();
+        i32::try_from(body["postgres"]["pid"].as_i64().unwrap()).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(Signal::SIGTERM);
+            let _ = self.wait_exit(Duration::from_secs(60));
+        }
+    }
+}
+
+/// Runs the binary with `args` (not `serve`) and returns its output.
+pub fn run_cli(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = base_command(home, 5432, 8080);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Runs `serve` expecting it to fail fast; returns (exit code, stderr).
+pub fn serve_fails(home: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = base_command(home, free_port(), free_port());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.arg("serve").stdin(Stdio::null()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The single `error:` line a failed command printed.
+pub fn error_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ducklake-catalog: error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    lines[0].to_owned()
+}
+
+/// True while some process runs `postgres -D <pgdata>`.
+pub fn postgres_running(pgdata: &Path) -> bool {
+    let needle = pgdata.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                c.contains("postgres") && c.contains(&needle)
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Connects to the lake's database as the admin over TCP.
+pub async fn admin_client(server: &Server, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.pg_port)
+        .user("admin")
+        .password(password)
+        .dbname(db)
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// `moto_server` on a free loopback port, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start(env: &[(&str, &str)]) -> Moto {
+        let port = free_port();
+        let mut cmd = Command::new(venv().join("bin/moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a Python snippet with boto3 pointed at this moto; `s3` is a client in scope.
+    pub fn python(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
+            self.endpoint()
+        );
+        let out = Command::new(venv().join("bin/python")).arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The S3 settings the server needs to reach this moto with static test keys.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DUCKLAKE_CATALOG_S3__ENDPOINT".into(), self.endpoint()),
+            ("DUCKLAKE_CATALOG_S3__REGION".into(), "us-east-1".into()),
+            ("DUCKLAKE_CATALOG_S3__ALLOW_HTTP".into(), "true".into()),
+            ("DUCKLAKE_CATALOG_S3__FORCE_PATH_STYLE".into(), "true".into()),
+            ("DUCKLAKE_CATALOG_S3__ACCESS_KEY_ID".into(), "testing".into()),
+            ("DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY".into(), "testing".into()),
+        ]
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
