@@ -8,6 +8,8 @@
 //!   environment set. The README's test command.
 //! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 //! - `cargo xtask serve [ARGS…]`: `deps`, then `cargo run --release -p ducklake-catalog -- serve`.
+//! - `cargo xtask bench startup [--runs N] [--debug]`: cold start, warm restart and idle memory
+//!   of `serve`, measured side by side.
 //!
 //! Builds go to a persistent target directory outside the clone (`CARGO_TARGET_DIR`, default
 //! `~/.cache/ducklake-catalog/target`) so the bundled DuckDB is compiled once per machine.
@@ -19,22 +21,33 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
+mod bench;
+
 // The one place versions are pinned, shared with catalog-core without depending on it (which
 // would compile the bundled DuckDB before any dependency is installed).
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 #[path = "../../crates/catalog-core/src/versions.rs"]
 mod versions;
 
 fn main() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
-    let (cmd, rest) = args.split_first().map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
+    let (cmd, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
     match cmd {
         "deps" => deps().map(|_| ()),
         "test" => test(rest),
         "ci" => ci(rest),
         "serve" => serve(rest),
+        "bench" => match rest.split_first() {
+            Some((what, args)) if what == "startup" => {
+                let deps = deps()?;
+                bench::startup(args, &deps.extensions, build_binary)
+            }
+            _ => bail!("usage: cargo xtask bench startup [--runs N] [--debug]"),
+        },
         _ => {
-            eprintln!("usage: cargo xtask <deps|test|ci|serve> [ARGS…]");
+            eprintln!("usage: cargo xtask <deps|test|ci|serve|bench> [ARGS…]");
             if cmd == "help" || cmd == "--help" {
                 Ok(())
             } else {
@@ -58,7 +71,10 @@ fn target_dir() -> PathBuf {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// What `deps` installed.
@@ -74,7 +90,11 @@ fn deps() -> Result<Deps> {
     fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
     let venv = python_venv(&cache)?;
     let extensions = extension_dir(&cache, &venv)?;
-    Ok(Deps { venv, extensions, pg_bin })
+    Ok(Deps {
+        venv,
+        extensions,
+        pg_bin,
+    })
 }
 
 fn postgres() -> Result<PathBuf> {
@@ -89,11 +109,17 @@ fn postgres() -> Result<PathBuf> {
             versions::PG_MAJOR
         );
     }
-    eprintln!("xtask: installing postgresql-{} from Debian", versions::PG_MAJOR);
+    eprintln!(
+        "xtask: installing postgresql-{} from Debian",
+        versions::PG_MAJOR
+    );
     // No default cluster: the product runs its own; a system-wide PG must not start.
     fs::create_dir_all("/etc/postgresql-common").context("create /etc/postgresql-common")?;
-    fs::write("/etc/postgresql-common/createcluster.conf", "create_main_cluster = false\n")
-        .context("write createcluster.conf")?;
+    fs::write(
+        "/etc/postgresql-common/createcluster.conf",
+        "create_main_cluster = false\n",
+    )
+    .context("write createcluster.conf")?;
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -103,14 +129,24 @@ fn postgres() -> Result<PathBuf> {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// The pinned Python requirements, one per line.
 fn requirements() -> String {
     let v = versions::DUCKDB_VERSION;
-    let mut reqs = vec![format!("duckdb=={v}"), format!("moto[server]=={}", versions::MOTO_VERSION)];
-    reqs.extend(versions::DUCKDB_EXTENSIONS.iter().map(|(wheel, _)| format!("duckdb-extension-{wheel}=={v}")));
+    let mut reqs = vec![
+        format!("duckdb=={v}"),
+        format!("moto[server]=={}", versions::MOTO_VERSION),
+    ];
+    reqs.extend(
+        versions::DUCKDB_EXTENSIONS
+            .iter()
+            .map(|(wheel, _)| format!("duckdb-extension-{wheel}=={v}")),
+    );
     reqs.join("\n") + "\n"
 }
 
@@ -123,17 +159,31 @@ fn python_venv(cache: &Path) -> Result<PathBuf> {
     }
     eprintln!("xtask: creating the test Python venv in {}", venv.display());
     let python = env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    if !Command::new(&python).args(["-m", "venv", "--clear"]).arg(&venv).status().is_ok_and(|s| s.success()) {
+    if !Command::new(&python)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         if !is_root() {
             bail!("`{python} -m venv` failed: install python3-venv (apt-get install python3-venv)");
         }
         run(Command::new("apt-get").args(["install", "-y", "-q", "python3-venv"]))?;
-        run(Command::new(&python).args(["-m", "venv", "--clear"]).arg(&venv))?;
+        run(Command::new(&python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
     }
     let req_file = cache.join("requirements.txt");
     fs::write(&req_file, &wanted).context("write requirements.txt")?;
     run(Command::new(venv.join("bin/python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&req_file))?;
     fs::write(&stamp, &wanted).context("write the venv stamp")?;
     Ok(venv)
@@ -153,7 +203,8 @@ fn extension_dir(cache: &Path, venv: &Path) -> Result<PathBuf> {
             .join(format!("v{v}"))
             .join(format!("{wheel}.duckdb_extension"));
         let target = dest.join(format!("{file}.duckdb_extension"));
-        let same = fs::metadata(&target).ok().map(|m| m.len()) == fs::metadata(&src).ok().map(|m| m.len());
+        let same =
+            fs::metadata(&target).ok().map(|m| m.len()) == fs::metadata(&src).ok().map(|m| m.len());
         if !same {
             fs::copy(&src, &target)
                 .with_context(|| format!("copy {} to {}", src.display(), target.display()))?;
@@ -164,7 +215,10 @@ fn extension_dir(cache: &Path, venv: &Path) -> Result<PathBuf> {
 
 fn site_packages(venv: &Path) -> Result<PathBuf> {
     let out = Command::new(venv.join("bin/python"))
-        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
         .output()
         .context("ask the venv for its site-packages")?;
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
@@ -172,15 +226,22 @@ fn site_packages(venv: &Path) -> Result<PathBuf> {
 
 fn cargo() -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(workspace_root()).env("CARGO_TARGET_DIR", target_dir());
+    cmd.current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir());
     // `cargo run` gave xtask its own package's variables. Passed on, they change what some
     // build scripts see (ring tracks CARGO_MANIFEST_DIR), which would rebuild the bundled
     // DuckDB whenever builds alternate between xtask and a plain `cargo`.
     for (name, _) in env::vars_os() {
         let name = name.to_string_lossy();
-        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
-            .iter()
-            .any(|p| name.starts_with(p))
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
         {
             cmd.env_remove(name.as_ref());
         }
@@ -200,18 +261,42 @@ fn test(args: &[String]) -> Result<()> {
 
 fn ci(args: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     test(args)
 }
 
 fn serve(args: &[String]) -> Result<()> {
     let deps = deps()?;
     let mut cmd = cargo();
-    cmd.args(["run", "--release", "-p", "ducklake-catalog", "--", "serve"]).args(args);
+    cmd.args(["run", "--release", "-p", "ducklake-catalog", "--", "serve"])
+        .args(args);
     if env::var_os("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY").is_none() {
-        cmd.env("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY", &deps.extensions);
+        cmd.env(
+            "DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY",
+            &deps.extensions,
+        );
     }
     run(&mut cmd)
+}
+
+/// Builds the `ducklake-catalog` binary and returns its path.
+fn build_binary(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "ducklake-catalog"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    Ok(target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("ducklake-catalog"))
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

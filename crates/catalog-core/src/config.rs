@@ -192,13 +192,18 @@ impl Default for PostgresConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Auto, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
     }
 }
 
@@ -216,7 +221,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid { key: key.into(), message: message.into() }
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -246,7 +254,11 @@ impl Sources {
 
     fn var(&self, suffix: &str) -> Option<&str> {
         let name = format!("{ENV_PREFIX}{suffix}");
-        self.env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.env
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -257,7 +269,10 @@ impl Config {
     /// Loads and validates the configuration from `sources`.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        let file = sources.file.clone().or_else(|| sources.var("CONFIG").map(PathBuf::from));
+        let file = sources
+            .file
+            .clone()
+            .or_else(|| sources.var("CONFIG").map(PathBuf::from));
         if let Some(file) = file {
             let file = sources.cwd.join(file);
             if !file.is_file() {
@@ -269,8 +284,9 @@ impl Config {
         if let Some(overrides) = &sources.overrides {
             figment = figment.merge(Serialized::defaults(overrides.clone()));
         }
-        let mut config: Config =
-            figment.extract().map_err(|e| ConfigError::Figment(one_line(&e)))?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Figment(one_line(&e)))?;
         config.resolve(sources)?;
         Ok(config)
     }
@@ -289,15 +305,19 @@ impl Config {
             }
             let name = name.unwrap_or(DEFAULT_LAKE).to_owned();
             let data_path = match data_path {
-                Some(raw) => DataPath::parse(raw)
-                    .map_err(|e| ConfigError::invalid("DUCKLAKE_CATALOG_DATA_PATH", e.to_string()))?,
+                Some(raw) => DataPath::parse(raw).map_err(|e| {
+                    ConfigError::invalid("DUCKLAKE_CATALOG_DATA_PATH", e.to_string())
+                })?,
                 None => self.default_data_path(&name),
             };
             self.lakes.push(LakeConfig { name, data_path });
         }
         if self.lakes.is_empty() {
             let data_path = self.default_data_path(DEFAULT_LAKE);
-            self.lakes.push(LakeConfig { name: DEFAULT_LAKE.into(), data_path });
+            self.lakes.push(LakeConfig {
+                name: DEFAULT_LAKE.into(),
+                data_path,
+            });
         }
         resolve_secret_file(
             &mut self.postgres.admin_password,
@@ -330,7 +350,10 @@ impl Config {
             return Err(ConfigError::invalid("postgres.port", "must be 1-65535"));
         }
         if pg.listen_address.trim().is_empty() {
-            return Err(ConfigError::invalid("postgres.listen_address", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "postgres.listen_address",
+                "must not be empty",
+            ));
         }
         if !valid_identifier(&pg.admin_user) || pg.admin_user == crate::postgres::SUPERUSER {
             return Err(ConfigError::invalid(
@@ -344,7 +367,10 @@ impl Config {
         }
         if let Some(pw) = &pg.admin_password {
             if pw.expose().is_empty() {
-                return Err(ConfigError::invalid("postgres.admin_password", "must not be empty"));
+                return Err(ConfigError::invalid(
+                    "postgres.admin_password",
+                    "must not be empty",
+                ));
             }
         }
         if pg.tls_cert_file.is_some() != pg.tls_key_file.is_some() {
@@ -354,10 +380,16 @@ impl Config {
             ));
         }
         if pg.stop_timeout_secs == 0 || pg.start_timeout_secs == 0 {
-            return Err(ConfigError::invalid("postgres.stop_timeout_secs", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "postgres.stop_timeout_secs",
+                "must be at least 1",
+            ));
         }
         for key in pg.settings.keys() {
-            if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            if !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
                 return Err(ConfigError::invalid(
                     format!("postgres.settings.{key}"),
                     "is not a PostgreSQL setting name",
@@ -390,7 +422,10 @@ impl Config {
             if !paths.insert(lake.data_path.to_string()) {
                 return Err(ConfigError::invalid(
                     format!("lakes[{i}].data_path"),
-                    format!("{} is already the data path of another lake", lake.data_path),
+                    format!(
+                        "{} is already the data path of another lake",
+                        lake.data_path
+                    ),
                 ));
             }
         }
@@ -417,7 +452,13 @@ impl Config {
         if let Some(h) = &self.postgres.advertised_host {
             return h.clone();
         }
-        let first = self.postgres.listen_address.split(',').next().unwrap_or("").trim();
+        let first = self
+            .postgres
+            .listen_address
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim();
         match first {
             "" | "*" | "0.0.0.0" | "::" => "127.0.0.1".into(),
             other => other.into(),
@@ -450,8 +491,16 @@ impl Config {
             allow_http: self.s3.allow_http,
             force_path_style: self.s3.force_path_style,
             access_key_id: self.s3.access_key_id.clone(),
-            secret_access_key: self.s3.secret_access_key.as_ref().map(|s| s.expose().to_owned()),
-            session_token: self.s3.session_token.as_ref().map(|s| s.expose().to_owned()),
+            secret_access_key: self
+                .s3
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
+            session_token: self
+                .s3
+                .session_token
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
         }
     }
 
@@ -467,7 +516,9 @@ const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 pub(crate) fn valid_identifier(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn resolve_secret_file(
@@ -479,15 +530,20 @@ fn resolve_secret_file(
     let Some(file) = file else { return Ok(()) };
     let file_key = format!("{key}_file");
     if value.is_some() {
-        return Err(ConfigError::invalid(&file_key, format!("set either {key} or {file_key}, not both")));
+        return Err(ConfigError::invalid(
+            &file_key,
+            format!("set either {key} or {file_key}, not both"),
+        ));
     }
     let path = cwd.join(file);
-    let raw = std::fs::read_to_string(&path).map_err(|e| {
-        ConfigError::invalid(&file_key, format!("read {}: {e}", path.display()))
-    })?;
+    let raw = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::invalid(&file_key, format!("read {}: {e}", path.display())))?;
     let trimmed = raw.trim_end_matches(['\n', '\r']);
     if trimmed.is_empty() {
-        return Err(ConfigError::invalid(&file_key, format!("{} is empty", path.display())));
+        return Err(ConfigError::invalid(
+            &file_key,
+            format!("{} is empty", path.display()),
+        ));
     }
     *value = Some(Secret::new(trimmed));
     Ok(())
@@ -501,7 +557,11 @@ struct EnvPairs(Vec<(String, String)>);
 impl figment::Provider for EnvPairs {
     fn metadata(&self) -> figment::Metadata {
         figment::Metadata::named("environment").interpolater(|_profile, keys| {
-            format!("{} (env {ENV_PREFIX}{})", keys.join("."), keys.join("__").to_ascii_uppercase())
+            format!(
+                "{} (env {ENV_PREFIX}{})",
+                keys.join("."),
+                keys.join("__").to_ascii_uppercase()
+            )
         })
     }
 
@@ -510,13 +570,16 @@ impl figment::Provider for EnvPairs {
     ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         let mut dict = figment::value::Dict::new();
         for (name, value) in &self.0 {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let key = rest.to_ascii_lowercase();
             if key.is_empty() || ENV_SHORTCUTS.contains(&key.as_str()) {
                 continue;
             }
             let path: Vec<&str> = key.split("__").collect();
-            let value: figment::value::Value = value.parse().expect("Value::from_str is infallible");
+            let value: figment::value::Value =
+                value.parse().expect("Value::from_str is infallible");
             insert_nested(&mut dict, &path, value);
         }
         Ok(figment::Profile::Default.collect(dict))
@@ -541,7 +604,10 @@ fn insert_nested(dict: &mut figment::value::Dict, path: &[&str], value: figment:
 }
 
 fn one_line(e: &figment::Error) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -551,7 +617,10 @@ mod tests {
     fn sources(env: &[(&str, &str)]) -> Sources {
         Sources {
             file: None,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             overrides: None,
             cwd: PathBuf::from("/srv"),
         }
@@ -566,14 +635,21 @@ mod tests {
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.lakes.len(), 1);
         assert_eq!(c.lakes[0].name, "lakehouse");
-        assert_eq!(c.lakes[0].data_path.to_string(), "/srv/.ducklake-catalog/lakes/lakehouse/");
+        assert_eq!(
+            c.lakes[0].data_path.to_string(),
+            "/srv/.ducklake-catalog/lakes/lakehouse/"
+        );
     }
 
     #[test]
     fn env_overrides_file_and_flags_override_env() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[postgres]\nport = 6000\nlisten_address = \"0.0.0.0\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[postgres]\nport = 6000\nlisten_address = \"0.0.0.0\"\n",
+        )
+        .unwrap();
         let mut s = sources(&[("DUCKLAKE_CATALOG_POSTGRES__PORT", "6001")]);
         s.file = Some(file.clone());
         let c = Config::load(&s).unwrap();
@@ -605,11 +681,18 @@ mod tests {
     fn malformed_data_path_names_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[[lakes]]\nname = \"sales\"\ndata_path = \"relative/dir\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[[lakes]]\nname = \"sales\"\ndata_path = \"relative/dir\"\n",
+        )
+        .unwrap();
         let mut s = sources(&[]);
         s.file = Some(file);
         let err = Config::load(&s).unwrap_err().to_string();
-        assert!(err.contains("lakes.0.data_path") && err.contains("relative/dir"), "{err}");
+        assert!(
+            err.contains("lakes.0.data_path") && err.contains("relative/dir"),
+            "{err}"
+        );
         let err = Config::load(&sources(&[("DUCKLAKE_CATALOG_DATA_PATH", "s3://")]))
             .unwrap_err()
             .to_string();
@@ -625,7 +708,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.lakes.len(), 1);
         assert_eq!(c.lakes[0].name, "sales");
-        assert_eq!(c.lakes[0].data_path.to_string(), "s3://acme-data/lakes/sales/");
+        assert_eq!(
+            c.lakes[0].data_path.to_string(),
+            "s3://acme-data/lakes/sales/"
+        );
     }
 
     #[test]
@@ -638,7 +724,11 @@ mod tests {
         s.file = Some(file.clone());
         let err = Config::load(&s).unwrap_err().to_string();
         assert!(err.contains("lakes[1].data_path"), "{err}");
-        std::fs::write(&file, "[[lakes]]\nname = \"Bad-Name\"\ndata_path = \"/d\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[[lakes]]\nname = \"Bad-Name\"\ndata_path = \"/d\"\n",
+        )
+        .unwrap();
         let err = Config::load(&s).unwrap_err().to_string();
         assert!(err.contains("lakes[0].name"), "{err}");
     }
@@ -653,9 +743,15 @@ mod tests {
             pw.to_str().unwrap(),
         )]))
         .unwrap();
-        assert_eq!(c.postgres.admin_password.as_ref().unwrap().expose(), "s3cret-value");
+        assert_eq!(
+            c.postgres.admin_password.as_ref().unwrap().expose(),
+            "s3cret-value"
+        );
         let err = Config::load(&sources(&[
-            ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD_FILE", pw.to_str().unwrap()),
+            (
+                "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD_FILE",
+                pw.to_str().unwrap(),
+            ),
             ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "x"),
         ]))
         .unwrap_err()
@@ -672,8 +768,11 @@ mod tests {
 
     #[test]
     fn numeric_passwords_from_env_stay_strings() {
-        let c = Config::load(&sources(&[("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "123456")]))
-            .unwrap();
+        let c = Config::load(&sources(&[(
+            "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD",
+            "123456",
+        )]))
+        .unwrap();
         assert_eq!(c.postgres.admin_password.unwrap().expose(), "123456");
     }
 

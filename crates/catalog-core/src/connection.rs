@@ -23,12 +23,20 @@ pub struct ConnectionInfo {
 impl ConnectionInfo {
     /// Connection details for `lake`, with the admin password when it can be read.
     pub fn for_lake(config: &Config, lake: &LakeConfig) -> ConnectionInfo {
-        let (password, source) = match (&config.postgres.admin_password, &config.postgres.admin_password_file) {
-            (Some(pw), Some(file)) => (Some(pw.clone()), format!("postgres.admin_password_file ({})", file.display())),
+        let (password, source) = match (
+            &config.postgres.admin_password,
+            &config.postgres.admin_password_file,
+        ) {
+            (Some(pw), Some(file)) => (
+                Some(pw.clone()),
+                format!("postgres.admin_password_file ({})", file.display()),
+            ),
             (Some(pw), None) => (Some(pw.clone()), "postgres.admin_password".to_owned()),
             _ => {
                 let file = config.generated_password_file();
-                let pw = std::fs::read_to_string(&file).ok().map(|s| Secret::new(s.trim_end()));
+                let pw = std::fs::read_to_string(&file)
+                    .ok()
+                    .map(|s| Secret::new(s.trim_end()));
                 (pw, format!("generated, stored in {}", file.display()))
             }
         };
@@ -61,7 +69,10 @@ impl ConnectionInfo {
     /// `ATTACH 'ducklake:postgres:…' AS <lake>`, ready to paste into DuckDB.
     pub fn attach_sql(&self, with_password: bool) -> String {
         let target = format!("ducklake:postgres:{}", self.conninfo(with_password));
-        format!("ATTACH {} AS {}", crate::postgres::quote_literal(&target), self.lake)
+        format!(
+            "ATTACH {} AS {}",
+            crate::postgres::quote_literal(&target),
+            self.lake
+        )
     }
 }
-

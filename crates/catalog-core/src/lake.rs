@@ -17,7 +17,11 @@ pub enum LakeError {
     #[error("lake `{lake}`: {error}")]
     Storage { lake: String, error: PreflightError },
     #[error("lake `{lake}` is bound to data path {stored} but the configuration says {configured}; a lake's data path cannot change: restore the configured data_path or create a new lake")]
-    DataPathMismatch { lake: String, stored: String, configured: String },
+    DataPathMismatch {
+        lake: String,
+        stored: String,
+        configured: String,
+    },
     #[error("DuckDB extensions for v{DUCKDB_VERSION} not found (looked for ducklake and postgres_scanner in {looked}); set duckdb.extension_directory or run `cargo xtask deps`")]
     ExtensionsMissing { looked: String },
     #[error("lake `{lake}`: DuckLake initialisation failed: {message}")]
@@ -81,22 +85,37 @@ pub async fn ensure_lake(
     extension_dir: &Path,
 ) -> Result<LakeInfo, LakeError> {
     let name = lake.name.clone();
-    let pg_err = |error| LakeError::Postgres { lake: name.clone(), error };
+    let pg_err = |error| LakeError::Postgres {
+        lake: name.clone(),
+        error,
+    };
     preflight(&lake.data_path, &config.s3_settings())
         .await
-        .map_err(|error| LakeError::Storage { lake: name.clone(), error })?;
+        .map_err(|error| LakeError::Storage {
+            lake: name.clone(),
+            error,
+        })?;
 
     let admin = &config.postgres.admin_user;
-    let postgres = cluster.connect_superuser("postgres").await.map_err(pg_err)?;
+    let postgres = cluster
+        .connect_superuser("postgres")
+        .await
+        .map_err(pg_err)?;
     let db_exists = postgres
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&lake.name])
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&lake.name],
+        )
         .await
         .map_err(|e| pg_err(PgError::sql("look up the lake database")(e)))?
         .is_some();
     let db = quote_ident(&lake.name);
     if !db_exists {
         postgres
-            .batch_execute(&format!("CREATE DATABASE {db} OWNER {} ENCODING 'UTF8'", quote_ident(admin)))
+            .batch_execute(&format!(
+                "CREATE DATABASE {db} OWNER {} ENCODING 'UTF8'",
+                quote_ident(admin)
+            ))
             .await
             .map_err(|e| pg_err(PgError::sql("create the lake database")(e)))?;
         tracing::info!(database = %lake.name, "created the lake database");
@@ -110,7 +129,10 @@ pub async fn ensure_lake(
         .map_err(|e| pg_err(PgError::sql("set the lake database's privileges")(e)))?;
     drop(postgres);
 
-    let lake_db = cluster.connect_superuser(&lake.name).await.map_err(pg_err)?;
+    let lake_db = cluster
+        .connect_superuser(&lake.name)
+        .await
+        .map_err(pg_err)?;
     lake_db
         .batch_execute(&format!(
             "REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT ALL ON SCHEMA public TO {}",
@@ -139,10 +161,13 @@ pub async fn ensure_lake(
         lake: name.clone(),
         message: redact(&e.to_string(), admin_password),
     })?;
-    let info = read_lake_info(&lake_db).await.map_err(pg_err)?.ok_or_else(|| LakeError::DuckDb {
-        lake: name.clone(),
-        message: "ATTACH succeeded but no ducklake_metadata table was created".into(),
-    })?;
+    let info = read_lake_info(&lake_db)
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| LakeError::DuckDb {
+            lake: name.clone(),
+            message: "ATTACH succeeded but no ducklake_metadata table was created".into(),
+        })?;
     tracing::info!(data_path = %info.data_path, spec_version = %info.spec_version, "initialised the DuckLake catalog");
     Ok(info)
 }
@@ -165,15 +190,25 @@ async fn read_lake_info(client: &tokio_postgres::Client) -> Result<Option<LakeIn
         .await
         .map_err(PgError::sql("read ducklake_metadata"))?;
     let get = |k: &str| -> String {
-        rows.iter().find(|r| r.get::<_, String>(0) == k).map(|r| r.get(1)).unwrap_or_default()
+        rows.iter()
+            .find(|r| r.get::<_, String>(0) == k)
+            .map(|r| r.get(1))
+            .unwrap_or_default()
     };
-    Ok(Some(LakeInfo { spec_version: get("version"), data_path: get("data_path") }))
+    Ok(Some(LakeInfo {
+        spec_version: get("version"),
+        data_path: get("data_path"),
+    }))
 }
 
 /// ATTACHes the lake with its DATA_PATH once, which creates DuckLake's tables in PostgreSQL.
-fn init_with_duckdb(extension_dir: &Path, conninfo: &str, data_path: &str) -> Result<(), duckdb::Error> {
+fn init_with_duckdb(
+    extension_dir: &Path,
+    conninfo: &str,
+    data_path: &str,
+) -> Result<(), duckdb::Error> {
     let config = duckdb::Config::default()
-        .with("extension_directory", &extension_dir.to_string_lossy())?
+        .with("extension_directory", extension_dir.to_string_lossy())?
         .with("autoinstall_known_extensions", "false")?
         .with("autoload_known_extensions", "true")?;
     let conn = duckdb::Connection::open_in_memory_with_flags(config)?;
@@ -187,18 +222,17 @@ fn init_with_duckdb(extension_dir: &Path, conninfo: &str, data_path: &str) -> Re
 
 /// The folder holding `v<engine>/<platform>/ducklake.duckdb_extension`.
 pub fn find_extension_directory(config: &Config) -> Result<PathBuf, LakeError> {
-    let candidates: Vec<PathBuf> = match &config.duckdb.extension_directory {
-        Some(dir) => vec![dir.clone()],
-        None => {
-            let mut c = vec![
-                config.home.join("extensions"),
-                PathBuf::from("/usr/lib/ducklake-catalog/extensions"),
-            ];
-            if let Some(home) = std::env::var_os("HOME") {
-                c.push(PathBuf::from(home).join(".duckdb/extensions"));
-            }
-            c
+    let candidates: Vec<PathBuf> = if let Some(dir) = &config.duckdb.extension_directory {
+        vec![dir.clone()]
+    } else {
+        let mut c = vec![
+            config.home.join("extensions"),
+            PathBuf::from("/usr/lib/ducklake-catalog/extensions"),
+        ];
+        if let Some(home) = std::env::var_os("HOME") {
+            c.push(PathBuf::from(home).join(".duckdb/extensions"));
         }
+        c
     };
     for dir in &candidates {
         let platform = dir.join(format!("v{DUCKDB_VERSION}")).join(DUCKDB_PLATFORM);
@@ -210,7 +244,9 @@ pub fn find_extension_directory(config: &Config) -> Result<PathBuf, LakeError> {
         }
     }
     let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
-    Err(LakeError::ExtensionsMissing { looked: looked.join(", ") })
+    Err(LakeError::ExtensionsMissing {
+        looked: looked.join(", "),
+    })
 }
 
 /// Removes the password from an error message that may quote a connection string.
@@ -229,7 +265,8 @@ mod tests {
     #[test]
     fn duckdb_errors_lose_the_password() {
         let pw = Secret::new("s3cr3t");
-        let msg = "Unable to connect to Postgres at \"host=/x user=admin password=s3cr3t\":\n refused";
+        let msg =
+            "Unable to connect to Postgres at \"host=/x user=admin password=s3cr3t\":\n refused";
         let out = redact(msg, &pw);
         assert!(!out.contains("s3cr3t") && !out.contains('\n'), "{out}");
     }

@@ -5,6 +5,7 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -52,7 +53,11 @@ impl Supervisor {
     ) -> Result<(), ServeError> {
         let result = self.run_inner(&shutdown, &immediate).await;
         self.status.send_modify(|s| {
-            s.postgres = if result.is_ok() { PgState::Stopped } else { PgState::Failed };
+            s.postgres = if result.is_ok() {
+                PgState::Stopped
+            } else {
+                PgState::Failed
+            };
             if let Err(e) = &result {
                 s.last_error = Some(e.to_string());
             }
@@ -85,7 +90,8 @@ impl Supervisor {
                 Err(e) if first => return Err(e.into()),
                 Err(e) => {
                     tracing::error!(error = %e, "restarting postgres failed");
-                    self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                    self.status
+                        .send_modify(|s| s.last_error = Some(e.to_string()));
                     if sleep_or_cancel(backoff, shutdown).await {
                         return Ok(());
                     }
@@ -94,8 +100,12 @@ impl Supervisor {
                 }
             };
             let pid = running.pid();
-            self.status.send_modify(|s| s.postgres = PgState::Running { pid });
-            match self.bring_up_lakes(&cluster, &password, &extension_dir).await {
+            self.status
+                .send_modify(|s| s.postgres = PgState::Running { pid });
+            match self
+                .bring_up_lakes(&cluster, &password, &extension_dir)
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if first => {
                     running.shutdown(ShutdownMode::Fast, immediate).await?;
@@ -103,7 +113,8 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "a lake is not ready after the restart");
-                    self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                    self.status
+                        .send_modify(|s| s.last_error = Some(e.to_string()));
                 }
             }
             if first {
@@ -215,7 +226,10 @@ impl Supervisor {
 }
 
 async fn stop(running: RunningPostgres, immediate: &CancellationToken) -> Result<(), PgError> {
-    running.shutdown(ShutdownMode::Fast, immediate).await.map(|_| ())
+    running
+        .shutdown(ShutdownMode::Fast, immediate)
+        .await
+        .map(|_| ())
 }
 
 /// Sleeps for `d`; true when `cancel` fired first.
@@ -232,12 +246,16 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 pub struct Probe {
     socket_dir: PathBuf,
     port: u16,
-    client: std::sync::Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+    client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
 impl Probe {
     pub fn new(config: &Config) -> Self {
-        Probe { socket_dir: config.socket_dir(), port: config.postgres.port, client: Default::default() }
+        Probe {
+            socket_dir: config.socket_dir(),
+            port: config.postgres.port,
+            client: Arc::default(),
+        }
     }
 
     /// One `SELECT 1`, bounded by `timeout`.
@@ -262,7 +280,10 @@ impl Probe {
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => Err(format!("SELECT 1 failed: {e}")),
-            Err(_) => Err(format!("SELECT 1 took longer than {} ms", timeout.as_millis())),
+            Err(_) => Err(format!(
+                "SELECT 1 took longer than {} ms",
+                timeout.as_millis()
+            )),
         };
         *slot = None;
         result

@@ -32,7 +32,10 @@ fn all_keys() -> Vec<String> {
     c.s3.session_token = Some(Secret::new("t"));
     c.s3.session_token_file = Some("/x".into());
     c.duckdb.extension_directory = Some("/x".into());
-    c.lakes.push(LakeConfig { name: "l".into(), data_path: storage::DataPath::parse("/d").unwrap() });
+    c.lakes.push(LakeConfig {
+        name: "l".into(),
+        data_path: storage::DataPath::parse("/d").unwrap(),
+    });
     let v = serde_json::to_value(&c).unwrap();
     let mut keys = Vec::new();
     walk(&v, "", &mut keys);
@@ -43,7 +46,11 @@ fn walk(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(m) if prefix != "postgres.settings" => {
             for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 out.push(key.clone());
                 walk(v, &key, out);
             }
@@ -65,13 +72,19 @@ fn configuration_doc_lists_every_key() {
         .filter(|k| !matches!(k.as_str(), "postgres" | "http" | "s3" | "duckdb" | "log"))
         .filter(|k| !doc.contains(&format!("`{k}`")))
         .collect();
-    assert!(missing.is_empty(), "docs/configuration.md does not document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not document: {missing:?}"
+    );
 }
 
 #[test]
 fn the_duckdb_crate_pin_matches_versions_rs() {
     let cargo = read("Cargo.toml");
-    let want = format!("duckdb = {{ version = \"={}\"", catalog_core::versions::DUCKDB_CRATE_VERSION);
+    let want = format!(
+        "duckdb = {{ version = \"={}\"",
+        catalog_core::versions::DUCKDB_CRATE_VERSION
+    );
     assert!(cargo.contains(&want), "root Cargo.toml must pin `{want}`");
     let engine = catalog_core::versions::DUCKDB_VERSION.replace('.', "0");
     assert!(
@@ -90,7 +103,10 @@ fn every_crate_root_opens_with_a_module_doc() {
         "crates/cli/src/main.rs",
         "xtask/src/main.rs",
     ] {
-        assert!(read(rel).starts_with("//!"), "{rel} must open with a //! paragraph");
+        assert!(
+            read(rel).starts_with("//!"),
+            "{rel} must open with a //! paragraph"
+        );
     }
 }
 
@@ -99,8 +115,20 @@ fn readme_names_the_two_commands_and_ci_runs_the_test_one() {
     let readme = read("README.md");
     assert!(readme.contains("cargo xtask serve") && readme.contains("cargo xtask test"));
     assert!(read(".ci/run").contains("cargo xtask test"));
-    for page in ["getting-started", "configuration", "connecting", "iam-permissions", "troubleshooting"] {
-        assert!(root().join(format!("docs/{page}.md")).is_file(), "docs/{page}.md is missing");
-        assert!(readme.contains(&format!("docs/{page}.md")), "README does not link docs/{page}.md");
+    for page in [
+        "getting-started",
+        "configuration",
+        "connecting",
+        "iam-permissions",
+        "troubleshooting",
+    ] {
+        assert!(
+            root().join(format!("docs/{page}.md")).is_file(),
+            "docs/{page}.md is missing"
+        );
+        assert!(
+            readme.contains(&format!("docs/{page}.md")),
+            "README does not link docs/{page}.md"
+        );
     }
 }

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Cli, Command, ConfigCommand, Failure, Format};
 
-pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
-    let load = || load_config(&cli);
+pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
+    let load = || load_config(cli);
     match &cli.command {
         Command::Serve => serve(load()?),
         Command::Health { url, timeout } => {
@@ -23,14 +23,18 @@ pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
             };
             health_probe(&url, Duration::from_secs(*timeout))
         }
-        Command::Config { command: ConfigCommand::Show } => {
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
             print!("{}", load()?.to_redacted_toml());
             Ok(())
         }
         Command::Version { format } => version(*format),
-        Command::Connect { lake, format, show_password } => {
-            connect(&load()?, lake.as_deref(), *format, *show_password)
-        }
+        Command::Connect {
+            lake,
+            format,
+            show_password,
+        } => connect(&load()?, lake.as_deref(), *format, *show_password),
     }
 }
 
@@ -141,7 +145,9 @@ fn watch_signals(shutdown: CancellationToken, immediate: CancellationToken) -> a
 }
 
 fn health_probe(url: &str, timeout: Duration) -> Result<(), Failure> {
-    let body = runtime()?.block_on(health::probe(url, timeout)).map_err(anyhow::Error::new)?;
+    let body = runtime()?
+        .block_on(health::probe(url, timeout))
+        .map_err(anyhow::Error::new)?;
     println!("{body}");
     Ok(())
 }
@@ -163,7 +169,10 @@ fn version(format: Format) -> Result<(), Failure> {
         Format::Json => println!("{info}"),
         Format::Text => {
             println!("ducklake-catalog {}", env!("CARGO_PKG_VERSION"));
-            println!("DuckDB engine    {}", info["duckdb_engine"].as_str().unwrap_or_default());
+            println!(
+                "DuckDB engine    {}",
+                info["duckdb_engine"].as_str().unwrap_or_default()
+            );
             println!("DuckLake spec    {}", versions::DUCKLAKE_SPEC_VERSION);
             println!("PostgreSQL       {}", versions::PG_MAJOR);
         }
@@ -171,11 +180,19 @@ fn version(format: Format) -> Result<(), Failure> {
     Ok(())
 }
 
-fn connect(config: &Config, lake: Option<&str>, format: Format, show_password: bool) -> Result<(), Failure> {
+fn connect(
+    config: &Config,
+    lake: Option<&str>,
+    format: Format,
+    show_password: bool,
+) -> Result<(), Failure> {
     let names: Vec<&str> = config.lakes.iter().map(|l| l.name.as_str()).collect();
     let lake = match lake {
         Some(name) => config.lake(name).ok_or_else(|| {
-            Failure::config(anyhow!("no lake named `{name}`; configured lakes: {}", names.join(", ")))
+            Failure::config(anyhow!(
+                "no lake named `{name}`; configured lakes: {}",
+                names.join(", ")
+            ))
         })?,
         None if config.lakes.len() == 1 => &config.lakes[0],
         None => {

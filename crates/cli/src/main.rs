@@ -16,7 +16,11 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "ducklake-catalog", version, about = "The PostgreSQL catalog for DuckLake, supervised.")]
+#[command(
+    name = "ducklake-catalog",
+    version,
+    about = "The PostgreSQL catalog for DuckLake, supervised."
+)]
 struct Cli {
     /// TOML configuration file (env DUCKLAKE_CATALOG_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
@@ -102,22 +106,31 @@ struct Failure {
 
 impl Failure {
     fn config(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: EXIT_CONFIG, error: error.into() }
+        Failure {
+            code: EXIT_CONFIG,
+            error: error.into(),
+        }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Failure { code: EXIT_FAILURE, error }
+        Failure {
+            code: EXIT_FAILURE,
+            error,
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::run(cli) {
+    match commands::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            let line = format!("{:#}", f.error).split_whitespace().collect::<Vec<_>>().join(" ");
+            let line = format!("{:#}", f.error)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             eprintln!("ducklake-catalog: error: {line}");
             ExitCode::from(f.code)
         }

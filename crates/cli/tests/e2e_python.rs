@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::{error_line, extensions, home, serve_fails, venv, Moto, Server};
 
 fn workspace_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 fn python(script: &Path, args: &[&str], env: &[(&str, String)]) -> String {
@@ -49,16 +51,25 @@ fn python_client_writes_parquet_to_s3_and_reads_it_back_after_a_restart() {
     let env = server_env(&moto, "s3://acme-lake/lakes/sales/");
     let mut server = Server::start(dir.path(), &as_refs(&env));
     let (_, body) = server.get("/readyz").unwrap();
-    assert_eq!(body["lakes"]["sales"]["data_path"], "s3://acme-lake/lakes/sales/");
+    assert_eq!(
+        body["lakes"]["sales"]["data_path"],
+        "s3://acme-lake/lakes/sales/"
+    );
 
     let client_env = |server: &Server| {
         vec![
             (
                 "DLC_ATTACH",
-                format!("ducklake:postgres:host=127.0.0.1 port={} user=admin dbname=sales", server.pg_port),
+                format!(
+                    "ducklake:postgres:host=127.0.0.1 port={} user=admin dbname=sales",
+                    server.pg_port
+                ),
             ),
             ("PGPASSWORD", server.admin_password()),
-            ("DLC_EXTENSIONS", extensions().to_string_lossy().into_owned()),
+            (
+                "DLC_EXTENSIONS",
+                extensions().to_string_lossy().into_owned(),
+            ),
             ("DLC_S3_ENDPOINT", format!("127.0.0.1:{}", moto.port)),
         ]
     };
@@ -76,8 +87,14 @@ fn python_client_writes_parquet_to_s3_and_reads_it_back_after_a_restart() {
     );
     let keys: Vec<&str> = keys.lines().collect();
     assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
-    assert!(keys.iter().all(|k| k.starts_with("lakes/sales/")), "{keys:?}");
-    assert!(!keys.iter().any(|k| k.contains("preflight")), "preflight marker left: {keys:?}");
+    assert!(
+        keys.iter().all(|k| k.starts_with("lakes/sales/")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.contains("preflight")),
+        "preflight marker left: {keys:?}"
+    );
 
     let (pg, http) = (server.pg_port, server.http_port);
     assert!(server.stop().success(), "{}", server.logs());
@@ -126,7 +143,10 @@ fn a_missing_bucket_is_a_one_line_error_naming_it() {
     let (code, stderr) = serve_fails(dir.path(), &as_refs(&env));
     assert_eq!(code, 1, "{stderr}");
     let line = error_line(&stderr);
-    assert!(line.contains("bucket `no-such-bucket` does not exist"), "{line}");
+    assert!(
+        line.contains("bucket `no-such-bucket` does not exist"),
+        "{line}"
+    );
     assert!(!common::postgres_running(&dir.path().join("pgdata")));
 }
 

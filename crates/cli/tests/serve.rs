@@ -6,12 +6,17 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{admin_client, error_line, free_port, home, postgres_running, run_cli, serve_fails, Server};
+use common::{
+    admin_client, error_line, free_port, home, postgres_running, run_cli, serve_fails, Server,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -22,34 +27,53 @@ fn serve_initialises_the_default_lake_and_stops_cleanly_on_sigterm() {
     assert_eq!(code, 200, "{body}");
     let lake = &body["lakes"]["lakehouse"];
     assert_eq!(lake["state"], "ready");
-    assert_eq!(lake["spec_version"], catalog_core::versions::DUCKLAKE_SPEC_VERSION);
+    assert_eq!(
+        lake["spec_version"],
+        catalog_core::versions::DUCKLAKE_SPEC_VERSION
+    );
     let data_path = format!("{}/lakes/lakehouse/", dir.path().display());
     assert_eq!(lake["data_path"], data_path.as_str());
     assert_eq!(server.get("/healthz").unwrap().0, 200);
 
     let password = server.admin_password();
-    let pw_mode = std::fs::metadata(dir.path().join("secrets/admin.password")).unwrap().permissions().mode();
+    let pw_mode = std::fs::metadata(dir.path().join("secrets/admin.password"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(pw_mode & 0o777, 0o600);
     rt().block_on(async {
         let client = admin_client(&server, &password, "lakehouse").await.unwrap();
         let row = client
-            .query_one("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user", &[])
+            .query_one(
+                "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
             .await
             .unwrap();
         assert!(!row.get::<_, bool>(0), "admin must not be a superuser");
         assert!(!row.get::<_, bool>(1));
         let stored: String = client
-            .query_one("SELECT value FROM ducklake_metadata WHERE key = 'data_path'", &[])
+            .query_one(
+                "SELECT value FROM ducklake_metadata WHERE key = 'data_path'",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
         assert_eq!(stored, data_path);
-        let checksums: String = client.query_one("SHOW data_checksums", &[]).await.unwrap().get(0);
+        let checksums: String = client
+            .query_one("SHOW data_checksums", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(checksums, "on");
         let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
         assert_eq!(ssl, "on");
         let owner: String = client
-            .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'lakehouse'", &[])
+            .query_one(
+                "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'lakehouse'",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -64,18 +88,29 @@ fn serve_initialises_the_default_lake_and_stops_cleanly_on_sigterm() {
             .connect(tokio_postgres::NoTls)
             .await;
         assert!(su.is_err(), "superuser login over TCP must be rejected");
-        assert!(admin_client(&server, "wrong-password", "lakehouse").await.is_err());
+        assert!(admin_client(&server, "wrong-password", "lakehouse")
+            .await
+            .is_err());
     });
 
     let pgdata = dir.path().join("pgdata");
     assert!(postgres_running(&pgdata));
     let status = server.stop();
     assert!(status.success(), "exit {status}:\n{}", server.logs());
-    assert!(!postgres_running(&pgdata), "postgres outlived the supervisor");
+    assert!(
+        !postgres_running(&pgdata),
+        "postgres outlived the supervisor"
+    );
     let logs = server.logs();
-    assert!(logs.contains("ATTACH 'ducklake:postgres:host=127.0.0.1"), "{logs}");
+    assert!(
+        logs.contains("ATTACH 'ducklake:postgres:host=127.0.0.1"),
+        "{logs}"
+    );
     assert!(logs.contains("stopped cleanly"));
-    assert!(!logs.contains(&password), "the admin password leaked into the logs");
+    assert!(
+        !logs.contains(&password),
+        "the admin password leaked into the logs"
+    );
     for line in logs.lines() {
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
         assert!(parsed.is_ok(), "not a JSON log line: {line}");
@@ -85,7 +120,13 @@ fn serve_initialises_the_default_lake_and_stops_cleanly_on_sigterm() {
 #[test]
 fn restart_keeps_the_lake_and_applies_a_changed_admin_password() {
     let dir = home();
-    let mut server = Server::start(dir.path(), &[("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "first-password-1")]);
+    let mut server = Server::start(
+        dir.path(),
+        &[(
+            "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD",
+            "first-password-1",
+        )],
+    );
     let (pg, http) = (server.pg_port, server.http_port);
     assert!(server.stop().success());
     let pw_file = dir.path().with_extension("pw");
@@ -94,14 +135,25 @@ fn restart_keeps_the_lake_and_applies_a_changed_admin_password() {
         dir.path(),
         pg,
         http,
-        &[("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD_FILE", pw_file.to_str().unwrap())],
+        &[(
+            "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD_FILE",
+            pw_file.to_str().unwrap(),
+        )],
     );
     let body = server.wait_ready(Duration::from_secs(120));
     assert_eq!(body["lakes"]["lakehouse"]["state"], "ready");
     rt().block_on(async {
-        assert!(admin_client(&server, "first-password-1", "lakehouse").await.is_err());
-        let client = admin_client(&server, "second-password-2", "lakehouse").await.unwrap();
-        let n: i64 = client.query_one("SELECT count(*) FROM ducklake_snapshot", &[]).await.unwrap().get(0);
+        assert!(admin_client(&server, "first-password-1", "lakehouse")
+            .await
+            .is_err());
+        let client = admin_client(&server, "second-password-2", "lakehouse")
+            .await
+            .unwrap();
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM ducklake_snapshot", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert!(n >= 1);
     });
     let logs = server.logs();
@@ -115,10 +167,16 @@ fn a_changed_data_path_is_refused_not_applied() {
     let mut server = Server::start(dir.path(), &[]);
     assert!(server.stop().success());
     let other = dir.path().join("elsewhere");
-    let (code, stderr) = serve_fails(dir.path(), &[("DUCKLAKE_CATALOG_DATA_PATH", other.to_str().unwrap())]);
+    let (code, stderr) = serve_fails(
+        dir.path(),
+        &[("DUCKLAKE_CATALOG_DATA_PATH", other.to_str().unwrap())],
+    );
     assert_eq!(code, 1, "{stderr}");
     let line = error_line(&stderr);
-    assert!(line.contains("lake `lakehouse` is bound to data path"), "{line}");
+    assert!(
+        line.contains("lake `lakehouse` is bound to data path"),
+        "{line}"
+    );
     assert!(line.contains("elsewhere"), "{line}");
     assert!(!postgres_running(&dir.path().join("pgdata")));
 }
@@ -130,7 +188,9 @@ fn an_unexpected_postgres_exit_is_restarted_and_readiness_recovers() {
     let pid = server.postgres_pid();
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     server.wait_for(Duration::from_secs(30), |code, _| code == 503);
-    let body = server.wait_for(Duration::from_secs(60), |code, b| code == 200 && b["restarts"] == 1);
+    let body = server.wait_for(Duration::from_secs(60), |code, b| {
+        code == 200 && b["restarts"] == 1
+    });
     assert_ne!(body["postgres"]["pid"].as_i64().unwrap(), i64::from(pid));
     assert!(server.logs().contains("postgres exited unexpectedly"));
     assert!(server.stop().success());
@@ -144,7 +204,15 @@ fn a_stale_postmaster_pid_from_a_crash_is_cleared() {
     assert!(server.stop().success());
     // What a crash leaves: a pid file naming a pid that is no postgres (here: this test).
     let pidfile = dir.path().join("pgdata/postmaster.pid");
-    std::fs::write(&pidfile, format!("{}\n{}\n", std::process::id(), dir.path().join("pgdata").display())).unwrap();
+    std::fs::write(
+        &pidfile,
+        format!(
+            "{}\n{}\n",
+            std::process::id(),
+            dir.path().join("pgdata").display()
+        ),
+    )
+    .unwrap();
     let mut server = Server::spawn_on(dir.path(), pg, http, &[]);
     server.wait_ready(Duration::from_secs(120));
     assert!(server.logs().contains("stale postmaster.pid"));
@@ -159,8 +227,14 @@ fn a_foreign_data_directory_is_refused_and_left_untouched() {
     std::fs::write(pgdata.join("precious.txt"), "user data").unwrap();
     let (code, stderr) = serve_fails(dir.path(), &[]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(error_line(&stderr).contains("not a ducklake-catalog data directory"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(pgdata.join("precious.txt")).unwrap(), "user data");
+    assert!(
+        error_line(&stderr).contains("not a ducklake-catalog data directory"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pgdata.join("precious.txt")).unwrap(),
+        "user data"
+    );
 
     let dir = home();
     let pgdata = dir.path().join("pgdata");
@@ -169,8 +243,14 @@ fn a_foreign_data_directory_is_refused_and_left_untouched() {
     let (code, stderr) = serve_fails(dir.path(), &[]);
     assert_eq!(code, 1);
     let line = error_line(&stderr);
-    assert!(line.contains("PostgreSQL 14 cluster") && line.contains("pg_upgrade"), "{line}");
-    assert_eq!(std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(), "14\n");
+    assert!(
+        line.contains("PostgreSQL 14 cluster") && line.contains("pg_upgrade"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(),
+        "14\n"
+    );
 }
 
 #[test]
@@ -179,14 +259,27 @@ fn an_unknown_config_key_exits_2_naming_the_key() {
     let (code, stderr) = serve_fails(dir.path(), &[("DUCKLAKE_CATALOG_POSTGRES__PROT", "5432")]);
     assert_eq!(code, 2, "{stderr}");
     let line = error_line(&stderr);
-    assert!(line.contains("postgres.prot") && line.contains("DUCKLAKE_CATALOG_POSTGRES__PROT"), "{line}");
+    assert!(
+        line.contains("postgres.prot") && line.contains("DUCKLAKE_CATALOG_POSTGRES__PROT"),
+        "{line}"
+    );
 
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[http]\nlisten = \"not an address\"\n").unwrap();
-    let (code, stderr) = serve_fails(dir.path(), &[("DUCKLAKE_CATALOG_CONFIG", file.to_str().unwrap())]);
+    std::fs::write(&file, "[postgres]\nmax_connections = \"many\"\n").unwrap();
+    let (code, stderr) = serve_fails(
+        dir.path(),
+        &[("DUCKLAKE_CATALOG_CONFIG", file.to_str().unwrap())],
+    );
     assert_eq!(code, 2, "{stderr}");
-    assert!(error_line(&stderr).contains("http.listen"), "{stderr}");
-    assert!(!dir.path().join("pgdata").exists(), "nothing may be created on a config error");
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("postgres.max_connections") && line.contains("bad.toml"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("pgdata").exists(),
+        "nothing may be created on a config error"
+    );
 }
 
 #[test]
@@ -197,24 +290,38 @@ fn a_postgres_port_in_use_is_a_one_line_error() {
     let (code, stderr) = serve_fails(dir.path(), &[("DUCKLAKE_CATALOG_POSTGRES__PORT", &port)]);
     assert_eq!(code, 1, "{stderr}");
     let line = error_line(&stderr);
-    assert!(line.contains("postgres.port") && line.contains("already in use") && line.contains(&port), "{line}");
+    assert!(
+        line.contains("postgres.port") && line.contains("already in use") && line.contains(&port),
+        "{line}"
+    );
     assert!(!postgres_running(&dir.path().join("pgdata")));
 }
 
 #[test]
 fn missing_postgres_binaries_are_a_one_line_error() {
     let dir = home();
-    let (code, stderr) = serve_fails(dir.path(), &[("DUCKLAKE_CATALOG_POSTGRES__BIN_DIR", "/nonexistent/pg/bin")]);
+    let (code, stderr) = serve_fails(
+        dir.path(),
+        &[("DUCKLAKE_CATALOG_POSTGRES__BIN_DIR", "/nonexistent/pg/bin")],
+    );
     assert_eq!(code, 1, "{stderr}");
     let line = error_line(&stderr);
-    assert!(line.contains("PostgreSQL 15 server binaries not found") && line.contains("postgres.bin_dir"), "{line}");
+    assert!(
+        line.contains("PostgreSQL 15 server binaries not found")
+            && line.contains("postgres.bin_dir"),
+        "{line}"
+    );
 }
 
 #[test]
 fn health_exits_1_when_nothing_is_ready() {
     let dir = home();
     let url = format!("http://127.0.0.1:{}/readyz", free_port());
-    let out = run_cli(dir.path(), &[], &["health", "--url", &url, "--timeout", "2"]);
+    let out = run_cli(
+        dir.path(),
+        &[],
+        &["health", "--url", &url, "--timeout", "2"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(error_line(&stderr).contains("not reachable"), "{stderr}");
@@ -250,7 +357,10 @@ fn config_show_prints_the_effective_config_with_secrets_redacted() {
     let out = run_cli(
         dir.path(),
         &[
-            ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "very-secret-pw"),
+            (
+                "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD",
+                "very-secret-pw",
+            ),
             ("DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY", "very-secret-key"),
             ("DUCKLAKE_CATALOG_DATA_PATH", "s3://acme-lake/sales"),
         ],
@@ -260,7 +370,10 @@ fn config_show_prints_the_effective_config_with_secrets_redacted() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(!shown.contains("very-secret"), "{shown}");
     assert!(shown.contains("[redacted]"));
-    assert!(shown.contains("data_path = \"s3://acme-lake/sales/\""), "{shown}");
+    assert!(
+        shown.contains("data_path = \"s3://acme-lake/sales/\""),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -270,6 +383,9 @@ fn version_prints_the_pinned_versions() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["duckdb_engine"], catalog_core::versions::DUCKDB_VERSION);
-    assert_eq!(v["ducklake_spec"], catalog_core::versions::DUCKLAKE_SPEC_VERSION);
+    assert_eq!(
+        v["ducklake_spec"],
+        catalog_core::versions::DUCKLAKE_SPEC_VERSION
+    );
     assert_eq!(v["postgres_major"], 15);
 }

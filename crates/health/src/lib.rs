@@ -61,7 +61,11 @@ impl HealthState {
     pub fn new(status: StatusReceiver) -> Self {
         HealthState {
             status,
-            check: Arc::new(RwLock::new(Check { state: CheckState::Unknown, detail: None, at: None })),
+            check: Arc::new(RwLock::new(Check {
+                state: CheckState::Unknown,
+                detail: None,
+                at: None,
+            })),
         }
     }
 }
@@ -75,20 +79,33 @@ pub async fn run_checks(state: HealthState, probe: Probe, cancel: CancellationTo
             _ = tick.tick() => {}
             () = cancel.cancelled() => return,
         }
-        let running = matches!(state.status.borrow().postgres, catalog_core::status::PgState::Running { .. });
+        let running = matches!(
+            state.status.borrow().postgres,
+            catalog_core::status::PgState::Running { .. }
+        );
         let (new_state, detail) = if running {
             match probe.ping(CHECK_TIMEOUT).await {
                 Ok(()) => (CheckState::Ok, None),
                 Err(e) => (CheckState::Error, Some(e)),
             }
         } else {
-            (CheckState::Unknown, Some("postgres is not running".to_owned()))
+            (
+                CheckState::Unknown,
+                Some("postgres is not running".to_owned()),
+            )
         };
         let mut check = state.check.write().await;
         if new_state == CheckState::Error && check.state != CheckState::Error {
-            tracing::warn!(detail = detail.as_deref().unwrap_or(""), "readiness check failed");
+            tracing::warn!(
+                detail = detail.as_deref().unwrap_or(""),
+                "readiness check failed"
+            );
         }
-        *check = Check { state: new_state, detail, at: Some(Instant::now()) };
+        *check = Check {
+            state: new_state,
+            detail,
+            at: Some(Instant::now()),
+        };
     }
 }
 
@@ -121,11 +138,18 @@ async fn healthz(State(state): State<HealthState>) -> impl IntoResponse {
 async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
     let status = state.status.borrow().clone();
     let check = state.check.read().await.clone();
-    let fresh = check.at.is_some_and(|at| at.elapsed() < CHECK_INTERVAL * 3 + CHECK_TIMEOUT);
+    let fresh = check
+        .at
+        .is_some_and(|at| at.elapsed() < CHECK_INTERVAL * 3 + CHECK_TIMEOUT);
     let reason = if !status.lakes_ready() {
         Some(not_ready_reason(&status))
     } else if check.state != CheckState::Ok || !fresh {
-        Some(check.detail.clone().unwrap_or_else(|| "waiting for the first SELECT 1 check".into()))
+        Some(
+            check
+                .detail
+                .clone()
+                .unwrap_or_else(|| "waiting for the first SELECT 1 check".into()),
+        )
     } else {
         None
     };
@@ -135,20 +159,45 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
 fn not_ready_reason(status: &Status) -> String {
     use catalog_core::status::{LakeState, PgState};
     if !matches!(status.postgres, PgState::Running { .. }) {
-        return format!("postgres is {}", serde_json::to_value(&status.postgres).ok()
-            .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned))
-            .unwrap_or_default());
+        return format!(
+            "postgres is {}",
+            serde_json::to_value(&status.postgres)
+                .ok()
+                .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned))
+                .unwrap_or_default()
+        );
     }
-    if let Some((name, lake)) = status.lakes.iter().find(|(_, l)| l.state == LakeState::Error) {
+    if let Some((name, lake)) = status
+        .lakes
+        .iter()
+        .find(|(_, l)| l.state == LakeState::Error)
+    {
         return format!("lake {name}: {}", lake.error.as_deref().unwrap_or("error"));
     }
     "lakes are being initialised".into()
 }
 
-fn respond(ok: bool, reason: Option<String>, check: &CheckState, status: &Status) -> (StatusCode, Json<serde_json::Value>) {
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = Body { status: if ok { "ok" } else { "error" }, reason, check, detail: status };
-    (code, Json(serde_json::to_value(&body).expect("health body serialises")))
+fn respond(
+    ok: bool,
+    reason: Option<String>,
+    check: &CheckState,
+    status: &Status,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Body {
+        status: if ok { "ok" } else { "error" },
+        reason,
+        check,
+        detail: status,
+    };
+    (
+        code,
+        Json(serde_json::to_value(&body).expect("health body serialises")),
+    )
 }
 
 /// Serves the router on `addr` until `cancel`; returns once bound so a failed bind is reported
@@ -163,7 +212,10 @@ pub async fn serve(
     let app = router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "health server stopped");
         }
     }))
@@ -176,21 +228,39 @@ pub enum ProbeError {
     #[error("{url} is not reachable: {error}; is `ducklake-catalog serve` running with this http.listen?")]
     Unreachable { url: String, error: reqwest::Error },
     #[error("{url} answered {code}: {reason}")]
-    NotReady { url: String, code: u16, reason: String },
+    NotReady {
+        url: String,
+        code: u16,
+        reason: String,
+    },
 }
 
 /// GETs `url` (a `/readyz` or `/healthz`); Ok with the JSON body when it answers 200.
 pub async fn probe(url: &str, timeout: Duration) -> Result<serde_json::Value, ProbeError> {
-    let unreachable = |error| ProbeError::Unreachable { url: url.to_owned(), error };
-    let client = reqwest::Client::builder().timeout(timeout).build().map_err(unreachable)?;
+    let unreachable = |error| ProbeError::Unreachable {
+        url: url.to_owned(),
+        error,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(unreachable)?;
     let resp = client.get(url).send().await.map_err(unreachable)?;
     let code = resp.status().as_u16();
     let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     if code == 200 {
         return Ok(body);
     }
-    let reason = body.get("reason").and_then(|r| r.as_str()).unwrap_or("no reason given").to_owned();
-    Err(ProbeError::NotReady { url: url.to_owned(), code, reason })
+    let reason = body
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .unwrap_or("no reason given")
+        .to_owned();
+    Err(ProbeError::NotReady {
+        url: url.to_owned(),
+        code,
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -202,9 +272,14 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get_json(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
-        let resp = app.oneshot(Request::get(path).body(AxumBody::empty()).unwrap()).await.unwrap();
+        let resp = app
+            .oneshot(Request::get(path).body(AxumBody::empty()).unwrap())
+            .await
+            .unwrap();
         let code = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (code, serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -227,16 +302,29 @@ mod tests {
             s.postgres = PgState::Running { pid: 1 };
             s.lakes.insert(
                 "lakehouse".into(),
-                LakeStatus { state: LakeState::Ready, data_path: "/d/".into(), spec_version: Some("1.0".into()), error: None },
+                LakeStatus {
+                    state: LakeState::Ready,
+                    data_path: "/d/".into(),
+                    spec_version: Some("1.0".into()),
+                    error: None,
+                },
             );
         });
         let (code, body) = get_json(router(state.clone()), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        *state.check.write().await = Check { state: CheckState::Ok, detail: None, at: Some(Instant::now()) };
+        *state.check.write().await = Check {
+            state: CheckState::Ok,
+            detail: None,
+            at: Some(Instant::now()),
+        };
         let (code, body) = get_json(router(state.clone()), "/readyz").await;
         assert_eq!(code, StatusCode::OK, "{body}");
         assert_eq!(body["lakes"]["lakehouse"]["spec_version"], "1.0");
-        tx.send_modify(|s| s.postgres = PgState::Restarting { exit: "signal: 9".into() });
+        tx.send_modify(|s| {
+            s.postgres = PgState::Restarting {
+                exit: "signal: 9".into(),
+            }
+        });
         let (code, _) = get_json(router(state.clone()), "/healthz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         let (code, body) = get_json(router(state), "/readyz").await;

@@ -18,11 +18,16 @@ pub fn init_tracing(format: LogFormat, level: &str) -> Result<(), TracingError> 
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_timer(
-        tracing_subscriber::fmt::time::SystemTime,
-    );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(tracing_subscriber::fmt::time::SystemTime);
     let result = if json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.with_target(true).try_init()
     };

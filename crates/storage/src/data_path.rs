@@ -42,18 +42,31 @@ impl DataPath {
                 });
             }
             let prefix = prefix.trim_end_matches('/');
-            if !prefix.is_empty() && prefix.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+            if !prefix.is_empty()
+                && prefix
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == "..")
             {
                 return Err(DataPathError::InvalidPrefix(raw.to_owned()));
             }
-            let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-            return Ok(DataPath::S3 { bucket: bucket.to_owned(), prefix });
+            let prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            return Ok(DataPath::S3 {
+                bucket: bucket.to_owned(),
+                prefix,
+            });
         }
         let path = Path::new(raw);
         if raw.contains("://") || !path.is_absolute() {
             return Err(DataPathError::Unsupported(raw.to_owned()));
         }
-        if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             return Err(DataPathError::InvalidPrefix(raw.to_owned()));
         }
         Ok(DataPath::Local(path.to_path_buf()))
@@ -113,28 +126,55 @@ mod tests {
         let p = DataPath::parse("s3://my-bucket/lakes/sales").unwrap();
         assert_eq!(
             p,
-            DataPath::S3 { bucket: "my-bucket".into(), prefix: "lakes/sales/".into() }
+            DataPath::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "lakes/sales/".into()
+            }
         );
         assert_eq!(p.to_string(), "s3://my-bucket/lakes/sales/");
-        assert_eq!(DataPath::parse("s3://my-bucket").unwrap().to_string(), "s3://my-bucket/");
-        assert_eq!(DataPath::parse("s3://my-bucket/").unwrap().to_string(), "s3://my-bucket/");
+        assert_eq!(
+            DataPath::parse("s3://my-bucket").unwrap().to_string(),
+            "s3://my-bucket/"
+        );
+        assert_eq!(
+            DataPath::parse("s3://my-bucket/").unwrap().to_string(),
+            "s3://my-bucket/"
+        );
     }
 
     #[test]
     fn local_paths_must_be_absolute() {
-        assert_eq!(DataPath::parse("/data/lake").unwrap().to_string(), "/data/lake/");
-        assert!(matches!(DataPath::parse("data/lake"), Err(DataPathError::Unsupported(_))));
-        assert!(matches!(DataPath::parse("/data/../etc"), Err(DataPathError::InvalidPrefix(_))));
+        assert_eq!(
+            DataPath::parse("/data/lake").unwrap().to_string(),
+            "/data/lake/"
+        );
+        assert!(matches!(
+            DataPath::parse("data/lake"),
+            Err(DataPathError::Unsupported(_))
+        ));
+        assert!(matches!(
+            DataPath::parse("/data/../etc"),
+            Err(DataPathError::InvalidPrefix(_))
+        ));
     }
 
     #[test]
     fn malformed_s3_paths_are_rejected_with_the_reason() {
-        assert!(matches!(DataPath::parse("s3:///x"), Err(DataPathError::MissingBucket(_))));
+        assert!(matches!(
+            DataPath::parse("s3:///x"),
+            Err(DataPathError::MissingBucket(_))
+        ));
         assert!(matches!(
             DataPath::parse("s3://My_Bucket/x"),
             Err(DataPathError::InvalidBucket { .. })
         ));
-        assert!(matches!(DataPath::parse("s3://bucket/a//b"), Err(DataPathError::InvalidPrefix(_))));
-        assert!(matches!(DataPath::parse("gs://bucket/x"), Err(DataPathError::Unsupported(_))));
+        assert!(matches!(
+            DataPath::parse("s3://bucket/a//b"),
+            Err(DataPathError::InvalidPrefix(_))
+        ));
+        assert!(matches!(
+            DataPath::parse("gs://bucket/x"),
+            Err(DataPathError::Unsupported(_))
+        ));
     }
 }

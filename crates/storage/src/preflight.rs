@@ -83,9 +83,17 @@ impl fmt::Display for Operation {
 #[non_exhaustive]
 pub enum PreflightError {
     #[error("data path {path}: bucket `{bucket}` does not exist ({op} failed); create it or fix the lake's data_path")]
-    NoSuchBucket { path: String, bucket: String, op: Operation },
+    NoSuchBucket {
+        path: String,
+        bucket: String,
+        op: Operation,
+    },
     #[error("data path {path}: the S3 credentials were rejected ({op} failed: {detail}); check the access key or the task role (s3.access_key_id / AWS_ACCESS_KEY_ID)")]
-    BadCredentials { path: String, op: Operation, detail: String },
+    BadCredentials {
+        path: String,
+        op: Operation,
+        detail: String,
+    },
     #[error("data path {path}: access denied for {op} on bucket `{bucket}` prefix `{prefix}`; grant {action} on arn:aws:s3:::{bucket}/{prefix}*")]
     AccessDenied {
         path: String,
@@ -95,15 +103,26 @@ pub enum PreflightError {
         action: &'static str,
     },
     #[error("data path {path}: {op} failed: {detail}; check s3.endpoint and s3.region and that S3 is reachable")]
-    Unreachable { path: String, op: Operation, detail: String },
+    Unreachable {
+        path: String,
+        op: Operation,
+        detail: String,
+    },
     #[error("data path {path}: local folder is not usable ({op} failed: {detail}); create it and make it writable by the server")]
-    Local { path: String, op: Operation, detail: String },
+    Local {
+        path: String,
+        op: Operation,
+        detail: String,
+    },
     #[error("data path {path}: the marker object read back differs from what was written; the store is not consistent")]
     Inconsistent { path: String },
 }
 
 /// Builds the object store that serves `path`, rooted at the bucket (S3) or at `/` (local).
-fn open_store(path: &DataPath, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+fn open_store(
+    path: &DataPath,
+    s3: &S3Settings,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     match path {
         DataPath::Local(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| object_store::Error::Generic {
@@ -168,14 +187,19 @@ pub async fn preflight(path: &DataPath, s3: &S3Settings) -> Result<(), Preflight
     let read = async { store.get(&marker).await?.bytes().await };
     let got = read.await.map_err(|e| fail(Operation::Get, &e))?;
     if got != body {
-        return Err(PreflightError::Inconsistent { path: path.to_string() });
+        return Err(PreflightError::Inconsistent {
+            path: path.to_string(),
+        });
     }
     let list_prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
     store
         .list_with_delimiter(list_prefix.as_ref())
         .await
         .map_err(|e| fail(Operation::List, &e))?;
-    store.delete(&marker).await.map_err(|e| fail(Operation::Delete, &e))?;
+    store
+        .delete(&marker)
+        .await
+        .map_err(|e| fail(Operation::Delete, &e))?;
     tracing::debug!(data_path = %path, "storage preflight passed");
     Ok(())
 }
@@ -184,7 +208,11 @@ fn classify(path: &DataPath, op: Operation, err: &object_store::Error) -> Prefli
     let detail = one_line(&err.to_string());
     let path_s = path.to_string();
     let DataPath::S3 { bucket, prefix } = path else {
-        return PreflightError::Local { path: path_s, op, detail };
+        return PreflightError::Local {
+            path: path_s,
+            op,
+            detail,
+        };
     };
     // Match on the whole chain, untruncated: S3's error code sits in the response body.
     let mut full = err.to_string();
@@ -196,7 +224,11 @@ fn classify(path: &DataPath, op: Operation, err: &object_store::Error) -> Prefli
     }
     let has = |needle: &str| full.contains(needle);
     if has("NoSuchBucket") || has("specified bucket does not exist") {
-        return PreflightError::NoSuchBucket { path: path_s, bucket: bucket.clone(), op };
+        return PreflightError::NoSuchBucket {
+            path: path_s,
+            bucket: bucket.clone(),
+            op,
+        };
     }
     if has("InvalidAccessKeyId")
         || has("SignatureDoesNotMatch")
@@ -205,7 +237,11 @@ fn classify(path: &DataPath, op: Operation, err: &object_store::Error) -> Prefli
         || has("credential")
         || matches!(err, object_store::Error::Unauthenticated { .. })
     {
-        return PreflightError::BadCredentials { path: path_s, op, detail };
+        return PreflightError::BadCredentials {
+            path: path_s,
+            op,
+            detail,
+        };
     }
     if has("AccessDenied") || matches!(err, object_store::Error::PermissionDenied { .. }) {
         return PreflightError::AccessDenied {
@@ -216,7 +252,11 @@ fn classify(path: &DataPath, op: Operation, err: &object_store::Error) -> Prefli
             action: op.iam_action(),
         };
     }
-    PreflightError::Unreachable { path: path_s, op, detail }
+    PreflightError::Unreachable {
+        path: path_s,
+        op,
+        detail,
+    }
 }
 
 /// Folds a multi-line error (object_store includes response bodies) into one line.
@@ -245,7 +285,11 @@ mod tests {
         let path = DataPath::parse(lake.to_str().unwrap()).unwrap();
         preflight(&path, &S3Settings::default()).await.unwrap();
         assert!(lake.is_dir());
-        assert_eq!(std::fs::read_dir(&lake).unwrap().count(), 0, "marker left behind");
+        assert_eq!(
+            std::fs::read_dir(&lake).unwrap().count(),
+            0,
+            "marker left behind"
+        );
     }
 
     #[tokio::test]
@@ -254,7 +298,10 @@ mod tests {
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
         let path = DataPath::parse(file.join("lake").to_str().unwrap()).unwrap();
-        let err = preflight(&path, &S3Settings::default()).await.unwrap_err().to_string();
+        let err = preflight(&path, &S3Settings::default())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not-a-dir/lake/"), "{err}");
         assert!(err.contains("connect failed"), "{err}");
     }

@@ -15,29 +15,34 @@ pub struct PgBinaries {
 impl PgBinaries {
     /// `configured` (key `postgres.bin_dir`), else Debian's path, else `pg_config --bindir`.
     pub fn find(configured: Option<&Path>) -> Result<Self, PgError> {
-        let candidates: Vec<(PathBuf, &str)> = match configured {
-            Some(dir) => vec![(dir.to_path_buf(), "postgres.bin_dir")],
-            None => {
-                let mut c = vec![(
-                    PathBuf::from(format!("/usr/lib/postgresql/{PG_MAJOR}/bin")),
-                    "Debian's path",
-                )];
-                if let Some(dir) = pg_config_bindir() {
-                    c.push((dir, "pg_config --bindir"));
-                }
-                c
+        let candidates: Vec<(PathBuf, &str)> = if let Some(dir) = configured {
+            vec![(dir.to_path_buf(), "postgres.bin_dir")]
+        } else {
+            let mut c = vec![(
+                PathBuf::from(format!("/usr/lib/postgresql/{PG_MAJOR}/bin")),
+                "Debian's path",
+            )];
+            if let Some(dir) = pg_config_bindir() {
+                c.push((dir, "pg_config --bindir"));
             }
+            c
         };
         for (dir, _) in &candidates {
-            let bins = PgBinaries { bin_dir: dir.clone() };
+            let bins = PgBinaries {
+                bin_dir: dir.clone(),
+            };
             if bins.postgres().is_file() && bins.initdb().is_file() {
                 bins.check_major()?;
                 return Ok(bins);
             }
         }
-        let looked: Vec<String> =
-            candidates.iter().map(|(d, how)| format!("{} ({how})", d.display())).collect();
-        Err(PgError::BinariesMissing { looked: looked.join(", ") })
+        let looked: Vec<String> = candidates
+            .iter()
+            .map(|(d, how)| format!("{} ({how})", d.display()))
+            .collect();
+        Err(PgError::BinariesMissing {
+            looked: looked.join(", "),
+        })
     }
 
     pub fn postgres(&self) -> PathBuf {
@@ -50,9 +55,14 @@ impl PgBinaries {
 
     /// Runs `postgres --version` and checks it is PostgreSQL [`PG_MAJOR`].
     fn check_major(&self) -> Result<(), PgError> {
-        let out = Command::new(self.postgres()).arg("--version").env_clear().output().map_err(
-            |e| PgError::Io { action: format!("run {} --version", self.postgres().display()), error: e },
-        )?;
+        let out = Command::new(self.postgres())
+            .arg("--version")
+            .env_clear()
+            .output()
+            .map_err(|e| PgError::Io {
+                action: format!("run {} --version", self.postgres().display()),
+                error: e,
+            })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let major = text
             .split_whitespace()

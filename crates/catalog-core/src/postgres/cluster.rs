@@ -58,7 +58,11 @@ impl Cluster {
                 .ok()
                 .flatten()
                 .ok_or_else(|| PgError::NoOsUser { user: name.clone() })?;
-            Some(OsUser { name: name.clone(), uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+            Some(OsUser {
+                name: name.clone(),
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            })
         } else {
             None
         };
@@ -105,10 +109,15 @@ impl Cluster {
                 .map_err(PgError::io(format!("read {}", version_file.display())))?;
             let found = found.trim();
             if found != PG_MAJOR.to_string() {
-                return Err(PgError::WrongMajor { pgdata: self.pgdata.clone(), found: found.into() });
+                return Err(PgError::WrongMajor {
+                    pgdata: self.pgdata.clone(),
+                    found: found.into(),
+                });
             }
             if !self.pgdata.join(MARKER).exists() {
-                return Err(PgError::ForeignDataDir { pgdata: self.pgdata.clone() });
+                return Err(PgError::ForeignDataDir {
+                    pgdata: self.pgdata.clone(),
+                });
             }
             if let Some(user) = &self.os_user {
                 let meta = fs::metadata(&self.pgdata).map_err(PgError::io("stat PGDATA"))?;
@@ -125,7 +134,9 @@ impl Cluster {
                 .next()
                 .is_some()
         {
-            return Err(PgError::ForeignDataDir { pgdata: self.pgdata.clone() });
+            return Err(PgError::ForeignDataDir {
+                pgdata: self.pgdata.clone(),
+            });
         }
         // initdb into a sibling and rename, so an interrupted first boot leaves nothing that
         // looks like a cluster.
@@ -159,13 +170,20 @@ impl Cluster {
                 stderr: one_line(&String::from_utf8_lossy(&out.stderr)),
             });
         }
-        fs::write(staging.join(MARKER), format!("initialised by ducklake-catalog {}\n", env!("CARGO_PKG_VERSION")))
-            .map_err(PgError::io("write the cluster marker"))?;
+        fs::write(
+            staging.join(MARKER),
+            format!(
+                "initialised by ducklake-catalog {}\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+        )
+        .map_err(PgError::io("write the cluster marker"))?;
         self.chown(&staging.join(MARKER))?;
         if self.pgdata.exists() {
             fs::remove_dir(&self.pgdata).map_err(PgError::io("replace the empty PGDATA"))?;
         }
-        fs::rename(&staging, &self.pgdata).map_err(PgError::io("move the new cluster into place"))?;
+        fs::rename(&staging, &self.pgdata)
+            .map_err(PgError::io("move the new cluster into place"))?;
         Ok(Boot::First)
     }
 
@@ -174,14 +192,24 @@ impl Cluster {
         let pg = &config.postgres;
         let (cert, key) = match (&pg.tls_cert_file, &pg.tls_key_file) {
             (Some(c), Some(k)) => (
-                fs::read(c).map_err(PgError::io(format!("read postgres.tls_cert_file {}", c.display())))?,
-                fs::read(k).map_err(PgError::io(format!("read postgres.tls_key_file {}", k.display())))?,
+                fs::read(c).map_err(PgError::io(format!(
+                    "read postgres.tls_cert_file {}",
+                    c.display()
+                )))?,
+                fs::read(k).map_err(PgError::io(format!(
+                    "read postgres.tls_key_file {}",
+                    k.display()
+                )))?,
             ),
             _ => tls::existing_or_new(&self.pgdata, &config.client_host())?,
         };
         self.write_file("server.crt", &cert, 0o600)?;
         self.write_file("server.key", &key, 0o600)?;
-        self.write_file("postgresql.conf", postgresql_conf(self, config).as_bytes(), 0o600)?;
+        self.write_file(
+            "postgresql.conf",
+            postgresql_conf(self, config).as_bytes(),
+            0o600,
+        )?;
         self.write_file("pg_hba.conf", PG_HBA.as_bytes(), 0o600)?;
         let supervisor_os_user = User::from_uid(Uid::effective())
             .ok()
@@ -203,13 +231,21 @@ impl Cluster {
     /// Removes a `postmaster.pid` left by a crash, unless its postgres is still alive.
     fn clear_stale_pid(&self) -> Result<(), PgError> {
         let pidfile = self.pgdata.join("postmaster.pid");
-        let Ok(content) = fs::read_to_string(&pidfile) else { return Ok(()) };
-        let pid = content.lines().next().and_then(|l| l.trim().parse::<i32>().ok());
+        let Ok(content) = fs::read_to_string(&pidfile) else {
+            return Ok(());
+        };
+        let pid = content
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok());
         if let Some(pid) = pid {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let exe = String::from_utf8_lossy(&cmdline);
             if pid != std::process::id().cast_signed() && exe.contains("postgres") {
-                return Err(PgError::AlreadyRunning { pid, pgdata: self.pgdata.clone() });
+                return Err(PgError::AlreadyRunning {
+                    pid,
+                    pgdata: self.pgdata.clone(),
+                });
             }
         }
         tracing::warn!(pidfile = %pidfile.display(), "removing a stale postmaster.pid left by an unclean stop");
@@ -225,8 +261,9 @@ impl Cluster {
 
     fn chown(&self, path: &Path) -> Result<(), PgError> {
         if let Some(user) = &self.os_user {
-            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-                .map_err(PgError::io(format!("chown {} to {}", path.display(), user.name)))?;
+            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(PgError::io(
+                format!("chown {} to {}", path.display(), user.name),
+            ))?;
         }
         Ok(())
     }
@@ -258,7 +295,9 @@ impl Cluster {
         let (client, conn) = cfg
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(PgError::sql(format!("connect to database {dbname} as {SUPERUSER}")))?;
+            .map_err(PgError::sql(format!(
+                "connect to database {dbname} as {SUPERUSER}"
+            )))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "supervisor connection closed");
@@ -312,7 +351,10 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     };
     set("listen_addresses", quote_literal(&pg.listen_address));
     set("port", pg.port.to_string());
-    set("unix_socket_directories", quote_literal(&cluster.socket_dir.to_string_lossy()));
+    set(
+        "unix_socket_directories",
+        quote_literal(&cluster.socket_dir.to_string_lossy()),
+    );
     set("max_connections", pg.max_connections.to_string());
     set("superuser_reserved_connections", "3".into());
     set("password_encryption", "'scram-sha-256'".into());
@@ -375,9 +417,13 @@ fn chown_tree(dir: &Path, user: &OsUser) -> Result<(), PgError> {
 
 /// Checks that `user` can traverse every ancestor of `path` (permission bits only).
 fn check_reachable(user: &OsUser, path: &Path) -> Result<(), PgError> {
-    let abs = path.canonicalize().map_err(PgError::io(format!("resolve {}", path.display())))?;
+    let abs = path
+        .canonicalize()
+        .map_err(PgError::io(format!("resolve {}", path.display())))?;
     for dir in abs.ancestors() {
-        let Ok(meta) = fs::metadata(dir) else { continue };
+        let Ok(meta) = fs::metadata(dir) else {
+            continue;
+        };
         let mode = meta.mode();
         let ok = if meta.uid() == user.uid {
             mode & 0o100 != 0
@@ -387,7 +433,10 @@ fn check_reachable(user: &OsUser, path: &Path) -> Result<(), PgError> {
             mode & 0o001 != 0
         };
         if !ok {
-            return Err(PgError::Unreachable { user: user.name.clone(), path: dir.to_path_buf() });
+            return Err(PgError::Unreachable {
+                user: user.name.clone(),
+                path: dir.to_path_buf(),
+            });
         }
     }
     Ok(())

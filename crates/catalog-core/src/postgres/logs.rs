@@ -67,9 +67,17 @@ fn parse(line: &str) -> Option<Parsed<'_>> {
     if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (user, database, sqlstate, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (user, database, sqlstate, rest) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let (severity, message) = rest.split_once(":  ")?;
-    Some(Parsed { pid, user, database, sqlstate, severity, message })
+    Some(Parsed {
+        pid,
+        user,
+        database,
+        sqlstate,
+        severity,
+        message,
+    })
 }
 
 /// Reads `stream` to its end, emitting one tracing event per line.

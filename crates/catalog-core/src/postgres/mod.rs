@@ -42,7 +42,9 @@ pub enum PgError {
     WrongMajor { pgdata: PathBuf, found: String },
     #[error("{pgdata} is not empty and is not a ducklake-catalog data directory; refusing to touch it: move it away or choose another home")]
     ForeignDataDir { pgdata: PathBuf },
-    #[error("another postgres (pid {pid}) is running on {pgdata}; stop it before starting this server")]
+    #[error(
+        "another postgres (pid {pid}) is running on {pgdata}; stop it before starting this server"
+    )]
     AlreadyRunning { pid: i32, pgdata: PathBuf },
     #[error("OS user `{user}` (postgres.os_user) does not exist; create it (useradd --system {user}) or set postgres.os_user")]
     NoOsUser { user: String },
@@ -59,9 +61,15 @@ pub enum PgError {
     #[error("TLS: {0}")]
     Tls(String),
     #[error("{action}: {error}")]
-    Io { action: String, error: std::io::Error },
+    Io {
+        action: String,
+        error: std::io::Error,
+    },
     #[error("{action}: {error}")]
-    Sql { action: String, error: tokio_postgres::Error },
+    Sql {
+        action: String,
+        error: tokio_postgres::Error,
+    },
 }
 
 impl PgError {

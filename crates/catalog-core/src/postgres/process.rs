@@ -68,7 +68,11 @@ impl Cluster {
             stop_timeout: Duration::from_secs(self.stop_timeout_secs),
         };
         running.wait_ready(self).await?;
-        tracing::info!(pg_pid = pid, port = self.port, "postgres is accepting connections");
+        tracing::info!(
+            pg_pid = pid,
+            port = self.port,
+            "postgres is accepting connections"
+        );
         Ok(running)
     }
 }
@@ -77,11 +81,17 @@ impl RunningPostgres {
     async fn wait_ready(&mut self, cluster: &Cluster) -> Result<(), PgError> {
         let deadline = Instant::now() + Duration::from_secs(cluster.start_timeout_secs);
         loop {
-            if let Some(status) = self.child.try_wait().map_err(PgError::io("poll postgres"))? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(PgError::io("poll postgres"))?
+            {
                 // Let the log forwarder drain the last lines before they are summarised.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 if self.recent.mentions("Address already in use") {
-                    return Err(PgError::PortInUse { addr: format!("port {}", cluster.port) });
+                    return Err(PgError::PortInUse {
+                        addr: format!("port {}", cluster.port),
+                    });
                 }
                 return Err(PgError::StartFailed {
                     status: status.to_string(),
@@ -127,7 +137,10 @@ impl RunningPostgres {
     ) -> Result<ExitStatus, PgError> {
         let started = Instant::now();
         if mode == ShutdownMode::Fast {
-            tracing::info!(pg_pid = self.pid, "fast shutdown: checkpoint and stop postgres");
+            tracing::info!(
+                pg_pid = self.pid,
+                "fast shutdown: checkpoint and stop postgres"
+            );
             self.signal(Signal::SIGINT);
             tokio::select! {
                 status = self.child.wait() => {
@@ -148,8 +161,14 @@ impl RunningPostgres {
             return status.map_err(PgError::io("wait for postgres"));
         }
         tracing::error!(pg_pid = self.pid, "postgres ignored SIGQUIT; killing it");
-        self.child.kill().await.map_err(PgError::io("kill postgres"))?;
-        self.child.wait().await.map_err(PgError::io("wait for postgres"))
+        self.child
+            .kill()
+            .await
+            .map_err(PgError::io("kill postgres"))?;
+        self.child
+            .wait()
+            .await
+            .map_err(PgError::io("wait for postgres"))
     }
 
     fn signal(&self, sig: Signal) {

@@ -20,5 +20,8 @@ pub(super) fn existing_or_new(pgdata: &Path, host: &str) -> Result<(Vec<u8>, Vec
     let certified = rcgen::generate_simple_self_signed(names)
         .map_err(|e| PgError::Tls(format!("generate a self-signed certificate: {e}")))?;
     tracing::info!(host, "generated a self-signed TLS certificate; set postgres.tls_cert_file and tls_key_file to use your own");
-    Ok((certified.cert.pem().into_bytes(), certified.key_pair.serialize_pem().into_bytes()))
+    Ok((
+        certified.cert.pem().into_bytes(),
+        certified.key_pair.serialize_pem().into_bytes(),
+    ))
 }

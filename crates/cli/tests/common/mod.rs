@@ -22,19 +22,29 @@ fn cache() -> PathBuf {
 
 /// The venv `cargo xtask deps` made.
 pub fn venv() -> PathBuf {
-    let v = std::env::var_os("DUCKLAKE_TEST_VENV").map_or_else(|| cache().join("venv"), PathBuf::from);
-    assert!(v.join("bin/python").is_file(), "no test venv at {}: run `cargo xtask test`", v.display());
+    let v =
+        std::env::var_os("DUCKLAKE_TEST_VENV").map_or_else(|| cache().join("venv"), PathBuf::from);
+    assert!(
+        v.join("bin/python").is_file(),
+        "no test venv at {}: run `cargo xtask test`",
+        v.display()
+    );
     v
 }
 
 /// The DuckDB extension directory `cargo xtask deps` assembled.
 pub fn extensions() -> PathBuf {
-    std::env::var_os("DUCKLAKE_TEST_EXTENSIONS").map_or_else(|| cache().join("extensions"), PathBuf::from)
+    std::env::var_os("DUCKLAKE_TEST_EXTENSIONS")
+        .map_or_else(|| cache().join("extensions"), PathBuf::from)
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh home folder (removed on drop).
@@ -50,7 +60,10 @@ pub fn base_command(home: &Path, pg_port: u16, http_port: u16) -> Command {
         .env("HOME", std::env::var_os("HOME").unwrap_or_default())
         .env("DUCKLAKE_CATALOG_HOME", home)
         .env("DUCKLAKE_CATALOG_POSTGRES__PORT", pg_port.to_string())
-        .env("DUCKLAKE_CATALOG_HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+        .env(
+            "DUCKLAKE_CATALOG_HTTP__LISTEN",
+            format!("127.0.0.1:{http_port}"),
+        )
         .env("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY", extensions())
         .env("DUCKLAKE_CATALOG_LOG__FORMAT", "json")
         .env("DUCKLAKE_CATALOG_POSTGRES__STOP_TIMEOUT_SECS", "20");
@@ -73,7 +86,7 @@ impl Server {
     }
 
     pub fn spawn_on(home: &Path, pg_port: u16, http_port: u16, env: &[(&str, &str)]) -> Server {
-        let log = home.with_extension(format!("serve-{pg_port}.log"));
+        let log = home.join(format!("serve-{pg_port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = base_command(home, pg_port, http_port);
         for (k, v) in env {
@@ -85,7 +98,13 @@ impl Server {
             .stderr(out)
             .spawn()
             .unwrap();
-        Server { child: Some(child), home: home.to_path_buf(), pg_port, http_port, log }
+        Server {
+            child: Some(child),
+            home: home.to_path_buf(),
+            pg_port,
+            http_port,
+            log,
+        }
     }
 
     /// Starts `serve` and waits until `/readyz` answers 200.
@@ -106,7 +125,10 @@ impl Server {
     /// GET a health endpoint: (status code, JSON body); `None` while nothing listens.
     pub fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
         let url = format!("http://127.0.0.1:{}{path}", self.http_port);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let resp = reqwest::Client::new()
                 .get(url)
@@ -124,18 +146,29 @@ impl Server {
     }
 
     /// Polls `/readyz` until `pred` holds; panics with the server log if it exits or times out.
-    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(u16, &serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("serve exited ({status}) before the condition held:\n{}", self.logs());
+                panic!(
+                    "serve exited ({status}) before the condition held:\n{}",
+                    self.logs()
+                );
             }
             if let Some((code, body)) = self.get("/readyz") {
                 if pred(code, &body) {
                     return body;
                 }
             }
-            assert!(Instant::now() < deadline, "condition not met within {timeout:?}:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {timeout:?}:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -160,14 +193,20 @@ impl Server {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "serve did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// The admin password the server generated.
     pub fn admin_password(&self) -> String {
-        std::fs::read_to_string(self.home.join("secrets/admin.password")).unwrap().trim().to_owned()
+        std::fs::read_to_string(self.home.join("secrets/admin.password"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     /// The postmaster's pid, from `/readyz`.
@@ -195,19 +234,38 @@ pub fn run_cli(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     cmd.args(args).stdin(Stdio::null()).output().unwrap()
 }
 
-/// Runs `serve` expecting it to fail fast; returns (exit code, stderr).
+/// Runs `serve` expecting it to fail within two minutes; returns (exit code, stderr). A server
+/// that comes up instead is stopped and the test fails.
 pub fn serve_fails(home: &Path, env: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = base_command(home, free_port(), free_port());
-    for (k, v) in env {
-        cmd.env(k, v);
+    let mut server = Server::spawn(home, env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+            server.child = None;
+            let out = server.logs();
+            let stderr = out
+                .lines()
+                .filter(|l| !l.starts_with('{'))
+                .collect::<Vec<_>>()
+                .join("\n");
+            return (status.code().unwrap_or(-1), stderr);
+        }
+        let came_up = server.get("/readyz").is_some_and(|(c, _)| c == 200);
+        assert!(
+            Instant::now() < deadline && !came_up,
+            "serve did not fail:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let out = cmd.arg("serve").stdin(Stdio::null()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// The single `error:` line a failed command printed.
 pub fn error_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ducklake-catalog: error:")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ducklake-catalog: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
     lines[0].to_owned()
 }
@@ -216,17 +274,19 @@ pub fn error_line(stderr: &str) -> String {
 pub fn postgres_running(pgdata: &Path) -> bool {
     let needle = pgdata.to_string_lossy().into_owned();
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| {
-                let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                c.contains("postgres") && c.contains(&needle)
-            })
-            .unwrap_or(false)
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            c.contains("postgres") && c.contains(&needle)
+        })
     })
 }
 
 /// Connects to the lake's database as the admin over TCP.
-pub async fn admin_client(server: &Server, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn admin_client(
+    server: &Server,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(server.pg_port)
@@ -274,8 +334,16 @@ impl Moto {
             "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
             self.endpoint()
         );
-        let out = Command::new(venv().join("bin/python")).arg("-c").arg(&script).output().unwrap();
-        assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(venv().join("bin/python"))
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -285,9 +353,18 @@ impl Moto {
             ("DUCKLAKE_CATALOG_S3__ENDPOINT".into(), self.endpoint()),
             ("DUCKLAKE_CATALOG_S3__REGION".into(), "us-east-1".into()),
             ("DUCKLAKE_CATALOG_S3__ALLOW_HTTP".into(), "true".into()),
-            ("DUCKLAKE_CATALOG_S3__FORCE_PATH_STYLE".into(), "true".into()),
-            ("DUCKLAKE_CATALOG_S3__ACCESS_KEY_ID".into(), "testing".into()),
-            ("DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY".into(), "testing".into()),
+            (
+                "DUCKLAKE_CATALOG_S3__FORCE_PATH_STYLE".into(),
+                "true".into(),
+            ),
+            (
+                "DUCKLAKE_CATALOG_S3__ACCESS_KEY_ID".into(),
+                "testing".into(),
+            ),
+            (
+                "DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY".into(),
+                "testing".into(),
+            ),
         ]
     }
 }

@@ -1,0 +1,194 @@
+//! `cargo xtask bench startup [--runs N] [--debug]`: how long `serve` takes to become ready on a
+//! fresh home (initdb + lake creation) and on a warm restart, and how much memory the idle
+//! supervisor holds. Runs are measured side by side in one invocation and reported as medians
+//! and the warm/cold ratio; absolute seconds depend on the machine.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+pub(crate) fn startup(
+    args: &[String],
+    extensions: &Path,
+    build: impl FnOnce(bool) -> Result<PathBuf>,
+) -> Result<()> {
+    let mut runs = 3usize;
+    let mut release = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = it
+                    .next()
+                    .context("--runs takes a number")?
+                    .parse()
+                    .context("--runs takes a number")?;
+            }
+            "--debug" => release = false,
+            other => bail!("unknown bench option `{other}` (use --runs N, --debug)"),
+        }
+    }
+    let bin = build(release)?;
+    let (mut cold, mut warm, mut rss_sup, mut rss_pg) = (vec![], vec![], vec![], vec![]);
+    for i in 0..runs {
+        let home = scratch_home(i)?;
+        let (ready, mut child, http) = start(&bin, &home, extensions)?;
+        cold.push(ready);
+        std::thread::sleep(Duration::from_secs(3));
+        rss_sup.push(rss_kib(child.id()));
+        rss_pg.push(postgres_rss_kib(&home));
+        stop(&mut child)?;
+        let (ready, mut child, _) = start(&bin, &home, extensions)?;
+        warm.push(ready);
+        stop(&mut child)?;
+        let _ = http;
+        let _ = std::fs::remove_dir_all(&home);
+        eprintln!(
+            "run {}: cold {:.2} s, warm {:.2} s",
+            i + 1,
+            cold[i].as_secs_f64(),
+            warm[i].as_secs_f64()
+        );
+    }
+    let (c, w) = (median(&mut cold), median(&mut warm));
+    println!(
+        "startup benchmark ({} binary, {runs} runs, medians)",
+        if release { "release" } else { "debug" }
+    );
+    println!(
+        "  cold start to ready (initdb + lake): {:.2} s",
+        c.as_secs_f64()
+    );
+    println!(
+        "  warm restart to ready:               {:.2} s",
+        w.as_secs_f64()
+    );
+    println!(
+        "  warm / cold:                         {:.2}",
+        w.as_secs_f64() / c.as_secs_f64()
+    );
+    println!(
+        "  supervisor RSS, idle:                {} MiB",
+        mib(median_u64(&mut rss_sup))
+    );
+    println!(
+        "  postgres RSS (all processes), idle:  {} MiB",
+        mib(median_u64(&mut rss_pg))
+    );
+    Ok(())
+}
+
+fn scratch_home(i: usize) -> Result<PathBuf> {
+    let home = std::env::temp_dir().join(format!("dlc-bench-{}-{i}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).with_context(|| format!("create {}", home.display()))?;
+    Ok(home)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Spawns `serve` and returns the time until `/readyz` answered 200.
+fn start(bin: &Path, home: &Path, extensions: &Path) -> Result<(Duration, Child, u16)> {
+    let (pg, http) = (free_port()?, free_port()?);
+    let began = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .env("DUCKLAKE_CATALOG_HOME", home)
+        .env("DUCKLAKE_CATALOG_POSTGRES__PORT", pg.to_string())
+        .env("DUCKLAKE_CATALOG_HTTP__LISTEN", format!("127.0.0.1:{http}"))
+        .env("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY", extensions)
+        .env("DUCKLAKE_CATALOG_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawn serve")?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("serve exited during the benchmark: {status}");
+        }
+        if readyz_ok(http) {
+            return Ok((began.elapsed(), child, http));
+        }
+        if began.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            bail!("serve was not ready within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn readyz_ok(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    s.read(&mut buf).is_ok_and(|n| {
+        buf[..n].starts_with(b"HTTP/1.0 200") || buf[..n].starts_with(b"HTTP/1.1 200")
+    })
+}
+
+fn stop(child: &mut Child) -> Result<()> {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("serve exited with {status} on SIGTERM");
+    }
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn postgres_rss_kib(home: &Path) -> u64 {
+    let needle = home.to_string_lossy().into_owned();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        // Every PostgreSQL process runs with PGDATA (inside the home) as its working directory.
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|p| p.starts_with(&needle))
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(rss_kib)
+        .sum()
+}
+
+/// KiB as MiB with one decimal.
+fn mib(kib: u64) -> String {
+    format!("{}.{}", kib / 1024, kib % 1024 * 10 / 1024)
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn median_u64(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
