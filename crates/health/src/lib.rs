@@ -70,13 +70,18 @@ impl HealthState {
     }
 }
 
-/// Refreshes the `SELECT 1` check every [`CHECK_INTERVAL`] until `cancel`.
+/// Refreshes the `SELECT 1` check every [`CHECK_INTERVAL`] and on every status change, until
+/// `cancel`.
 pub async fn run_checks(state: HealthState, probe: Probe, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = state.status.clone();
     loop {
+        // Check on every tick, and at once when the supervisor's state changes, so readiness
+        // is reported as soon as the lakes are up rather than at the next tick.
         tokio::select! {
             _ = tick.tick() => {}
+            changed = changes.changed() => if changed.is_err() { return },
             () = cancel.cancelled() => return,
         }
         let running = matches!(
