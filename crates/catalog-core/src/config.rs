@@ -319,24 +319,27 @@ impl Config {
                 data_path,
             });
         }
-        resolve_secret_file(
-            &mut self.postgres.admin_password,
-            self.postgres.admin_password_file.as_deref(),
-            "postgres.admin_password",
-            &sources.cwd,
-        )?;
-        resolve_secret_file(
-            &mut self.s3.secret_access_key,
-            self.s3.secret_access_key_file.as_deref(),
-            "s3.secret_access_key",
-            &sources.cwd,
-        )?;
-        resolve_secret_file(
-            &mut self.s3.session_token,
-            self.s3.session_token_file.as_deref(),
-            "s3.session_token",
-            &sources.cwd,
-        )?;
+        // Every secret `x` may come from `x_file` instead.
+        let secrets = [
+            (
+                &mut self.postgres.admin_password,
+                &self.postgres.admin_password_file,
+                "postgres.admin_password",
+            ),
+            (
+                &mut self.s3.secret_access_key,
+                &self.s3.secret_access_key_file,
+                "s3.secret_access_key",
+            ),
+            (
+                &mut self.s3.session_token,
+                &self.s3.session_token_file,
+                "s3.session_token",
+            ),
+        ];
+        for (value, file, key) in secrets {
+            resolve_secret_file(value, file.as_deref(), key, &sources.cwd)?;
+        }
         self.validate()
     }
 

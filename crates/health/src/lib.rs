@@ -81,7 +81,7 @@ pub async fn run_checks(state: HealthState, probe: Probe, cancel: CancellationTo
         // is reported as soon as the lakes are up rather than at the next tick.
         tokio::select! {
             _ = tick.tick() => {}
-            changed = changes.changed() => if changed.is_err() { return },
+            result = changes.changed() => if result.is_err() { return },
             () = cancel.cancelled() => return,
         }
         let running = matches!(
