@@ -286,7 +286,7 @@ impl Config {
         }
         let mut config: Config = figment
             .extract()
-            .map_err(|e| ConfigError::Figment(one_line(&e)))?;
+            .map_err(|e| ConfigError::Figment(crate::one_line(&e.to_string())))?;
         config.resolve(sources)?;
         Ok(config)
     }
@@ -604,13 +604,6 @@ fn insert_nested(dict: &mut figment::value::Dict, path: &[&str], value: figment:
             }
         }
     }
-}
-
-fn one_line(e: &figment::Error) -> String {
-    e.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

@@ -34,9 +34,7 @@ impl ConnectionInfo {
             (Some(pw), None) => (Some(pw.clone()), "postgres.admin_password".to_owned()),
             _ => {
                 let file = config.generated_password_file();
-                let pw = std::fs::read_to_string(&file)
-                    .ok()
-                    .map(|s| Secret::new(s.trim_end()));
+                let pw = read_password_file(&file).ok().flatten();
                 (pw, format!("generated, stored in {}", file.display()))
             }
         };
@@ -74,5 +72,15 @@ impl ConnectionInfo {
             crate::postgres::quote_literal(&target),
             self.lake
         )
+    }
+}
+
+/// The password stored in `file`: `None` when the file is missing or empty.
+pub(crate) fn read_password_file(file: &std::path::Path) -> std::io::Result<Option<Secret>> {
+    match std::fs::read_to_string(file) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim_end()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }

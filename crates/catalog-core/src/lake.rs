@@ -251,7 +251,7 @@ pub fn find_extension_directory(config: &Config) -> Result<PathBuf, LakeError> {
 
 /// Removes the password from an error message that may quote a connection string.
 fn redact(message: &str, password: &Secret) -> String {
-    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = crate::one_line(message);
     if password.expose().is_empty() {
         return one_line;
     }

@@ -19,5 +19,10 @@ pub mod supervisor;
 pub mod versions;
 
 pub use config::Config;
+
+/// Folds a multi-line message (PostgreSQL, DuckDB and figment write several lines) into one.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 pub use secret::Secret;
 pub use supervisor::{Probe, ServeError, Supervisor};

@@ -12,7 +12,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::connection::ConnectionInfo;
+use crate::connection::{read_password_file, ConnectionInfo};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
 use crate::postgres::{Cluster, PgError, RunningPostgres, ShutdownMode};
 use crate::secret::Secret;
@@ -205,11 +205,8 @@ impl Supervisor {
         let err = |what: &str, e: std::io::Error| {
             ServeError::Password(format!("{what} {}: {e}", file.display()))
         };
-        match fs::read_to_string(&file) {
-            Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim_end())),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err("read", e)),
+        if let Some(pw) = read_password_file(&file).map_err(|e| err("read", e))? {
+            return Ok(pw);
         }
         let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let mut f = fs::OpenOptions::new()

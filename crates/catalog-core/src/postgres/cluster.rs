@@ -167,7 +167,7 @@ impl Cluster {
         if !out.status.success() {
             return Err(PgError::Initdb {
                 status: out.status.to_string(),
-                stderr: one_line(&String::from_utf8_lossy(&out.stderr)),
+                stderr: crate::one_line(&String::from_utf8_lossy(&out.stderr)),
             });
         }
         fs::write(
@@ -440,8 +440,4 @@ fn check_reachable(user: &OsUser, path: &Path) -> Result<(), PgError> {
         }
     }
     Ok(())
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
