@@ -37,6 +37,18 @@ pub enum PgState {
 }
 
 impl PgState {
+    /// The state's name, as serialised in the `state` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PgState::Starting => "starting",
+            PgState::Running { .. } => "running",
+            PgState::Restarting { .. } => "restarting",
+            PgState::Stopping => "stopping",
+            PgState::Stopped => "stopped",
+            PgState::Failed => "failed",
+        }
+    }
+
     /// True while the PostgreSQL child runs or is being brought up or down in order.
     pub fn is_alive(&self) -> bool {
         matches!(
@@ -82,4 +94,24 @@ pub type StatusReceiver = watch::Receiver<Status>;
 /// A new channel holding the initial (starting) status.
 pub fn channel() -> (StatusSender, StatusReceiver) {
     watch::channel(Status::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_match_the_serialised_tag() {
+        for state in [
+            PgState::Starting,
+            PgState::Running { pid: 1 },
+            PgState::Restarting { exit: "x".into() },
+            PgState::Stopping,
+            PgState::Stopped,
+            PgState::Failed,
+        ] {
+            let json = serde_json::to_value(&state).unwrap();
+            assert_eq!(json["state"], state.name());
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::connection::{read_password_file, ConnectionInfo};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
-use crate::postgres::{Cluster, PgError, RunningPostgres, ShutdownMode};
+use crate::postgres::{Cluster, PgError, ShutdownMode};
 use crate::secret::Secret;
 use crate::status::{LakeState, LakeStatus, PgState, StatusSender};
 
@@ -137,7 +137,7 @@ impl Supervisor {
                 }
                 () = shutdown.cancelled() => {
                     self.status.send_modify(|s| s.postgres = PgState::Stopping);
-                    stop(running, immediate).await?;
+                    running.shutdown(ShutdownMode::Fast, immediate).await?;
                     return Ok(());
                 }
             }
@@ -222,13 +222,6 @@ impl Supervisor {
     }
 }
 
-async fn stop(running: RunningPostgres, immediate: &CancellationToken) -> Result<(), PgError> {
-    running
-        .shutdown(ShutdownMode::Fast, immediate)
-        .await
-        .map(|_| ())
-}
-
 /// Sleeps for `d`; true when `cancel` fired first.
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
@@ -260,13 +253,13 @@ impl Probe {
         let mut slot = self.client.lock().await;
         let attempt = async {
             if slot.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                let mut cfg = tokio_postgres::Config::new();
-                cfg.host_path(&self.socket_dir)
-                    .port(self.port)
-                    .user(crate::postgres::SUPERUSER)
-                    .dbname("postgres")
-                    .application_name("ducklake-catalog-health")
-                    .connect_timeout(timeout);
+                let cfg = crate::postgres::superuser_config(
+                    &self.socket_dir,
+                    self.port,
+                    "postgres",
+                    "ducklake-catalog-health",
+                    timeout,
+                );
                 let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
                 tokio::spawn(conn);
                 *slot = Some(client);

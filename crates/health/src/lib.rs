@@ -164,13 +164,7 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
 fn not_ready_reason(status: &Status) -> String {
     use catalog_core::status::{LakeState, PgState};
     if !matches!(status.postgres, PgState::Running { .. }) {
-        return format!(
-            "postgres is {}",
-            serde_json::to_value(&status.postgres)
-                .ok()
-                .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned))
-                .unwrap_or_default()
-        );
+        return format!("postgres is {}", status.postgres.name());
     }
     if let Some((name, lake)) = status
         .lakes

@@ -285,13 +285,13 @@ impl Cluster {
 
     /// Connects as the internal superuser over the Unix socket.
     pub async fn connect_superuser(&self, dbname: &str) -> Result<tokio_postgres::Client, PgError> {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host_path(&self.socket_dir)
-            .port(self.port)
-            .user(SUPERUSER)
-            .dbname(dbname)
-            .application_name("ducklake-catalog")
-            .connect_timeout(std::time::Duration::from_secs(5));
+        let cfg = super::superuser_config(
+            &self.socket_dir,
+            self.port,
+            dbname,
+            "ducklake-catalog",
+            std::time::Duration::from_secs(5),
+        );
         let (client, conn) = cfg
             .connect(tokio_postgres::NoTls)
             .await

@@ -84,6 +84,24 @@ impl PgError {
     }
 }
 
+/// How the supervisor reaches PostgreSQL as [`SUPERUSER`]: peer auth over the Unix socket.
+pub(crate) fn superuser_config(
+    socket_dir: &std::path::Path,
+    port: u16,
+    dbname: &str,
+    application_name: &str,
+    timeout: std::time::Duration,
+) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host_path(socket_dir)
+        .port(port)
+        .user(SUPERUSER)
+        .dbname(dbname)
+        .application_name(application_name)
+        .connect_timeout(timeout);
+    cfg
+}
+
 /// Quotes `s` as a SQL string literal (standard_conforming_strings is on).
 pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
