@@ -10,6 +10,8 @@
 //! - `cargo xtask serve [ARGS…]`: `deps`, then `cargo run --release -p ducklake-catalog -- serve`.
 //! - `cargo xtask bench startup [--runs N] [--debug]`: cold start, warm restart and idle memory
 //!   of `serve`, measured side by side.
+//! - `cargo xtask bench durability [--commits N] [--restore-gb G] [--skip-walg]`: RPO, archive
+//!   write overhead and restore time against moto S3.
 //!
 //! Builds go to a persistent target directory outside the clone (`CARGO_TARGET_DIR`, default
 //! `~/.cache/ducklake-catalog/target`) so the bundled DuckDB is compiled once per machine.
@@ -22,6 +24,7 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 
 mod bench;
+mod bench_durability;
 
 // The one place versions are pinned, shared with catalog-core without depending on it (which
 // would compile the bundled DuckDB before any dependency is installed).
@@ -44,7 +47,12 @@ fn main() -> Result<()> {
                 let deps = deps()?;
                 bench::startup(args, &deps.extensions, build_binary)
             }
-            _ => bail!("usage: cargo xtask bench startup [--runs N] [--debug]"),
+            Some((what, args)) if what == "durability" => {
+                let deps = deps()?;
+                let bin = build_binary(true)?;
+                bench_durability::durability(args, &deps.venv, &deps.extensions, &bin)
+            }
+            _ => bail!("usage: cargo xtask bench startup|durability [ARGS…]"),
         },
         _ => {
             eprintln!("usage: cargo xtask <deps|test|ci|serve|bench> [ARGS…]");
@@ -274,9 +282,10 @@ fn ci(args: &[String]) -> Result<()> {
 
 fn serve(args: &[String]) -> Result<()> {
     let deps = deps()?;
-    let mut cmd = cargo();
-    cmd.args(["run", "--release", "-p", "ducklake-catalog", "--", "serve"])
-        .args(args);
+    // Build both binaries (serve installs the ducklake-wal helper from beside itself).
+    let bin = build_binary(true)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").args(args);
     if env::var_os("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY").is_none() {
         cmd.env(
             "DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY",
@@ -286,7 +295,7 @@ fn serve(args: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-/// Builds the `ducklake-catalog` binary and returns its path.
+/// Builds the `ducklake-catalog` and `ducklake-wal` binaries; returns the first one's path.
 fn build_binary(release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "-p", "ducklake-catalog"]);

@@ -38,6 +38,8 @@ pub struct Config {
     pub duckdb: DuckdbConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Continuous WAL archiving, base backups and restore (the catalog's durability).
+    pub backup: BackupConfig,
     /// The lakes this catalog serves, one PostgreSQL database each. When empty, one lake named
     /// `lakehouse` (or `DUCKLAKE_CATALOG_LAKE_NAME`) with data path `DUCKLAKE_CATALOG_DATA_PATH`
     /// or `<home>/lakes/<name>/`.
@@ -75,6 +77,9 @@ pub struct PostgresConfig {
     pub max_connections: u32,
     /// `shared_buffers`.
     pub shared_buffers: String,
+    /// WAL segment size in MB, fixed when the cluster is created (initdb): a power of two,
+    /// 1-1024. Small segments keep each forced switch (`backup.archive_timeout`) cheap.
+    pub wal_segment_size_mb: u32,
     /// Seconds a fast shutdown may take before it becomes an immediate one.
     pub stop_timeout_secs: u64,
     /// Seconds PostgreSQL may take to accept connections after it is started.
@@ -125,6 +130,93 @@ pub struct DuckdbConfig {
     pub extension_directory: Option<PathBuf>,
 }
 
+/// `[backup]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where WAL and base backups go: `s3://bucket/prefix/` or an absolute local folder. Give
+    /// each catalog its own target. Unset: no backups (a warning is logged at start), and a
+    /// replaced task loses every lake's catalog.
+    pub target: Option<DataPath>,
+    /// How often a base backup is taken (`24h`, `6h`, `30m`). One is also taken at first
+    /// start, after a restore, and on `ducklake-catalog backup now`.
+    pub base_interval: HumanDuration,
+    /// Which base backups (and the WAL they need) are kept.
+    pub retention: RetentionConfig,
+    /// `zstd` or `none`, for WAL segments and base backups.
+    pub compression: CompressionKind,
+    /// The recovery point objective: a commit reaches the target at most about this long after
+    /// it is acknowledged (PostgreSQL's `archive_timeout`; whole seconds, at least `1s`). Each
+    /// second with commits costs one S3 PUT.
+    pub archive_timeout: HumanDuration,
+    /// Restore the newest base backup and all archived WAL when the home holds no cluster and
+    /// the target holds a backup (a replaced task).
+    pub auto_restore: bool,
+}
+
+/// `[backup.retention]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep at least this many of the newest base backups.
+    pub count: u32,
+    /// Also keep every base backup younger than this (`7d`); unset: only `count` counts.
+    pub max_age: Option<HumanDuration>,
+}
+
+/// Compression of backup objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionKind {
+    Zstd,
+    None,
+}
+
+/// A duration written the human way: `1s`, `500ms`, `24h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        humantime::parse_duration(raw.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{raw}` is not a duration ({e}); write e.g. 1s, 30m, 24h, 7d"
+                ))
+            })
+    }
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            target: None,
+            base_interval: HumanDuration(std::time::Duration::from_secs(24 * 3600)),
+            retention: RetentionConfig::default(),
+            compression: CompressionKind::Zstd,
+            archive_timeout: HumanDuration(std::time::Duration::from_secs(1)),
+            auto_restore: true,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            count: 7,
+            max_age: None,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -163,6 +255,7 @@ impl Default for Config {
             s3: S3Config::default(),
             duckdb: DuckdbConfig::default(),
             log: LogConfig::default(),
+            backup: BackupConfig::default(),
             lakes: Vec::new(),
         }
     }
@@ -183,6 +276,7 @@ impl Default for PostgresConfig {
             tls_key_file: None,
             max_connections: 200,
             shared_buffers: "128MB".into(),
+            wal_segment_size_mb: 1,
             stop_timeout_secs: 30,
             start_timeout_secs: 120,
             settings: BTreeMap::new(),
@@ -382,6 +476,12 @@ impl Config {
                 "set both tls_cert_file and tls_key_file, or neither",
             ));
         }
+        if !pg.wal_segment_size_mb.is_power_of_two() || pg.wal_segment_size_mb > 1024 {
+            return Err(ConfigError::invalid(
+                "postgres.wal_segment_size_mb",
+                "must be a power of two from 1 to 1024",
+            ));
+        }
         if pg.stop_timeout_secs == 0 || pg.start_timeout_secs == 0 {
             return Err(ConfigError::invalid(
                 "postgres.stop_timeout_secs",
@@ -404,6 +504,7 @@ impl Config {
                 return Err(ConfigError::invalid("s3.region", "must not be empty"));
             }
         }
+        self.validate_backup()?;
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
         for (i, lake) in self.lakes.iter().enumerate() {
@@ -429,6 +530,38 @@ impl Config {
                         "{} is already the data path of another lake",
                         lake.data_path
                     ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_backup(&self) -> Result<(), ConfigError> {
+        let b = &self.backup;
+        let timeout = b.archive_timeout.0;
+        if timeout.as_secs() == 0 || timeout.subsec_nanos() != 0 {
+            return Err(ConfigError::invalid(
+                "backup.archive_timeout",
+                "must be whole seconds, at least 1s (PostgreSQL's archive_timeout)",
+            ));
+        }
+        if b.base_interval.0 < std::time::Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "backup.base_interval",
+                "must be at least 1m",
+            ));
+        }
+        if b.retention.count == 0 {
+            return Err(ConfigError::invalid(
+                "backup.retention.count",
+                "must be at least 1 (the newest base backup is always kept)",
+            ));
+        }
+        if let Some(target) = &b.target {
+            if self.lakes.iter().any(|l| overlaps(&l.data_path, target)) {
+                return Err(ConfigError::invalid(
+                    "backup.target",
+                    format!("{target} overlaps a lake's data path; give backups their own prefix"),
                 ));
             }
         }
@@ -511,6 +644,12 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config tree serialises to TOML")
     }
+}
+
+/// True when one path is inside the other.
+fn overlaps(a: &DataPath, b: &DataPath) -> bool {
+    let (a, b) = (a.to_string(), b.to_string());
+    a.starts_with(&b) || b.starts_with(&a)
 }
 
 const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];

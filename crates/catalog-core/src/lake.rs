@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use storage::{preflight, PreflightError};
+use storage::{preflight, StorageError};
 
 use crate::config::{Config, LakeConfig};
 use crate::postgres::{quote_ident, quote_literal, Cluster, PgError};
@@ -15,7 +15,7 @@ use crate::versions::{DUCKDB_PLATFORM, DUCKDB_VERSION};
 #[non_exhaustive]
 pub enum LakeError {
     #[error("lake `{lake}`: {error}")]
-    Storage { lake: String, error: PreflightError },
+    Storage { lake: String, error: StorageError },
     #[error("lake `{lake}` is bound to data path {stored} but the configuration says {configured}; a lake's data path cannot change: restore the configured data_path or create a new lake")]
     DataPathMismatch {
         lake: String,

@@ -9,10 +9,12 @@
 //! **Architecture invariant:** only this crate runs SQL against the catalog; other crates see
 //! [`status::Status`], [`supervisor::Probe`] and [`connection::ConnectionInfo`].
 
+pub mod backup;
 pub mod config;
 pub mod connection;
 pub mod lake;
 pub mod postgres;
+pub mod recovery;
 pub mod secret;
 pub mod status;
 pub mod supervisor;

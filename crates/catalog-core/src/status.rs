@@ -14,6 +14,35 @@ pub struct Status {
     pub restarts: u32,
     /// The last error the supervisor handled, one line.
     pub last_error: Option<String>,
+    /// WAL archiving and base backups; `None` when `backup.target` is unset.
+    pub backup: Option<BackupStatus>,
+}
+
+/// The durability side: archive progress and lag, base backups, fencing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupStatus {
+    pub target: String,
+    pub lease_generation: Option<u64>,
+    pub archive: crate::backup::ArchiveStats,
+    /// WAL segments PostgreSQL finished but the target does not have yet.
+    pub pending_wal: u64,
+    /// How long the oldest pending segment has waited: the archive lag.
+    pub archive_lag_secs: Option<f64>,
+    /// Set when another instance took over the target; this one stops.
+    pub fenced: Option<String>,
+    pub last_base_backup: Option<BaseBackupInfo>,
+    pub last_base_backup_error: Option<String>,
+    /// The backup this instance was restored from at start, if any.
+    pub restored_from: Option<String>,
+}
+
+/// A finished base backup, in short.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseBackupInfo {
+    pub id: String,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub stored_bytes: u64,
+    pub wal_range: String,
 }
 
 /// The PostgreSQL child's lifecycle.
@@ -23,6 +52,11 @@ pub enum PgState {
     /// Preparing the data directory or waiting for PostgreSQL to accept connections.
     #[default]
     Starting,
+    /// Restoring from the backup target: downloading a base backup or replaying WAL. Alive,
+    /// not ready.
+    Restoring {
+        phase: String,
+    },
     Running {
         pid: i32,
     },
@@ -41,6 +75,7 @@ impl PgState {
     pub fn name(&self) -> &'static str {
         match self {
             PgState::Starting => "starting",
+            PgState::Restoring { .. } => "restoring",
             PgState::Running { .. } => "running",
             PgState::Restarting { .. } => "restarting",
             PgState::Stopping => "stopping",
@@ -53,7 +88,10 @@ impl PgState {
     pub fn is_alive(&self) -> bool {
         matches!(
             self,
-            PgState::Starting | PgState::Running { .. } | PgState::Stopping
+            PgState::Starting
+                | PgState::Restoring { .. }
+                | PgState::Running { .. }
+                | PgState::Stopping
         )
     }
 }
@@ -78,9 +116,10 @@ pub enum LakeState {
 }
 
 impl Status {
-    /// True when PostgreSQL runs and every lake is initialised.
+    /// True when PostgreSQL runs, every lake is initialised and this instance was not fenced.
     pub fn lakes_ready(&self) -> bool {
         matches!(self.postgres, PgState::Running { .. })
+            && self.backup.as_ref().is_none_or(|b| b.fenced.is_none())
             && !self.lakes.is_empty()
             && self.lakes.values().all(|l| l.state == LakeState::Ready)
     }
@@ -104,6 +143,7 @@ mod tests {
     fn state_names_match_the_serialised_tag() {
         for state in [
             PgState::Starting,
+            PgState::Restoring { phase: "x".into() },
             PgState::Running { pid: 1 },
             PgState::Restarting { exit: "x".into() },
             PgState::Stopping,

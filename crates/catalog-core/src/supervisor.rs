@@ -11,12 +11,17 @@ use std::time::Duration;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use storage::BackupTarget;
+use tokio::sync::{mpsc, watch};
+
+use crate::backup::agent::BackupRequest;
+use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
+use crate::config::{Config, RetentionConfig};
 use crate::connection::{read_password_file, ConnectionInfo};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
-use crate::postgres::{Cluster, PgError, ShutdownMode};
+use crate::postgres::{Boot, Cluster, ControlData, OsUser, PgError, RunningPostgres, ShutdownMode};
 use crate::secret::Secret;
-use crate::status::{LakeState, LakeStatus, PgState, StatusSender};
+use crate::status::{BackupStatus, BaseBackupInfo, LakeState, LakeStatus, PgState, StatusSender};
 
 /// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +33,10 @@ pub enum ServeError {
     Lake(#[from] LakeError),
     #[error("admin password: {0}")]
     Password(String),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// Runs PostgreSQL and the lakes until `shutdown` is cancelled.
@@ -38,6 +47,16 @@ pub struct Supervisor {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long PostgreSQL may take to accept connections while replaying a restore's WAL.
+const RESTORE_START_SECS: u64 = 6 * 3600;
+
+/// The durability side of a running server.
+#[derive(Debug)]
+struct Durable {
+    target: BackupTarget,
+    agent: ArchiveAgent,
+    control: ControlData,
+}
 
 impl Supervisor {
     pub fn new(config: Config, status: StatusSender) -> Self {
@@ -70,24 +89,25 @@ impl Supervisor {
         shutdown: &CancellationToken,
         immediate: &CancellationToken,
     ) -> Result<(), ServeError> {
-        let config = self.config.clone();
-        let extension_dir = find_extension_directory(&config)?;
-        let (cluster, boot) = tokio::task::spawn_blocking(move || Cluster::prepare(&config))
-            .await
-            .expect("cluster preparation does not panic")?;
-        tracing::info!(?boot, pgdata = %cluster.pgdata.display(), "data directory ready");
+        let extension_dir = find_extension_directory(&self.config)?;
+        let agent_stop = CancellationToken::new();
+        let _agent_guard = agent_stop.clone().drop_guard();
+        let (cluster, boot, durable) = self.prepare(&agent_stop).await?;
+        let recovering = cluster.pgdata.join("recovery.signal").exists();
+        let mut fenced = durable.as_ref().map(|d| d.agent.fenced());
         let password = self.admin_password()?;
         let mut first = true;
         let mut backoff = Duration::from_secs(1);
         loop {
             self.status.send_modify(|s| s.postgres = PgState::Starting);
+            let starting = self.starting(&cluster, first && recovering);
             let started = tokio::select! {
-                r = cluster.start() => r,
+                r = starting.start() => r,
                 () = shutdown.cancelled() => return Ok(()),
             };
             let mut running = match started {
                 Ok(r) => r,
-                Err(e) if first => return Err(e.into()),
+                Err(e) if first => return Err(explain(e.into(), durable.as_ref())),
                 Err(e) => {
                     tracing::error!(error = %e, "restarting postgres failed");
                     self.status
@@ -99,6 +119,13 @@ impl Supervisor {
                     continue;
                 }
             };
+            if first && recovering {
+                match Self::finish_recovery(&cluster, running, shutdown, immediate).await {
+                    Ok(Some(r)) => running = r,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(explain(e, durable.as_ref())),
+                }
+            }
             let pid = running.pid();
             self.status
                 .send_modify(|s| s.postgres = PgState::Running { pid });
@@ -119,6 +146,9 @@ impl Supervisor {
             }
             if first {
                 self.announce();
+                if let Some(d) = &durable {
+                    self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop);
+                }
             }
             first = false;
             tokio::select! {
@@ -135,13 +165,234 @@ impl Supervisor {
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                () = shutdown.cancelled() => {
-                    self.status.send_modify(|s| s.postgres = PgState::Stopping);
+                reason = fenced_signal(fenced.as_mut()) => {
+                    self.status.send_modify(|s| {
+                        s.postgres = PgState::Stopping;
+                        s.last_error = Some(reason.clone());
+                    });
+                    tracing::error!(%reason, "fenced by a newer instance: stopping postgres so no commit is acknowledged that cannot be archived");
                     running.shutdown(ShutdownMode::Fast, immediate).await?;
+                    return Err(ServeError::Fenced(reason));
+                }
+                () = shutdown.cancelled() => {
+                    self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// The cluster to start; a restore's WAL replay may take long before the first connection
+    /// (liveness stays green meanwhile).
+    fn starting(&self, cluster: &Cluster, restoring: bool) -> Cluster {
+        let mut starting = cluster.clone();
+        if restoring {
+            starting.start_timeout_secs = starting.start_timeout_secs.max(RESTORE_START_SECS);
+            self.status.send_modify(|s| {
+                s.postgres = PgState::Restoring {
+                    phase: "replaying archived WAL".into(),
+                };
+            });
+        }
+        starting
+    }
+
+    /// Waits for archive recovery to end; `None` when a shutdown came first (PostgreSQL is
+    /// stopped then).
+    async fn finish_recovery(
+        cluster: &Cluster,
+        mut running: RunningPostgres,
+        shutdown: &CancellationToken,
+        immediate: &CancellationToken,
+    ) -> Result<Option<RunningPostgres>, ServeError> {
+        let promoted = tokio::select! {
+            r = restore::wait_promoted(cluster, &mut running) => r,
+            () = shutdown.cancelled() => {
+                running.shutdown(ShutdownMode::Fast, immediate).await?;
+                return Ok(None);
+            }
+        };
+        if let Err(e) = promoted {
+            running.shutdown(ShutdownMode::Fast, immediate).await?;
+            return Err(e.into());
+        }
+        Ok(Some(running))
+    }
+
+    /// The orderly stop: ship the last WAL (with backups), then a fast shutdown.
+    async fn stop_in_order(
+        &self,
+        cluster: &Cluster,
+        running: RunningPostgres,
+        archiving: bool,
+        immediate: &CancellationToken,
+    ) -> Result<(), ServeError> {
+        self.status.send_modify(|s| s.postgres = PgState::Stopping);
+        if archiving {
+            let within = Duration::from_secs(self.config.postgres.stop_timeout_secs) / 2;
+            if let Err(e) = backup::flush_archive(cluster, within).await {
+                tracing::warn!(error = %e, "could not flush the archive before stopping");
+            }
+        }
+        running.shutdown(ShutdownMode::Fast, immediate).await?;
+        Ok(())
+    }
+
+    /// Restores when the home is empty and the target has a backup, prepares the data
+    /// directory, and with a target takes the lease and starts the archive agent.
+    async fn prepare(
+        &self,
+        agent_stop: &CancellationToken,
+    ) -> Result<(Cluster, Boot, Option<Durable>), ServeError> {
+        let config = self.config.clone();
+        let target = backup::open_target(&config)?;
+        let os_user = OsUser::for_config(&config)?;
+        let mut restored = None;
+        let mut extra = Vec::new();
+        if let Some(t) = &target {
+            restored = self.restore_if_empty(t, os_user.as_ref()).await?;
+            let helper = backup::install_helper(&config, os_user.as_ref())?;
+            extra = backup::archive_settings(&config, &helper, true, None);
+        } else {
+            tracing::warn!("backup.target is not set: the catalog lives only in this home; if the disk is lost, every lake's metadata is lost with it");
+        }
+        let (cluster, boot) = tokio::task::spawn_blocking(move || Cluster::prepare(&config, extra))
+            .await
+            .expect("cluster preparation does not panic")?;
+        tracing::info!(?boot, pgdata = %cluster.pgdata.display(), "data directory ready");
+        let durable = match target {
+            Some(t) => Some(
+                self.take_target(t, &cluster, restored, os_user.as_ref(), agent_stop)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok((cluster, boot, durable))
+    }
+
+    /// With an empty home and a target that holds a backup: take over the target and unpack
+    /// the newest base backup (PostgreSQL replays the WAL once started).
+    async fn restore_if_empty(
+        &self,
+        target: &BackupTarget,
+        os_user: Option<&OsUser>,
+    ) -> Result<Option<(BackupManifest, Lease)>, ServeError> {
+        let pgdata = self.config.pgdata();
+        if pgdata.join("PG_VERSION").exists() {
+            return Ok(None);
+        }
+        let newest = restore::choose(target, None).await?;
+        let Some(manifest) = newest else {
+            if target
+                .exists(backup::CLUSTER_FILE)
+                .await
+                .map_err(BackupError::from)?
+            {
+                return Err(BackupError::NoBackup {
+                    place: target.place(),
+                    when: " to restore from, yet it holds another cluster's WAL (cluster.json); give this catalog its own backup.target".into(),
+                }
+                .into());
+            }
+            return Ok(None);
+        };
+        if !self.config.backup.auto_restore {
+            return Err(BackupError::Restore(format!(
+                "the home is empty and {} holds backup {}; restore it with `ducklake-catalog restore`, or set backup.auto_restore = true",
+                target.place(),
+                manifest.id
+            ))
+            .into());
+        }
+        self.status.send_modify(|s| {
+            s.postgres = PgState::Restoring {
+                phase: format!("downloading base backup {}", manifest.id),
+            };
+        });
+        tracing::info!(backup = %manifest.id, target = %target.path(), "empty home: restoring from the backup target");
+        fs::create_dir_all(&self.config.home)
+            .map_err(|e| ServeError::Password(format!("create home: {e}")))?;
+        let lease =
+            lease::acquire(target, &self.config.home, &manifest.system_identifier, true).await?;
+        restore::unpack(target, &manifest, &pgdata, os_user).await?;
+        Ok(Some((manifest, lease)))
+    }
+
+    /// Checks the target belongs to this cluster, holds the lease and starts the agent.
+    async fn take_target(
+        &self,
+        target: BackupTarget,
+        cluster: &Cluster,
+        restored: Option<(BackupManifest, Lease)>,
+        os_user: Option<&OsUser>,
+        stop: &CancellationToken,
+    ) -> Result<Durable, ServeError> {
+        let control = cluster.control_data()?;
+        backup::ensure_identity(&target, &control.system_identifier).await?;
+        let (restored, lease) = match restored {
+            Some((m, l)) => (Some(m), l),
+            None => (
+                None,
+                lease::acquire(
+                    &target,
+                    &self.config.home,
+                    &control.system_identifier,
+                    false,
+                )
+                .await?,
+            ),
+        };
+        let agent = ArchiveAgent::new(
+            target.clone(),
+            backup::compression(&self.config),
+            control.segment_bytes,
+            Some(lease.clone()),
+        );
+        let socket = self.config.socket_dir().join(backup::AGENT_SOCKET);
+        agent.listen(&socket, os_user.map(|u| (u.uid, u.gid)), stop.clone())?;
+        self.status.send_modify(|s| {
+            s.backup = Some(BackupStatus {
+                target: target.path().to_string(),
+                lease_generation: Some(lease.generation),
+                restored_from: restored.as_ref().map(|m| m.id.clone()),
+                ..BackupStatus::default()
+            });
+        });
+        Ok(Durable {
+            target,
+            agent,
+            control,
+        })
+    }
+
+    /// Starts the base-backup schedule and the archive-status reporter.
+    fn spawn_backup_tasks(
+        &self,
+        d: &Durable,
+        cluster: &Cluster,
+        boot: Boot,
+        restored: bool,
+        stop: &CancellationToken,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
+        d.agent.set_backup_handler(tx);
+        let schedule = BackupSchedule {
+            cluster: cluster.clone(),
+            target: d.target.clone(),
+            compression: backup::compression(&self.config),
+            control: d.control.clone(),
+            interval: self.config.backup.base_interval.0,
+            retention: self.config.backup.retention.clone(),
+            status: self.status.clone(),
+        };
+        let now = boot == Boot::First || restored;
+        tokio::spawn(schedule.run(now, rx, stop.clone()));
+        tokio::spawn(report_archive(
+            d.agent.clone(),
+            cluster.pgdata.clone(),
+            self.status.clone(),
+            stop.clone(),
+        ));
     }
 
     async fn bring_up_lakes(
@@ -219,6 +470,187 @@ impl Supervisor {
         writeln!(f, "{password}").map_err(|e| err("write", e))?;
         tracing::info!(file = %file.display(), "generated the admin password and stored it (mode 0600); set postgres.admin_password or admin_password_file to choose one");
         Ok(Secret::new(password))
+    }
+}
+
+/// A failed start during a restore is best explained by the WAL download that failed.
+fn explain(e: ServeError, durable: Option<&Durable>) -> ServeError {
+    match durable.and_then(|d| d.agent.last_fetch_error()) {
+        Some(fetch) => BackupError::Restore(format!("{fetch} (postgres stopped: {e})")).into(),
+        None => e,
+    }
+}
+
+/// Resolves with the reason once the agent reports this instance fenced; never without one.
+async fn fenced_signal(rx: Option<&mut watch::Receiver<Option<String>>>) -> String {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(reason) = rx.borrow_and_update().clone() {
+            return reason;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Takes base backups on the interval and on request, then applies the retention.
+#[derive(Debug)]
+struct BackupSchedule {
+    cluster: Cluster,
+    target: BackupTarget,
+    compression: storage::Compression,
+    control: ControlData,
+    interval: Duration,
+    retention: RetentionConfig,
+    status: StatusSender,
+}
+
+impl BackupSchedule {
+    async fn run(
+        self,
+        now: bool,
+        mut requests: mpsc::Receiver<BackupRequest>,
+        stop: CancellationToken,
+    ) {
+        let mut next = if now {
+            tokio::time::Instant::now()
+        } else {
+            self.first_due().await
+        };
+        loop {
+            let reply = tokio::select! {
+                () = tokio::time::sleep_until(next) => None,
+                req = requests.recv() => match req {
+                    Some(reply) => Some(reply),
+                    None => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            let result = tokio::select! {
+                r = self.take_one() => r,
+                () = stop.cancelled() => return,
+            };
+            next = tokio::time::Instant::now()
+                + if result.is_ok() {
+                    self.interval
+                } else {
+                    self.interval.min(Duration::from_secs(300))
+                };
+            if let Some(reply) = reply {
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    /// When the next backup is due, from the newest one of this cluster in the target.
+    async fn first_due(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let newest = backup::list_backups(&self.target)
+            .await
+            .ok()
+            .and_then(|all| {
+                all.into_iter()
+                    .rev()
+                    .find(|m| m.system_identifier == self.control.system_identifier)
+            });
+        let Some(m) = newest else { return now };
+        self.set_last(&m);
+        let age = chrono::Utc::now()
+            .signed_duration_since(m.stop_time)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        now + self.interval.saturating_sub(age)
+    }
+
+    fn set_last(&self, m: &BackupManifest) {
+        let info = BaseBackupInfo {
+            id: m.id.clone(),
+            finished_at: m.stop_time,
+            stored_bytes: m.stored_bytes,
+            wal_range: format!("{}..{}", m.start_wal, m.stop_wal),
+        };
+        self.status.send_modify(|s| {
+            if let Some(b) = &mut s.backup {
+                b.last_base_backup = Some(info);
+                b.last_base_backup_error = None;
+            }
+        });
+    }
+
+    async fn take_one(&self) -> Result<BackupManifest, BackupError> {
+        let result =
+            backup::base::take(&self.cluster, &self.target, self.compression, &self.control).await;
+        match &result {
+            Ok(m) => {
+                self.set_last(m);
+                match backup::apply_retention(&self.target, &self.retention, chrono::Utc::now())
+                    .await
+                {
+                    Ok(r) => tracing::info!(
+                        kept = r.kept,
+                        backups_deleted = r.backups_deleted,
+                        wal_deleted = r.wal_deleted,
+                        "backup retention applied"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "backup retention failed; retried after the next backup");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "base backup failed");
+                let msg = e.to_string();
+                self.status.send_modify(|s| {
+                    if let Some(b) = &mut s.backup {
+                        b.last_base_backup_error = Some(msg);
+                    }
+                });
+            }
+        }
+        result
+    }
+}
+
+/// Publishes the archive counters and lag every second; warns while the archive falls behind.
+async fn report_archive(
+    agent: ArchiveAgent,
+    pgdata: PathBuf,
+    status: StatusSender,
+    stop: CancellationToken,
+) {
+    let fenced = agent.fenced();
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        let counters = agent.stats();
+        let (pending, lag) = backup::pending_wal(&pgdata);
+        let lag_secs = lag.map(|d| d.as_secs_f64());
+        if lag.is_some_and(|d| d > Duration::from_secs(10))
+            && last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
+            last_warning = Some(tokio::time::Instant::now());
+            tracing::warn!(
+                pending_wal = pending,
+                archive_lag_secs = lag_secs.unwrap_or_default(),
+                last_failure = counters.last_failure.as_deref().unwrap_or(""),
+                "the WAL archive is behind; PostgreSQL keeps the WAL until it is stored"
+            );
+        }
+        let reason = fenced.borrow().clone();
+        status.send_modify(|s| {
+            if let Some(b) = &mut s.backup {
+                b.archive = counters;
+                b.pending_wal = pending;
+                b.archive_lag_secs = lag_secs;
+                b.fenced = reason;
+            }
+        });
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
+        }
     }
 }
 

@@ -32,6 +32,10 @@ fn all_keys() -> Vec<String> {
     c.s3.session_token = Some(Secret::new("t"));
     c.s3.session_token_file = Some("/x".into());
     c.duckdb.extension_directory = Some("/x".into());
+    c.backup.target = Some(storage::DataPath::parse("/b").unwrap());
+    c.backup.retention.max_age = Some(catalog_core::config::HumanDuration(
+        std::time::Duration::from_secs(60),
+    ));
     c.lakes.push(LakeConfig {
         name: "l".into(),
         data_path: storage::DataPath::parse("/d").unwrap(),
@@ -69,7 +73,12 @@ fn configuration_doc_lists_every_key() {
     let doc = read("docs/configuration.md");
     let missing: Vec<String> = all_keys()
         .into_iter()
-        .filter(|k| !matches!(k.as_str(), "postgres" | "http" | "s3" | "duckdb" | "log"))
+        .filter(|k| {
+            !matches!(
+                k.as_str(),
+                "postgres" | "http" | "s3" | "duckdb" | "log" | "backup" | "backup.retention"
+            )
+        })
         .filter(|k| !doc.contains(&format!("`{k}`")))
         .collect();
     assert!(

@@ -30,6 +30,10 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Version { format } => version(*format),
+        Command::Backup { command } => crate::backup::run(&load()?, command),
+        Command::Restore { to_time, format } => {
+            crate::backup::restore(&load()?, to_time.as_deref(), *format)
+        }
         Command::Connect {
             lake,
             format,
@@ -67,7 +71,7 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Config::load(&sources).map_err(Failure::config)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -3,6 +3,7 @@
 //! and turns errors into one line on stderr and an exit code: 2 for bad configuration or usage,
 //! 1 for everything else. The only crate that calls `std::process::exit`.
 
+mod backup;
 mod commands;
 
 use std::path::PathBuf;
@@ -57,6 +58,20 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Base backups in backup.target: take one now, list them, or verify the newest by restoring it.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore the newest base backup and the archived WAL (or the state at --to-time) into an
+    /// empty home, then stop; `serve` on that home continues from it and owns the target.
+    Restore {
+        /// Point in time, UTC, RFC 3339 (`2026-11-26T10:15:00Z`) or `2026-11-26 10:15:00`.
+        #[arg(long, value_name = "TIME")]
+        to_time: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Print how to connect to a lake: the ATTACH string, host, port, dbname, user, data path.
     Connect {
         /// The lake; default: the only configured lake.
@@ -83,6 +98,26 @@ struct Overrides {
     /// Health HTTP address (http.listen).
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     http_listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Ask the running server for a base backup now and wait for it.
+    Now {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List the complete base backups and the archived WAL.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Restore the newest backup into a temporary folder, start it, check every lake's catalog
+    /// and index, and remove the copy. Never writes to the target.
+    Verify {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
-pub use tracing_setup::{init_tracing, TracingError};
+pub use tracing_setup::{init_stderr_tracing, init_tracing, TracingError};
 
 /// How often the background check runs `SELECT 1`.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -163,8 +163,14 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
 
 fn not_ready_reason(status: &Status) -> String {
     use catalog_core::status::{LakeState, PgState};
+    if let PgState::Restoring { phase } = &status.postgres {
+        return format!("restoring from the backup target: {phase}");
+    }
     if !matches!(status.postgres, PgState::Running { .. }) {
         return format!("postgres is {}", status.postgres.name());
+    }
+    if let Some(reason) = status.backup.as_ref().and_then(|b| b.fenced.as_ref()) {
+        return format!("fenced: {reason}");
     }
     if let Some((name, lake)) = status
         .lakes

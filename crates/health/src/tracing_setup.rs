@@ -33,3 +33,15 @@ pub fn init_tracing(format: LogFormat, level: &str) -> Result<(), TracingError> 
     };
     result.map_err(|e| TracingError(e.to_string()))
 }
+
+/// Installs a subscriber writing human text to stderr, for one-shot commands whose stdout is
+/// their result (`restore`, `backup verify`).
+pub fn init_stderr_tracing(level: &str) -> Result<(), TracingError> {
+    let filter = EnvFilter::try_new(level).map_err(|e| TracingError(e.to_string()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init()
+        .map_err(|e| TracingError(e.to_string()))
+}

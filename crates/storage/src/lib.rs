@@ -1,15 +1,25 @@
-//! Object-store access to the places lakes keep their data.
+//! Object-store access to the places lakes and backups keep their data.
 //!
 //! A lake's [`DataPath`] is either an S3 prefix (`s3://bucket/prefix/`) or an absolute local
-//! folder. This crate parses data paths, builds an [`object_store::ObjectStore`] for them with the
-//! server's S3 settings ([`S3Settings`]), and runs the [`preflight`] check that proves the
-//! credentials can list, put, get and delete under the prefix before a lake is reported ready.
+//! folder; a backup target is the same kind of place. This crate parses those paths, builds an
+//! [`object_store::ObjectStore`] for them with the server's S3 settings ([`S3Settings`]), runs the
+//! [`preflight`] check that proves the credentials can list, put, get and delete under a prefix,
+//! and gives the backup code a [`BackupTarget`]: checksummed, compressed, never-overwritten
+//! objects and streamed uploads and downloads.
 //!
 //! **Architecture invariant:** storage knows nothing about PostgreSQL or DuckDB; it only moves
-//! bytes and names the bucket, prefix and operation when that fails.
+//! bytes and names the place, operation and fix when that fails.
 
+mod backup_target;
 mod data_path;
 mod preflight;
+mod store;
 
+pub use backup_target::{
+    decode_object, encode_object, BackupTarget, Compression, ObjectInfo, PutOutcome, TargetError,
+};
 pub use data_path::{DataPath, DataPathError};
-pub use preflight::{preflight, Operation, PreflightError, S3Settings};
+/// A streamed (multipart) upload to a backup target; `shutdown` completes it, `abort` drops it.
+pub use object_store::buffered::BufWriter as TargetWriter;
+pub use preflight::preflight;
+pub use store::{classify, key_prefix, open_store, Operation, S3Settings, StorageError};

@@ -49,6 +49,14 @@ impl PgBinaries {
         self.bin_dir.join("postgres")
     }
 
+    pub fn pg_basebackup(&self) -> PathBuf {
+        self.bin_dir.join("pg_basebackup")
+    }
+
+    pub fn pg_controldata(&self) -> PathBuf {
+        self.bin_dir.join("pg_controldata")
+    }
+
     pub fn initdb(&self) -> PathBuf {
         self.bin_dir.join("initdb")
     }

@@ -24,6 +24,26 @@ pub struct OsUser {
     pub gid: u32,
 }
 
+impl OsUser {
+    /// `postgres.os_user` when the supervisor is root; `None` otherwise (PostgreSQL then runs
+    /// as the supervisor's own user).
+    pub fn for_config(config: &Config) -> Result<Option<OsUser>, PgError> {
+        if !Uid::effective().is_root() {
+            return Ok(None);
+        }
+        let name = &config.postgres.os_user;
+        let user = User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| PgError::NoOsUser { user: name.clone() })?;
+        Ok(Some(OsUser {
+            name: name.clone(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }))
+    }
+}
+
 /// A prepared PostgreSQL data directory and everything needed to run it.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -36,6 +56,20 @@ pub struct Cluster {
     pub os_user: Option<OsUser>,
     pub stop_timeout_secs: u64,
     pub start_timeout_secs: u64,
+    /// Settings written after the managed ones and before `[postgres.settings]`: archiving and
+    /// recovery, decided by the supervisor.
+    pub extra_settings: Vec<(String, String)>,
+    /// `initdb --wal-segsize`, for a new cluster.
+    pub wal_segment_size_mb: u32,
+}
+
+/// What `pg_controldata` says about a data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlData {
+    pub system_identifier: String,
+    /// The timeline of the latest checkpoint.
+    pub timeline: u32,
+    pub segment_bytes: u64,
 }
 
 /// What [`Cluster::prepare`] found.
@@ -50,22 +84,12 @@ pub enum Boot {
 impl Cluster {
     /// Finds the binaries, creates the home, initialises PGDATA on first boot (never over a
     /// foreign or other-major directory) and writes the managed configuration.
-    pub fn prepare(config: &Config) -> Result<(Cluster, Boot), PgError> {
+    pub fn prepare(
+        config: &Config,
+        extra_settings: Vec<(String, String)>,
+    ) -> Result<(Cluster, Boot), PgError> {
         let bins = PgBinaries::find(config.postgres.bin_dir.as_deref())?;
-        let os_user = if Uid::effective().is_root() {
-            let name = &config.postgres.os_user;
-            let user = User::from_name(name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| PgError::NoOsUser { user: name.clone() })?;
-            Some(OsUser {
-                name: name.clone(),
-                uid: user.uid.as_raw(),
-                gid: user.gid.as_raw(),
-            })
-        } else {
-            None
-        };
+        let os_user = OsUser::for_config(config)?;
         let cluster = Cluster {
             bins,
             pgdata: config.pgdata(),
@@ -75,6 +99,8 @@ impl Cluster {
             os_user,
             stop_timeout_secs: config.postgres.stop_timeout_secs,
             start_timeout_secs: config.postgres.start_timeout_secs,
+            extra_settings,
+            wal_segment_size_mb: config.postgres.wal_segment_size_mb,
         };
         cluster.make_home(&config.home)?;
         let boot = cluster.init_if_needed()?;
@@ -160,6 +186,8 @@ impl Cluster {
                 "--auth-host=scram-sha-256",
                 "--no-instructions",
             ])
+            // Small segments: a forced switch every `archive_timeout` ships 1 MB, not 16 MB.
+            .arg(format!("--wal-segsize={}", self.wal_segment_size_mb))
             .env_clear()
             .env("LC_ALL", "C");
         self.as_os_user(&mut cmd);
@@ -252,6 +280,34 @@ impl Cluster {
         fs::remove_file(&pidfile).map_err(PgError::io("remove the stale postmaster.pid"))
     }
 
+    /// Reads the control file: system identifier, timeline, WAL segment size.
+    pub fn control_data(&self) -> Result<ControlData, PgError> {
+        let out = Command::new(self.bins.pg_controldata())
+            .arg("-D")
+            .arg(&self.pgdata)
+            .env_clear()
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(PgError::io("run pg_controldata"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim_start_matches(':').trim().to_owned())
+        };
+        let parsed = (|| {
+            Some(ControlData {
+                system_identifier: field("Database system identifier")?,
+                timeline: field("Latest checkpoint's TimeLineID")?.parse().ok()?,
+                segment_bytes: field("Bytes per WAL segment")?.parse().ok()?,
+            })
+        })();
+        parsed.ok_or_else(|| PgError::Io {
+            action: format!("read the control data of {}", self.pgdata.display()),
+            error: std::io::Error::other(crate::one_line(&String::from_utf8_lossy(&out.stderr))),
+        })
+    }
+
     /// Runs `cmd` as PostgreSQL's OS user when the supervisor is root.
     pub(crate) fn as_os_user(&self, cmd: &mut Command) {
         if let Some(user) = &self.os_user {
@@ -333,6 +389,7 @@ const PG_HBA: &str = "\
 # Managed by ducklake-catalog: rewritten on every start.
 # TYPE   DATABASE USER                 ADDRESS      METHOD
 local    all      ducklake_supervisor               peer map=supervisor
+local    replication ducklake_supervisor            peer map=supervisor
 host     all      ducklake_supervisor  all          reject
 local    all      all                               scram-sha-256
 host     all      all                  127.0.0.1/32 scram-sha-256
@@ -389,6 +446,9 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     set("log_min_duration_statement", "'5s'".into());
     set("datestyle", "'iso, mdy'".into());
     set("dynamic_shared_memory_type", "posix".into());
+    for (k, v) in &cluster.extra_settings {
+        set(k, quote_literal(v));
+    }
     for (k, v) in &pg.settings {
         set(k, quote_literal(v));
     }
@@ -398,6 +458,15 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
 fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .map_err(PgError::io(format!("chmod {}", path.display())))
+}
+
+/// Makes `dir` a valid PGDATA: mode 0700, owned by PostgreSQL's user throughout.
+pub(crate) fn own_tree(dir: &Path, user: Option<&OsUser>) -> Result<(), PgError> {
+    set_mode(dir, 0o700)?;
+    match user {
+        Some(user) => chown_tree(dir, user),
+        None => Ok(()),
+    }
 }
 
 fn chown_tree(dir: &Path, user: &OsUser) -> Result<(), PgError> {

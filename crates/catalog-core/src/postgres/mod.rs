@@ -22,7 +22,8 @@ mod process;
 mod tls;
 
 pub use binaries::PgBinaries;
-pub use cluster::{Cluster, OsUser};
+pub(crate) use cluster::own_tree;
+pub use cluster::{Boot, Cluster, ControlData, OsUser};
 pub use process::{RunningPostgres, ShutdownMode};
 
 use std::path::PathBuf;

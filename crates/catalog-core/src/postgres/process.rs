@@ -123,6 +123,11 @@ impl RunningPostgres {
         self.child.wait().await
     }
 
+    /// The exit status if PostgreSQL has exited, without waiting.
+    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>, PgError> {
+        self.child.try_wait().map_err(PgError::io("poll postgres"))
+    }
+
     /// The last lines PostgreSQL wrote, on one line.
     pub fn last_lines(&self) -> String {
         self.recent.summary()

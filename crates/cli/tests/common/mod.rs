@@ -77,6 +77,8 @@ pub struct Server {
     pub pg_port: u16,
     pub http_port: u16,
     pub log: PathBuf,
+    /// `DUCKLAKE_CATALOG_S3__ENDPOINT` it was started with, for clients.
+    pub s3_endpoint: Option<String>,
 }
 
 impl Server {
@@ -104,6 +106,10 @@ impl Server {
             pg_port,
             http_port,
             log,
+            s3_endpoint: env
+                .iter()
+                .find(|(k, _)| *k == "DUCKLAKE_CATALOG_S3__ENDPOINT")
+                .map(|(_, v)| (*v).to_owned()),
         }
     }
 
