@@ -209,8 +209,28 @@ fn amcheck(server: &Server) -> u64 {
     checked
 }
 
+/// Runs a command that prints one JSON document and must succeed.
+fn cli_json(home: &Path, env: &[(String, String)], args: &[&str]) -> serde_json::Value {
+    let out = run_cli(home, &refs(env), args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+}
+
 fn backup_body(server: &Server) -> serde_json::Value {
     server.get("/readyz").unwrap().1["backup"].clone()
+}
+
+/// Starts a server and waits for its first base backup.
+fn start_backed_up(home: &Path, env: &[(String, String)]) -> Server {
+    let mut s = Server::start(home, &refs(env));
+    s.wait_for(Duration::from_secs(60), |_, b| {
+        b["backup"]["last_base_backup"]["id"].is_string()
+    });
+    s
 }
 
 /// Waits until the archive has nothing pending.
@@ -251,18 +271,7 @@ fn restore_on_an_empty_home_gives_back_an_identical_catalog() {
         w.wait().unwrap();
     }
     // An on-demand base backup, then more commits that only the WAL archive holds.
-    let out = run_cli(
-        first.path(),
-        &refs(&env),
-        &["backup", "now", "--format", "json"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manifest: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let manifest = cli_json(first.path(), &env, &["backup", "now", "--format", "json"]);
     assert!(manifest["stored_bytes"].as_u64().unwrap() > 0);
     client_ok(
         &a,
@@ -318,17 +327,11 @@ fn restore_on_an_empty_home_gives_back_an_identical_catalog() {
     b.wait_for(Duration::from_secs(60), |_, body| {
         body["backup"]["last_base_backup"]["id"].is_string()
     });
-    let out = run_cli(
+    let report = cli_json(
         second.path(),
-        &refs(&env),
+        &env,
         &["backup", "verify", "--format", "json"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["lakes"][0]["name"], "sales", "{report}");
     assert!(report["indexes_checked"].as_u64().unwrap() > 10, "{report}");
 }
@@ -388,10 +391,7 @@ fn a_killed_task_loses_no_commit_acknowledged_more_than_the_rpo_before() {
 fn point_in_time_restore_brings_back_a_dropped_table() {
     let (_moto, env) = s3_setup();
     let first = home();
-    let mut a = Server::start(first.path(), &refs(&env));
-    a.wait_for(Duration::from_secs(60), |_, b| {
-        b["backup"]["last_base_backup"]["id"].is_string()
-    });
+    let mut a = start_backed_up(first.path(), &env);
     client_ok(
         &a,
         &[
@@ -520,10 +520,7 @@ fn an_s3_outage_loses_nothing_and_the_archive_catches_up() {
         }
     }
     let first = home();
-    let mut a = Server::start(first.path(), &refs(&env));
-    a.wait_for(Duration::from_secs(60), |_, b| {
-        b["backup"]["last_base_backup"]["id"].is_string()
-    });
+    let mut a = start_backed_up(first.path(), &env);
     let log = first.path().join("commits.log");
     let writers = spawn_writers(&a, 2, 12.0, &log);
     std::thread::sleep(Duration::from_secs(3));
@@ -571,10 +568,7 @@ fn a_replacement_fences_the_old_instance_and_other_clusters_are_refused() {
     let data_path = lake_dir.path().join("sales");
     let env = env_for(None, data_path.to_str().unwrap(), target.to_str().unwrap());
     let first = home();
-    let mut a = Server::start(first.path(), &refs(&env));
-    a.wait_for(Duration::from_secs(60), |_, b| {
-        b["backup"]["last_base_backup"]["id"].is_string()
-    });
+    let mut a = start_backed_up(first.path(), &env);
     client_ok(&a, &["sql", "CREATE TABLE lake.t AS SELECT 1 AS x"]);
     wait_archived(&mut a);
 
@@ -642,10 +636,7 @@ fn bad_backup_targets_and_damaged_archives_are_named() {
         target.to_str().unwrap(),
     );
     let first = home();
-    let mut a = Server::start(first.path(), &refs(&env));
-    a.wait_for(Duration::from_secs(60), |_, b| {
-        b["backup"]["last_base_backup"]["id"].is_string()
-    });
+    let mut a = start_backed_up(first.path(), &env);
     client_ok(
         &a,
         &["sql", "CREATE TABLE lake.t AS SELECT i FROM range(10) t(i)"],

@@ -300,6 +300,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_restore_is_alive_but_not_ready_and_a_fenced_instance_is_not_ready() {
+        let (tx, rx) = catalog_core::status::channel();
+        let state = HealthState::new(rx);
+        tx.send_modify(|s| {
+            s.postgres = PgState::Restoring {
+                phase: "replaying archived WAL".into(),
+            };
+        });
+        let (code, _) = get_json(router(state.clone()), "/healthz").await;
+        assert_eq!(
+            code,
+            StatusCode::OK,
+            "a long restore must not fail the liveness check"
+        );
+        let (code, body) = get_json(router(state.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body["reason"],
+            "restoring from the backup target: replaying archived WAL"
+        );
+        tx.send_modify(|s| {
+            s.postgres = PgState::Running { pid: 1 };
+            s.lakes.insert(
+                "lakehouse".into(),
+                LakeStatus {
+                    state: LakeState::Ready,
+                    data_path: "/d/".into(),
+                    spec_version: Some("1.0".into()),
+                    error: None,
+                },
+            );
+            s.backup = Some(catalog_core::status::BackupStatus {
+                fenced: Some("superseded".into()),
+                ..Default::default()
+            });
+        });
+        *state.check.write().await = Check {
+            state: CheckState::Ok,
+            detail: None,
+            at: Some(Instant::now()),
+        };
+        let (code, body) = get_json(router(state), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["reason"], "fenced: superseded");
+    }
+
+    #[tokio::test]
     async fn readyz_needs_lakes_ready_and_a_fresh_check() {
         let (tx, rx) = catalog_core::status::channel();
         let state = HealthState::new(rx);

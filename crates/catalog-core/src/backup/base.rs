@@ -115,11 +115,7 @@ pub async fn take(
     let deadline = Instant::now() + WAL_WAIT;
     while !target.exists(&format!("{WAL_DIR}{stop_wal}")).await? {
         if Instant::now() > deadline {
-            return Err(BackupError::BaseBackup(format!(
-                "WAL segment {stop_wal} did not reach {} within {} s; check the archive (see /readyz backup.archive)",
-                target.place(),
-                WAL_WAIT.as_secs()
-            )));
+            return Err(not_archived(target, &format!("WAL segment {stop_wal}")));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -219,6 +215,14 @@ fn stream(
     })
 }
 
+fn not_archived(target: &BackupTarget, what: &str) -> BackupError {
+    BackupError::BaseBackup(format!(
+        "{what} did not reach {} within {} s; check the archive (see /readyz backup.archive)",
+        target.place(),
+        WAL_WAIT.as_secs()
+    ))
+}
+
 /// The WAL range of one backup, from its backup history file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HistoryRange {
@@ -276,11 +280,10 @@ async fn find_history(target: &BackupTarget, label: &str) -> Result<HistoryRange
             }
         }
         if Instant::now() > deadline {
-            return Err(BackupError::BaseBackup(format!(
-                "the backup history file of {label} did not reach {} within {} s; check the archive (see /readyz backup.archive)",
-                target.place(),
-                WAL_WAIT.as_secs()
-            )));
+            return Err(not_archived(
+                target,
+                &format!("the backup history file of {label}"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
