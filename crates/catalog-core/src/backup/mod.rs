@@ -435,3 +435,126 @@ pub async fn flush_archive(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HumanDuration;
+    use storage::{DataPath, S3Settings};
+
+    const MB: u64 = 1 << 20;
+
+    fn manifest(n: u64, start_seg: u64, at: DateTime<Utc>) -> BackupManifest {
+        let seg = |s| {
+            wal::Segment {
+                timeline: 1,
+                number: s,
+            }
+            .name(MB)
+        };
+        BackupManifest {
+            id: format!("b{n}"),
+            system_identifier: "42".into(),
+            timeline: 1,
+            start_lsn: "0/0".into(),
+            stop_lsn: "0/0".into(),
+            start_wal: seg(start_seg),
+            stop_wal: seg(start_seg),
+            start_time: at,
+            stop_time: at,
+            raw_bytes: 1,
+            stored_bytes: 1,
+            sha256: String::new(),
+            compression: "zstd".into(),
+            segment_bytes: MB,
+            product_version: "test".into(),
+        }
+    }
+
+    async fn seeded() -> (tempfile::TempDir, BackupTarget, DateTime<Utc>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = DataPath::parse(dir.path().to_str().unwrap()).unwrap();
+        let t = BackupTarget::open(&path, &S3Settings::default()).unwrap();
+        let now = Utc::now();
+        for (n, start) in [(1, 2), (2, 5), (3, 8), (4, 11)] {
+            let hours = i64::try_from(5 - n).unwrap();
+            let m = manifest(n, start, now - chrono::Duration::hours(hours));
+            t.create(&m.data_object(), "tar".into()).await.unwrap();
+            let body = serde_json::to_vec(&m).unwrap();
+            t.create(&manifest_object(&m.id), body.into())
+                .await
+                .unwrap();
+        }
+        for s in 1..=12 {
+            let name = wal::Segment {
+                timeline: 1,
+                number: s,
+            }
+            .name(MB);
+            t.create(&format!("{WAL_DIR}{name}"), "w".into())
+                .await
+                .unwrap();
+        }
+        t.create(&format!("{WAL_DIR}00000002.history"), "h".into())
+            .await
+            .unwrap();
+        t.create(
+            &format!("{WAL_DIR}000000010000000000000003.00000028.backup"),
+            "b".into(),
+        )
+        .await
+        .unwrap();
+        (dir, t, now)
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_newest_backups_and_the_wal_they_need() {
+        let (_dir, t, now) = seeded().await;
+        let keep_two = RetentionConfig {
+            count: 2,
+            max_age: None,
+        };
+        let report = apply_retention(&t, &keep_two, now).await.unwrap();
+        assert_eq!((report.kept, report.backups_deleted), (2, 2));
+        let ids: Vec<String> = list_backups(&t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["b3", "b4"]);
+        let wal: Vec<String> = t
+            .list(WAL_DIR)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        // Segments 8-12 (b3 starts at 8), the history file; segments 1-7 and the old .backup go.
+        assert_eq!(report.wal_deleted, 8, "{wal:?}");
+        assert!(wal.contains(&format!("{WAL_DIR}00000002.history")));
+        assert!(wal.contains(&format!("{WAL_DIR}000000010000000000000008")));
+        assert!(!wal.contains(&format!("{WAL_DIR}000000010000000000000007")));
+        assert!(!t.exists(&data_object("b1", "zstd")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn retention_by_age_keeps_younger_backups_beyond_the_count() {
+        let (_dir, t, now) = seeded().await;
+        let young = RetentionConfig {
+            count: 1,
+            max_age: Some(HumanDuration(Duration::from_secs(3 * 3600 + 60))),
+        };
+        let report = apply_retention(&t, &young, now).await.unwrap();
+        // b2 (3 h old), b3, b4 are younger than 3 h 1 min; b1 (4 h) goes.
+        assert_eq!((report.kept, report.backups_deleted), (3, 1));
+        assert!(t
+            .exists(&format!("{WAL_DIR}000000010000000000000005"))
+            .await
+            .unwrap());
+        assert!(!t
+            .exists(&format!("{WAL_DIR}000000010000000000000004"))
+            .await
+            .unwrap());
+    }
+}
