@@ -626,6 +626,23 @@ fn bad_backup_targets_and_damaged_archives_are_named() {
         "{line}"
     );
 
+    // Credentials the target's S3 rejects: named as the backup target's, with the fix.
+    let strict = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let local_lake = home();
+    let env = env_for(
+        Some(&strict),
+        local_lake.path().join("sales").to_str().unwrap(),
+        "s3://backups/catalog/",
+    );
+    let (code, stderr) = serve_fails(home().path(), &refs(&env));
+    assert_eq!(code, 1);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("backup target s3://backups/catalog/")
+            && line.contains("credentials were rejected"),
+        "{line}"
+    );
+
     // A damaged WAL segment is never replayed: the restore stops and names the object.
     let lake_dir = home();
     let target_dir = home();

@@ -37,13 +37,15 @@ def connect():
 
 
 def retry(con, sql, attempts=50):
-    """Runs sql, retrying DuckLake's commit conflicts between concurrent writers."""
+    """Runs setup sql, retrying what concurrent writers' commits make fail (DuckLake conflicts,
+    PostgreSQL serialization or unique-key races on the catalog)."""
     for i in range(attempts):
         try:
             return con.execute(sql)
         except Exception as e:
-            if "conflict" not in str(e).lower() or i == attempts - 1:
+            if i == attempts - 1:
                 raise
+            print(f"retrying `{sql}` after: {str(e)[:200]}", file=sys.stderr)
             time.sleep(0.05)
 
 
