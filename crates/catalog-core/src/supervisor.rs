@@ -558,6 +558,11 @@ impl BackupSchedule {
             });
         let Some(m) = newest else { return now };
         self.set_last(&m);
+        if m.timeline < self.control.timeline {
+            // Restored to a point in time since: a backup on the new timeline makes the next
+            // restore short.
+            return now;
+        }
         let age = chrono::Utc::now()
             .signed_duration_since(m.stop_time)
             .to_std()
