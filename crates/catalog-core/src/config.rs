@@ -601,8 +601,9 @@ impl Config {
         }
     }
 
-    /// The URL of this server's readiness endpoint, as seen from the same host.
-    pub fn readyz_url(&self) -> String {
+    /// The URL of one of this server's health endpoints (`/healthz`, `/readyz`), as seen from
+    /// the same host.
+    pub fn health_url(&self, path: &str) -> String {
         let addr = self.http.listen;
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_owned()
@@ -611,7 +612,7 @@ impl Config {
         } else {
             addr.ip().to_string()
         };
-        format!("http://{host}:{}/readyz", addr.port())
+        format!("http://{host}:{}{path}", addr.port())
     }
 
     /// The lake called `name`.

@@ -16,10 +16,14 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
     let load = || load_config(cli);
     match &cli.command {
         Command::Serve => serve(load()?),
-        Command::Health { url, timeout } => {
+        Command::Health {
+            url,
+            timeout,
+            ready,
+        } => {
             let url = match url {
                 Some(u) => u.clone(),
-                None => load()?.readyz_url(),
+                None => load()?.health_url(if *ready { "/readyz" } else { "/healthz" }),
             };
             health_probe(&url, Duration::from_secs(*timeout))
         }

@@ -39,9 +39,13 @@ struct Cli {
 enum Command {
     /// Run PostgreSQL, the lakes and the health endpoints until SIGTERM or SIGINT.
     Serve,
-    /// Probe the running server's /readyz; exit 0 when ready, 1 otherwise (container HEALTHCHECK).
+    /// Probe the running server: liveness (/healthz) by default — the container HEALTHCHECK,
+    /// green during a long restore — or readiness with --ready. Exit 0 when OK, 1 otherwise.
     Health {
-        /// URL to probe. Default: /readyz at the configured http.listen.
+        /// Probe /readyz (PostgreSQL answers, every lake ready, not fenced) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+        /// URL to probe. Default: /healthz (or /readyz) at the configured http.listen.
         #[arg(long)]
         url: Option<String>,
         /// Seconds to wait for an answer.
