@@ -329,18 +329,18 @@ impl Supervisor {
     ) -> Result<Durable, ServeError> {
         let control = cluster.control_data()?;
         backup::ensure_identity(&target, &control.system_identifier).await?;
-        let (restored, lease) = match restored {
-            Some((m, l)) => (Some(m), l),
-            None => (
-                None,
-                lease::acquire(
-                    &target,
-                    &self.config.home,
-                    &control.system_identifier,
-                    false,
-                )
-                .await?,
-            ),
+        let (restored, lease) = if let Some((m, l)) = restored {
+            (Some(m), l)
+        } else {
+            let lease = lease::acquire(
+                &target,
+                &self.config.home,
+                &control.system_identifier,
+                false,
+            )
+            .await?;
+            backup::check_no_newer_timeline(&target, control.timeline).await?;
+            (None, lease)
         };
         let agent = ArchiveAgent::new(
             target.clone(),

@@ -150,6 +150,25 @@ pub async fn ensure_identity(target: &BackupTarget, sysid: &str) -> Result<(), B
     }
 }
 
+/// Refuses a target where a newer timeline than `timeline` branched off (a restore elsewhere
+/// promoted): this cluster's history is no longer the target's. Timelines are numbered
+/// max + 1, so a newer one exists exactly when `timeline + 1` does.
+pub async fn check_no_newer_timeline(
+    target: &BackupTarget,
+    timeline: u32,
+) -> Result<(), BackupError> {
+    let next = format!("{WAL_DIR}{:08X}.history", timeline + 1);
+    if target.exists(&next).await? {
+        return Err(BackupError::Superseded {
+            place: target.place(),
+            holder: format!("a restore that promoted timeline {}", timeline + 1),
+            since: "an earlier start".into(),
+            generation: 0,
+        });
+    }
+    Ok(())
+}
+
 /// Reads and parses a JSON object; a malformed one is reported as corrupt.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     target: &BackupTarget,
@@ -536,6 +555,14 @@ mod tests {
         assert!(wal.contains(&format!("{WAL_DIR}000000010000000000000008")));
         assert!(!wal.contains(&format!("{WAL_DIR}000000010000000000000007")));
         assert!(!t.exists(&data_object("b1", "zstd")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_newer_timeline_in_the_target_supersedes_this_cluster() {
+        let (_dir, t, _) = seeded().await;
+        let err = check_no_newer_timeline(&t, 1).await.unwrap_err();
+        assert!(err.to_string().contains("superseded"), "{err}");
+        check_no_newer_timeline(&t, 2).await.unwrap();
     }
 
     #[tokio::test]
