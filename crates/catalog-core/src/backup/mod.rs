@@ -65,6 +65,8 @@ pub enum BackupError {
         since: String,
         generation: u64,
     },
+    #[error("this data directory was superseded: {place} holds a timeline newer than this cluster's ({timeline}), promoted by a restore elsewhere; stop this instance, or restore into an empty home")]
+    NewerTimeline { place: String, timeline: u32 },
     #[error("{place} is in use by {holder} since {since} and this data directory never held it; start with an empty home to restore from it, or give this catalog its own backup.target")]
     HeldByOther {
         place: String,
@@ -159,11 +161,9 @@ pub async fn check_no_newer_timeline(
 ) -> Result<(), BackupError> {
     let next = format!("{WAL_DIR}{:08X}.history", timeline + 1);
     if target.exists(&next).await? {
-        return Err(BackupError::Superseded {
+        return Err(BackupError::NewerTimeline {
             place: target.place(),
-            holder: format!("a restore that promoted timeline {}", timeline + 1),
-            since: "an earlier start".into(),
-            generation: 0,
+            timeline,
         });
     }
     Ok(())
