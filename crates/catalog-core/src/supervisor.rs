@@ -310,8 +310,10 @@ impl Supervisor {
             };
         });
         tracing::info!(backup = %manifest.id, target = %target.path(), "empty home: restoring from the backup target");
-        fs::create_dir_all(&self.config.home)
-            .map_err(|e| ServeError::Password(format!("create home: {e}")))?;
+        fs::create_dir_all(&self.config.home).map_err(BackupError::io(format!(
+            "create {}",
+            self.config.home.display()
+        )))?;
         let lease =
             lease::acquire(target, &self.config.home, &manifest.system_identifier, true).await?;
         restore::unpack(target, &manifest, &pgdata, os_user).await?;

@@ -299,6 +299,19 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
     }
 
+    fn running_with_a_ready_lake(s: &mut Status) {
+        s.postgres = PgState::Running { pid: 1 };
+        s.lakes.insert(
+            "lakehouse".into(),
+            LakeStatus {
+                state: LakeState::Ready,
+                data_path: "/d/".into(),
+                spec_version: Some("1.0".into()),
+                error: None,
+            },
+        );
+    }
+
     #[tokio::test]
     async fn a_restore_is_alive_but_not_ready_and_a_fenced_instance_is_not_ready() {
         let (tx, rx) = catalog_core::status::channel();
@@ -321,16 +334,7 @@ mod tests {
             "restoring from the backup target: replaying archived WAL"
         );
         tx.send_modify(|s| {
-            s.postgres = PgState::Running { pid: 1 };
-            s.lakes.insert(
-                "lakehouse".into(),
-                LakeStatus {
-                    state: LakeState::Ready,
-                    data_path: "/d/".into(),
-                    spec_version: Some("1.0".into()),
-                    error: None,
-                },
-            );
+            running_with_a_ready_lake(s);
             s.backup = Some(catalog_core::status::BackupStatus {
                 fenced: Some("superseded".into()),
                 ..Default::default()
@@ -351,16 +355,7 @@ mod tests {
         let (tx, rx) = catalog_core::status::channel();
         let state = HealthState::new(rx);
         tx.send_modify(|s| {
-            s.postgres = PgState::Running { pid: 1 };
-            s.lakes.insert(
-                "lakehouse".into(),
-                LakeStatus {
-                    state: LakeState::Ready,
-                    data_path: "/d/".into(),
-                    spec_version: Some("1.0".into()),
-                    error: None,
-                },
-            );
+            running_with_a_ready_lake(s);
         });
         let (code, body) = get_json(router(state.clone()), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
