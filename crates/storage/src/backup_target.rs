@@ -250,15 +250,31 @@ impl BackupTarget {
 
     /// Every object under `dir` (relative, e.g. `wal/`), recursively.
     pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.list_from(dir, None).await
+    }
+
+    /// The objects under `dir` whose names sort after `after` (e.g. `wal/000000010000000000000042`):
+    /// S3 starts the listing there instead of at the beginning of a long WAL folder.
+    pub async fn list_after(&self, dir: &str, after: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.list_from(dir, Some(after)).await
+    }
+
+    async fn list_from(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectInfo>, TargetError> {
         let prefix = self.key(dir.trim_end_matches('/'));
         let strip = if self.prefix.is_empty() {
             0
         } else {
             self.prefix.len()
         };
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&prefix))
+        let stream = match after {
+            Some(after) => self.store.list_with_offset(Some(&prefix), &self.key(after)),
+            None => self.store.list(Some(&prefix)),
+        };
+        let metas: Vec<_> = stream
             .try_collect()
             .await
             .map_err(|e| self.fail(Operation::List, &e))?;

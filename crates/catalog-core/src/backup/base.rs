@@ -83,6 +83,11 @@ pub async fn take(
         Compression::None => "none",
     };
     let object = data_object(&id, comp);
+    // This backup starts at a checkpoint after the current one: its history file sorts after
+    // the current redo segment, which bounds the listing of a long WAL folder below.
+    let redo_wal_file = cluster
+        .control_data()
+        .map_or_else(|_| control.redo_wal_file.clone(), |c| c.redo_wal_file);
     tracing::info!(backup = %id, target = %target.path(), "base backup started");
     let mut cmd = Command::new(cluster.bins.pg_basebackup());
     cmd.arg("--host")
@@ -110,7 +115,7 @@ pub async fn take(
     };
     // PostgreSQL archives a backup history file (`….backup`) carrying our label and the WAL
     // range, and pg_basebackup returns only once it and the last segment are archived.
-    let range = find_history(target, &id).await?;
+    let range = find_history(target, &id, &redo_wal_file).await?;
     let stop_wal = range.stop_file.clone();
     let deadline = Instant::now() + WAL_WAIT;
     while !target.exists(&format!("{WAL_DIR}{stop_wal}")).await? {
@@ -259,12 +264,18 @@ fn parse_history(text: &str) -> Option<HistoryRange> {
     })
 }
 
-/// Finds the archived backup history file labelled `label` (newest first).
-async fn find_history(target: &BackupTarget, label: &str) -> Result<HistoryRange, BackupError> {
+/// Finds the archived backup history file labelled `label` among those after `redo_wal_file`
+/// (newest first).
+async fn find_history(
+    target: &BackupTarget,
+    label: &str,
+    redo_wal_file: &str,
+) -> Result<HistoryRange, BackupError> {
     let deadline = Instant::now() + WAL_WAIT;
+    let after = format!("{WAL_DIR}{redo_wal_file}");
     loop {
         let mut names: Vec<String> = target
-            .list(WAL_DIR)
+            .list_after(WAL_DIR, &after)
             .await?
             .into_iter()
             .map(|o| o.name)

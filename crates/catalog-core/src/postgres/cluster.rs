@@ -70,6 +70,9 @@ pub struct ControlData {
     /// The timeline of the latest checkpoint.
     pub timeline: u32,
     pub segment_bytes: u64,
+    /// The WAL file holding the latest checkpoint's redo point: every later backup starts in
+    /// it or after it.
+    pub redo_wal_file: String,
 }
 
 /// What [`Cluster::prepare`] found.
@@ -280,7 +283,7 @@ impl Cluster {
         fs::remove_file(&pidfile).map_err(PgError::io("remove the stale postmaster.pid"))
     }
 
-    /// Reads the control file: system identifier, timeline, WAL segment size.
+    /// Reads the control file: system identifier, timeline, WAL segment size, redo WAL file.
     pub fn control_data(&self) -> Result<ControlData, PgError> {
         let out = Command::new(self.bins.pg_controldata())
             .arg("-D")
@@ -300,6 +303,7 @@ impl Cluster {
                 system_identifier: field("Database system identifier")?,
                 timeline: field("Latest checkpoint's TimeLineID")?.parse().ok()?,
                 segment_bytes: field("Bytes per WAL segment")?.parse().ok()?,
+                redo_wal_file: field("Latest checkpoint's REDO WAL file")?,
             })
         })();
         parsed.ok_or_else(|| PgError::Io {
