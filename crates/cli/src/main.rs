@@ -5,6 +5,7 @@
 
 mod backup;
 mod commands;
+mod init;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +164,12 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve) && init::is_pid1() {
+        return init::run().unwrap_or_else(|e| {
+            eprintln!("ducklake-catalog: error: as PID 1: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        });
+    }
     match commands::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

@@ -389,3 +389,115 @@ fn version_prints_the_pinned_versions() {
     );
     assert_eq!(v["postgres_major"], 15);
 }
+
+/// `(pid, ppid, state)` of every process, as this (the host's) PID namespace sees them.
+fn processes() -> Vec<(i32, i32, char)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let pid = head.split_whitespace().next()?.parse().ok()?;
+            let mut f = rest.split_whitespace();
+            let state = f.next()?.chars().next()?;
+            Some((pid, f.next()?.parse().ok()?, state))
+        })
+        .collect()
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, ppid, _)| *ppid == pid)
+        .map(|(p, _, _)| p)
+        .collect()
+}
+
+/// As PID 1 of its own PID namespace (a container's entrypoint), `serve` runs the server as its
+/// child, reaps the backends a killed postmaster leaves behind, and passes SIGTERM on to a clean
+/// stop with exit code 0.
+#[test]
+fn as_pid1_it_reaps_orphans_and_forwards_sigterm() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: a new PID namespace (unshare --pid) needs root");
+        return;
+    }
+    let dir = home();
+    let (pg_port, http_port) = (free_port(), free_port());
+    let base = common::base_command(dir.path(), pg_port, http_port);
+    let mut cmd = std::process::Command::new("unshare");
+    // --kill-child: if the test fails and drops the server (SIGTERM to unshare), PID 1 gets a
+    // SIGTERM too and stops everything cleanly.
+    cmd.args(["--pid", "--fork", "--kill-child=SIGTERM"])
+        .arg(base.get_program())
+        .arg("serve")
+        .env_clear();
+    for (k, v) in base.get_envs() {
+        cmd.env(k, v.unwrap());
+    }
+    let log = dir.path().join("serve.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = cmd
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let unshare = i32::try_from(child.id()).unwrap();
+    let mut server = Server {
+        child: Some(child),
+        home: dir.path().to_path_buf(),
+        pg_port,
+        http_port,
+        log,
+        s3_endpoint: None,
+    };
+    server.wait_ready(Duration::from_secs(120));
+
+    let init = children_of(unshare)[0];
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        "{status}"
+    );
+    let inner = children_of(init);
+    assert_eq!(inner.len(), 1, "init has exactly the server as its child");
+    let postmaster = children_of(inner[0])
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .expect("the server runs postgres as its child");
+    let backends = children_of(postmaster).len();
+    assert!(backends >= 3, "postgres has its auxiliary processes");
+
+    kill(Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    server.wait_for(Duration::from_secs(60), |code, b| {
+        code == 200 && b["restarts"] == 1
+    });
+    // The orphaned backends went to PID 1, which must reap them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let zombies: Vec<_> = processes()
+            .into_iter()
+            .filter(|(_, ppid, state)| *ppid == init && *state == 'Z')
+            .collect();
+        if zombies.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "zombies under PID 1: {zombies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // SIGTERM reaches PID 1 from outside its namespace, as `docker stop` sends it.
+    kill(Pid::from_raw(init), Signal::SIGTERM).unwrap();
+    let status = server.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status}: {}", server.logs());
+    assert!(server.logs().contains("stopped cleanly"));
+    assert!(!postgres_running(&dir.path().join("pgdata")));
+}
