@@ -4,12 +4,14 @@
 //! and the warm/cold ratio; absolute seconds depend on the machine.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+
+use crate::support::free_port;
 
 pub(crate) fn startup(
     args: &[String],
@@ -94,10 +96,6 @@ fn scratch_home(i: usize) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).with_context(|| format!("create {}", home.display()))?;
     Ok(home)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Spawns `serve` and returns the time until `/readyz` answered 200.

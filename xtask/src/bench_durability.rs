@@ -22,12 +22,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{free_port, Moto};
 use anyhow::{bail, Context as _, Result};
 use storage::{BackupTarget, DataPath, S3Settings};
 
@@ -65,7 +66,7 @@ pub(crate) fn durability(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let moto = Moto::start(venv)?;
+    let moto = Moto::start(venv, "127.0.0.1")?;
     moto.create_bucket("backups")?;
     let bench = Bench {
         bin: bin.to_path_buf(),
@@ -472,10 +473,6 @@ async fn connect(port: u16) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn readyz(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -484,56 +481,4 @@ fn readyz(port: u16) -> Option<String> {
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
     (body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200")).then_some(body)
-}
-
-struct Moto {
-    child: Child,
-    port: u16,
-    venv: PathBuf,
-}
-
-impl Moto {
-    fn start(venv: &Path) -> Result<Moto> {
-        let port = free_port()?;
-        let child = Command::new(venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start moto_server")?;
-        let began = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if began.elapsed() > Duration::from_secs(30) {
-                bail!("moto_server did not start");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(Moto {
-            child,
-            port,
-            venv: venv.to_path_buf(),
-        })
-    }
-
-    fn create_bucket(&self, name: &str) -> Result<()> {
-        let code = format!(
-            "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket='{name}')",
-            self.port
-        );
-        let ok = Command::new(self.venv.join("bin/python"))
-            .args(["-c", &code])
-            .status()?
-            .success();
-        if !ok {
-            bail!("create bucket {name} in moto");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -5,9 +5,12 @@
 //!   with the pinned `duckdb` client, its extension wheels and `moto[server]`, and a DuckDB
 //!   extension directory assembled from those wheels. Idempotent and quick when done.
 //! - `cargo xtask test [ARGS…]`: `deps`, then `cargo test --workspace` with the test
-//!   environment set. The README's test command.
-//! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
+//!   environment set, then `container --smoke`. The README's test command. Arguments go to
+//!   `cargo test` and skip the container test; `--no-container` skips it alone.
+//! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy --release -D warnings`, then `test`.
 //! - `cargo xtask serve [ARGS…]`: `deps`, then `cargo run --release -p ducklake-catalog -- serve`.
+//! - `cargo xtask container [--tag T] [--smoke]`: the container image from docker/Dockerfile,
+//!   and with `--smoke` the image run for real against moto S3 (see `container_smoke`).
 //! - `cargo xtask bench startup [--runs N] [--debug]`: cold start, warm restart and idle memory
 //!   of `serve`, measured side by side.
 //! - `cargo xtask bench durability [--commits N] [--restore-gb G] [--skip-walg]`: RPO, archive
@@ -25,6 +28,9 @@ use anyhow::{bail, Context as _, Result};
 
 mod bench;
 mod bench_durability;
+mod container;
+mod container_smoke;
+mod support;
 
 // The one place versions are pinned, shared with catalog-core without depending on it (which
 // would compile the bundled DuckDB before any dependency is installed).
@@ -42,6 +48,7 @@ fn main() -> Result<()> {
         "test" => test(rest),
         "ci" => ci(rest),
         "serve" => serve(rest),
+        "container" => container::container(rest),
         "bench" => match rest.split_first() {
             Some((what, args)) if what == "startup" => {
                 let deps = deps()?;
@@ -55,7 +62,7 @@ fn main() -> Result<()> {
             _ => bail!("usage: cargo xtask bench startup|durability [ARGS…]"),
         },
         _ => {
-            eprintln!("usage: cargo xtask <deps|test|ci|serve|bench> [ARGS…]");
+            eprintln!("usage: cargo xtask <deps|test|ci|serve|bench|container> [ARGS…]");
             if cmd == "help" || cmd == "--help" {
                 Ok(())
             } else {
@@ -149,6 +156,7 @@ fn requirements() -> String {
     let mut reqs = vec![
         format!("duckdb=={v}"),
         format!("moto[server]=={}", versions::MOTO_VERSION),
+        format!("cfn-lint=={}", versions::CFN_LINT_VERSION),
     ];
     reqs.extend(
         versions::DUCKDB_EXTENSIONS
@@ -257,20 +265,33 @@ fn cargo() -> Command {
     cmd
 }
 
+/// Every test: `cargo test --workspace`, then the container smoke test. With arguments (a test
+/// filter, `--no-container`) only the cargo tests run.
 fn test(args: &[String]) -> Result<()> {
     let deps = deps()?;
+    let no_container = args.iter().any(|a| a == "--no-container");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--no-container").collect();
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).args(args);
+    // Release, like the binaries the image ships: one build of the bundled DuckDB serves clippy,
+    // the tests, the container and the benchmarks (a debug and a release build of it would
+    // double a cold CI run).
+    cmd.args(["test", "--workspace", "--release"]).args(&args);
     cmd.env("DUCKLAKE_TEST_VENV", &deps.venv)
         .env("DUCKLAKE_TEST_EXTENSIONS", &deps.extensions)
         .env("DUCKLAKE_TEST_PG_BIN", &deps.pg_bin);
-    run(&mut cmd)
+    run(&mut cmd)?;
+    if no_container || !args.is_empty() {
+        return Ok(());
+    }
+    container::container(&["--smoke".to_owned()])
+        .context("the container smoke test (`cargo xtask test --no-container` skips it)")
 }
 
 fn ci(args: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
+        "--release",
         "--workspace",
         "--all-targets",
         "--",

@@ -26,3 +26,5 @@ pub const DUCKDB_EXTENSIONS: &[(&str, &str)] = &[
 pub const DUCKDB_PLATFORM: &str = "linux_amd64";
 /// `moto[server]`, the S3 and Secrets Manager emulator the tests run on loopback.
 pub const MOTO_VERSION: &str = "5.2.5";
+/// `cfn-lint`, which checks the CloudFormation template in deploy/ in the tests.
+pub const CFN_LINT_VERSION: &str = "1.58.0";

@@ -435,6 +435,9 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     set("autovacuum_vacuum_scale_factor", "0.05".into());
     set("idle_in_transaction_session_timeout", "'10min'".into());
     set("tcp_keepalives_idle", "60".into());
+    // Catalog queries are short: JIT compilation would only add latency (and the container
+    // image leaves out LLVM).
+    set("jit", "off".into());
     // Logging: stderr only, parsed by the supervisor; CIS-style auditing.
     set("logging_collector", "off".into());
     set("log_destination", "'stderr'".into());
