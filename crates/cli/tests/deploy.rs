@@ -1,0 +1,180 @@
+//! The deployment artefacts agree with the server: the CloudFormation template passes cfn-lint,
+//! and every environment variable the ECS task definition and the Dockerfile set is
+//! configuration the server accepts (an unknown key would stop the task at start).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use catalog_core::config::{Config, Sources};
+use catalog_core::versions;
+use serde_yaml::Value;
+
+const TEMPLATE: &str = "deploy/cloudformation/ducklake-catalog.yaml";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap()
+}
+
+fn template() -> Value {
+    serde_yaml::from_str(&read(TEMPLATE)).unwrap()
+}
+
+/// Loads a configuration from exactly `env`, as the server would at start.
+fn load(env: &[(String, String)]) -> Result<Config, String> {
+    let home = common::home();
+    Config::load(&Sources {
+        file: None,
+        env: env.to_vec(),
+        overrides: None,
+        cwd: home.path().to_path_buf(),
+    })
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn cloudformation_template_passes_cfn_lint() {
+    let out = Command::new(common::venv().join("bin/cfn-lint"))
+        .arg(root().join(TEMPLATE))
+        .output()
+        .expect("run cfn-lint from the test venv");
+    assert!(
+        out.status.success(),
+        "cfn-lint {TEMPLATE}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A template value with `!Ref`/`!Sub` resolved against the parameters' defaults (or a sample
+/// for parameters without one) and a few pseudo parameters.
+fn resolve(v: &Value, params: &BTreeMap<String, String>) -> String {
+    let sub = |s: &str| {
+        let mut out = s.to_owned();
+        for (k, v) in params {
+            out = out.replace(&format!("${{{k}}}"), v);
+        }
+        out
+    };
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Tagged(t) if t.tag == "!Ref" => params[t.value.as_str().unwrap()].clone(),
+        Value::Tagged(t) if t.tag == "!Sub" => sub(t.value.as_str().unwrap()),
+        Value::Tagged(t) if t.tag == "!If" => resolve(&t.value[1], params),
+        other => panic!("unexpected value in the environment: {other:?}"),
+    }
+}
+
+#[test]
+fn task_definition_environment_is_accepted_configuration() {
+    let t = template();
+    let mut params: BTreeMap<String, String> = BTreeMap::new();
+    for (name, spec) in t["Parameters"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap().to_owned();
+        let value = match &spec["Default"] {
+            Value::Null => match name.as_str() {
+                "DataBucket" => "acme-lake".to_owned(),
+                "ImageUri" => "example/ducklake-catalog:1".to_owned(),
+                _ => "sample".to_owned(),
+            },
+            v => resolve(v, &BTreeMap::new()),
+        };
+        params.insert(name, value);
+    }
+    for (k, v) in [
+        ("AWS::Region", "us-east-1"),
+        ("AWS::StackName", "catalog"),
+        ("AWS::AccountId", "123456789012"),
+        ("AWS::Partition", "aws"),
+        (
+            "AdminPassword",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:pw",
+        ),
+    ] {
+        params.insert(k.into(), v.into());
+    }
+    let container = &t["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0];
+    let mut env: Vec<(String, String)> = container["Environment"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["Name"].as_str().unwrap().to_owned(),
+                resolve(&e["Value"], &params),
+            )
+        })
+        .collect();
+    // Secrets arrive as environment variables holding the secret's value.
+    for s in container["Secrets"].as_sequence().unwrap() {
+        env.push((
+            s["Name"].as_str().unwrap().to_owned(),
+            "a-password-from-secrets-manager".into(),
+        ));
+    }
+    assert!(env.iter().all(|(k, _)| k.starts_with("DUCKLAKE_CATALOG_")));
+    let config = load(&env).unwrap_or_else(|e| panic!("the task definition's environment: {e}"));
+    assert_eq!(config.lakes[0].name, params["LakeName"]);
+    assert!(config.backup.target.is_some(), "backups configured");
+
+    // The health check is the image's, and PostgreSQL's stop budget fits ECS's stop timeout.
+    let check: Vec<&str> = container["HealthCheck"]["Command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(check, ["CMD", "ducklake-catalog", "health"]);
+    let stop_timeout = container["StopTimeout"].as_u64().unwrap();
+    assert!(config.postgres.stop_timeout_secs < stop_timeout);
+}
+
+#[test]
+fn dockerfile_matches_the_server() {
+    let file = read("docker/Dockerfile");
+    let arg = |name: &str| {
+        file.lines()
+            .find_map(|l| l.strip_prefix(&format!("ARG {name}=")))
+            .unwrap_or_else(|| panic!("docker/Dockerfile has no `ARG {name}=` default"))
+            .to_owned()
+    };
+    assert_eq!(arg("DUCKDB_VERSION"), versions::DUCKDB_VERSION);
+    assert_eq!(
+        arg("DUCKLAKE_SPEC_VERSION"),
+        versions::DUCKLAKE_SPEC_VERSION
+    );
+    assert_eq!(arg("PG_MAJOR"), versions::PG_MAJOR.to_string());
+    assert_eq!(arg("VERSION"), env!("CARGO_PKG_VERSION"));
+
+    // Every DUCKLAKE_CATALOG_ variable of the ENV instruction is accepted configuration.
+    let block = file.split("\nENV ").nth(1).expect("an ENV instruction");
+    let mut env: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        let line = line.trim();
+        if let Some((k, v)) = line.trim_end_matches('\\').trim().split_once('=') {
+            let v = v.replace("${PG_MAJOR}", &versions::PG_MAJOR.to_string());
+            env.push((k.to_owned(), v));
+        }
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    assert!(env.len() >= 4, "ENV parsed: {env:?}");
+    let config = load(&env).unwrap_or_else(|e| panic!("the Dockerfile's ENV: {e}"));
+    assert_eq!(config.home, PathBuf::from("/var/lib/ducklake-catalog"));
+    assert_eq!(config.http.listen.port(), 8080);
+    assert!(file.contains(r#"CMD ["ducklake-catalog", "health"]"#));
+    assert!(file.contains(r#"ENTRYPOINT ["ducklake-catalog", "serve"]"#));
+    assert!(file.contains("EXPOSE 5432 8080"));
+}
