@@ -380,7 +380,15 @@ impl Bench {
 
     async fn restore(&self, gb: f64) -> Result<RestoreFigures> {
         let target = Self::target("restore");
-        let env = [("DUCKLAKE_CATALOG_BACKUP__TARGET", target.clone())];
+        // The lake's data path is where both servers look for it: the restored catalog is bound
+        // to it.
+        let env = [
+            ("DUCKLAKE_CATALOG_BACKUP__TARGET", target.clone()),
+            (
+                "DUCKLAKE_CATALOG_DATA_PATH",
+                "s3://backups/restore-lake/".into(),
+            ),
+        ];
         let (server, _) = self.start("restore-a", &env, true)?;
         let client = connect(server.pg_port).await?;
         // Rows shaped like a catalog's: ids, paths, small stats; ~300 bytes each.
