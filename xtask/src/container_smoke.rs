@@ -12,7 +12,8 @@
 //! - `stop` is a clean PostgreSQL shutdown, exit code 0, within the stop timeout, and every log
 //!   line is one JSON object with no secret in it;
 //! - started again, the rows are intact; after `kill` (SIGKILL of the whole container) and a
-//!   start, PostgreSQL recovers and the rows are intact.
+//!   start, PostgreSQL recovers and the rows are intact;
+//! - a root-owned volume (with a `lost+found`) is refused with one line naming uid 10001.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,6 +247,8 @@ pub(crate) fn smoke(
         "smoke: ok: SIGKILLed container started again, recovered in {recovered:.1} s, rows intact"
     );
 
+    refuses_a_root_owned_volume(engine, tag)?;
+
     println!(
         "container smoke passed: image {} MB (built in {:.0} s from host binaries); start to healthy {to_healthy:.1} s, to ready {to_ready:.1} s (cold: initdb, lake on S3); stop {stop_secs:.1} s; restart to ready {warm_ready:.1} s; after SIGKILL {recovered:.1} s",
         built.size_bytes / 1_000_000,
@@ -406,4 +409,27 @@ fn stop_cleanly(c: &Container<'_>, secrets: &Secrets) -> Result<f64> {
         "smoke: ok: stop took {stop_secs:.1} s, exit 0, clean shutdown, JSON logs without secrets"
     );
     Ok(stop_secs)
+}
+
+/// A fresh volume that only root may write (an EBS file system, a bind mount): one line naming
+/// the user and the fix, exit code 1.
+fn refuses_a_root_owned_volume(engine: &Engine, tag: &str) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("dlc-smoke-root-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("lost+found"))?;
+    let mount = format!("{}:/var/lib/ducklake-catalog", dir.display());
+    let out = engine
+        .cli()
+        .args(["run", "--rm", "-v", &mount, tag])
+        .output()
+        .context("run the image on a root-owned folder")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1)
+            && stderr.contains("is not writable by this server's user (uid 10001)"),
+        "a root-owned volume gave {}: {stderr}",
+        out.status
+    );
+    eprintln!("smoke: ok: a root-owned volume is refused with one line naming uid 10001");
+    Ok(())
 }

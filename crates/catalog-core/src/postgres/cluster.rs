@@ -113,10 +113,26 @@ impl Cluster {
     }
 
     fn make_home(&self, home: &Path) -> Result<(), PgError> {
-        fs::create_dir_all(home).map_err(PgError::io(format!("create home {}", home.display())))?;
+        let mkdir = |dir: &Path| {
+            fs::create_dir_all(dir).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::PermissionDenied {
+                    // A root-owned volume or bind mount under a non-root server (the image).
+                    PgError::HomeNotWritable {
+                        path: home.to_path_buf(),
+                        uid: nix::unistd::geteuid().as_raw(),
+                    }
+                } else {
+                    PgError::Io {
+                        action: format!("create {}", dir.display()),
+                        error,
+                    }
+                }
+            })
+        };
+        mkdir(home)?;
         let secrets = home.join("secrets");
         for dir in [&self.socket_dir, &secrets] {
-            fs::create_dir_all(dir).map_err(PgError::io(format!("create {}", dir.display())))?;
+            mkdir(dir)?;
         }
         set_mode(&secrets, 0o700)?;
         if let Some(user) = &self.os_user {

@@ -43,6 +43,8 @@ pub enum PgError {
     WrongMajor { pgdata: PathBuf, found: String },
     #[error("{pgdata} is not empty and is not a ducklake-catalog data directory; refusing to touch it: move it away or choose another home")]
     ForeignDataDir { pgdata: PathBuf },
+    #[error("home {path} is not writable by this server's user (uid {uid}): make it so (`chown -R {uid} {path}`) or use a volume that user owns; the container image runs as uid 10001")]
+    HomeNotWritable { path: PathBuf, uid: u32 },
     #[error(
         "another postgres (pid {pid}) is running on {pgdata}; stop it before starting this server"
     )]
