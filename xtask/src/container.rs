@@ -107,6 +107,46 @@ impl Engine {
         Ok(out)
     }
 
+    /// The `prebuilt` stage is committed as an untagged image of its own, and buildah keeps a
+    /// working container on it after `COPY --from`; removes both (only ours, by their label).
+    fn remove_prebuilt_stage(&self) {
+        const LABEL: &str = "select.ducklake.catalog.stage";
+        if self.is_podman() {
+            let listed = self
+                .tool("buildah")
+                .args([
+                    "containers",
+                    "--noheading",
+                    "--format",
+                    "{{.ContainerID}} {{.ImageID}}",
+                ])
+                .output();
+            for line in listed
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .lines()
+            {
+                let Some((container, image)) = line.split_once(' ') else {
+                    continue;
+                };
+                let format = format!("{{{{index .Labels \"{LABEL}\"}}}}");
+                let is_ours = self
+                    .output(&["image", "inspect", "--format", &format, image])
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "prebuilt");
+                if is_ours {
+                    let _ = self.tool("buildah").args(["rm", container]).output();
+                }
+            }
+        }
+        let _ = self.output(&[
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            &format!("label={LABEL}=prebuilt"),
+        ]);
+    }
+
     /// Makes `debian:bookworm-slim` available to podman without a registry.
     fn ensure_base(&self) -> Result<()> {
         if !self.is_podman() || quiet(self.cli().args(["image", "exists", BASE_IMAGE])) {
@@ -236,6 +276,7 @@ fn build(engine: &Engine, tag: &str) -> Result<Built> {
     }
     cmd.arg(&root);
     run(&mut cmd)?;
+    engine.remove_prebuilt_stage();
     let build_secs = began.elapsed().as_secs_f64();
     let size = engine.output(&["image", "inspect", "--format", "{{.Size}}", tag])?;
     let size_bytes = String::from_utf8_lossy(&size.stdout)
