@@ -126,7 +126,8 @@ impl Engine {
                 .unwrap_or_default()
                 .lines()
             {
-                let Some((container, image)) = line.split_once(' ') else {
+                let mut ids = line.split_whitespace();
+                let (Some(container), Some(image)) = (ids.next(), ids.next()) else {
                     continue;
                 };
                 let format = format!("{{{{index .Labels \"{LABEL}\"}}}}");
