@@ -45,9 +45,11 @@ impl Engine {
             }
             eprintln!("xtask: installing podman, buildah, runc and mmdebstrap from Debian");
             run(Command::new("apt-get").args(["update", "-q"]))?;
+            // With recommends: netavark (the network stack the smoke test was proven on,
+            // instead of CNI), slirp4netns, fuse-overlayfs.
             run(Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(["podman", "buildah", "runc", "mmdebstrap", "uidmap"])
+                .args(["install", "-y", "-q"])
+                .args(["podman", "buildah", "runc", "mmdebstrap"])
                 .env("DEBIAN_FRONTEND", "noninteractive"))?;
         }
         let dir = cache_dir().join("containers");
