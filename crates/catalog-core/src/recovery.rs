@@ -12,7 +12,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
 use crate::config::Config;
-use crate::postgres::{Cluster, OsUser, PgError, RunningPostgres, ShutdownMode};
+use crate::postgres::{create_home_dir, Cluster, OsUser, PgError, RunningPostgres, ShutdownMode};
 use crate::supervisor::ServeError;
 
 /// What `restore` did.
@@ -125,8 +125,8 @@ pub async fn restore_home(
                 place: target.place(),
                 when: to_time.map_or_else(String::new, |t| format!(" that finished before {t}")),
             })?;
-    std::fs::create_dir_all(&config.home)
-        .map_err(BackupError::io(format!("create {}", config.home.display())))?;
+    // The socket folder: it proves the home writable before the lease is written there.
+    create_home_dir(&config.home, &config.socket_dir())?;
     tracing::info!(backup = %manifest.id, to_time = ?to_time, "restoring");
     let lease = lease::acquire(&target, &config.home, &manifest.system_identifier, true).await?;
     let Recovered {

@@ -19,7 +19,9 @@ use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManif
 use crate::config::{Config, RetentionConfig};
 use crate::connection::{read_password_file, ConnectionInfo};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
-use crate::postgres::{Boot, Cluster, ControlData, OsUser, PgError, RunningPostgres, ShutdownMode};
+use crate::postgres::{
+    create_home_dir, Boot, Cluster, ControlData, OsUser, PgError, RunningPostgres, ShutdownMode,
+};
 use crate::secret::Secret;
 use crate::status::{BackupStatus, BaseBackupInfo, LakeState, LakeStatus, PgState, StatusSender};
 
@@ -310,10 +312,8 @@ impl Supervisor {
             };
         });
         tracing::info!(backup = %manifest.id, target = %target.path(), "empty home: restoring from the backup target");
-        fs::create_dir_all(&self.config.home).map_err(BackupError::io(format!(
-            "create {}",
-            self.config.home.display()
-        )))?;
+        // The socket folder: it proves the home writable before the lease is written there.
+        create_home_dir(&self.config.home, &self.config.socket_dir())?;
         let lease =
             lease::acquire(target, &self.config.home, &manifest.system_identifier, true).await?;
         restore::unpack(target, &manifest, &pgdata, os_user).await?;

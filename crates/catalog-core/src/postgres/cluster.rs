@@ -113,26 +113,9 @@ impl Cluster {
     }
 
     fn make_home(&self, home: &Path) -> Result<(), PgError> {
-        let mkdir = |dir: &Path| {
-            fs::create_dir_all(dir).map_err(|error| {
-                if error.kind() == std::io::ErrorKind::PermissionDenied {
-                    // A root-owned volume or bind mount under a non-root server (the image).
-                    PgError::HomeNotWritable {
-                        path: home.to_path_buf(),
-                        uid: nix::unistd::geteuid().as_raw(),
-                    }
-                } else {
-                    PgError::Io {
-                        action: format!("create {}", dir.display()),
-                        error,
-                    }
-                }
-            })
-        };
-        mkdir(home)?;
         let secrets = home.join("secrets");
-        for dir in [&self.socket_dir, &secrets] {
-            mkdir(dir)?;
+        for dir in [home, &self.socket_dir, &secrets] {
+            create_home_dir(home, dir)?;
         }
         set_mode(&secrets, 0o700)?;
         if let Some(user) = &self.os_user {
@@ -476,6 +459,25 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
         set(k, quote_literal(v));
     }
     s
+}
+
+/// Creates `dir` (the home or a folder in it). A permission error means the home is not
+/// writable by this server's user — a root-owned volume or bind mount under the non-root image —
+/// and says so; every path that creates the home goes through here.
+pub(crate) fn create_home_dir(home: &Path, dir: &Path) -> Result<(), PgError> {
+    fs::create_dir_all(dir).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::PermissionDenied {
+            PgError::HomeNotWritable {
+                path: home.to_path_buf(),
+                uid: nix::unistd::geteuid().as_raw(),
+            }
+        } else {
+            PgError::Io {
+                action: format!("create {}", dir.display()),
+                error,
+            }
+        }
+    })
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
