@@ -436,22 +436,8 @@ fn as_pid1_it_reaps_orphans_and_forwards_sigterm() {
     for (k, v) in base.get_envs() {
         cmd.env(k, v.unwrap());
     }
-    let log = dir.path().join("serve.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = cmd
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let unshare = i32::try_from(child.id()).unwrap();
-    let mut server = Server {
-        child: Some(child),
-        home: dir.path().to_path_buf(),
-        pg_port,
-        http_port,
-        log,
-        s3_endpoint: None,
-    };
+    let mut server = Server::spawn_command(cmd, dir.path(), pg_port, http_port);
+    let unshare = i32::try_from(server.child.as_ref().unwrap().id()).unwrap();
     server.wait_ready(Duration::from_secs(120));
 
     let init = children_of(unshare)[0];

@@ -88,14 +88,24 @@ impl Server {
     }
 
     pub fn spawn_on(home: &Path, pg_port: u16, http_port: u16, env: &[(&str, &str)]) -> Server {
-        let log = home.join(format!("serve-{pg_port}.log"));
-        let out = std::fs::File::create(&log).unwrap();
         let mut cmd = base_command(home, pg_port, http_port);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd.arg("serve");
+        let mut server = Self::spawn_command(cmd, home, pg_port, http_port);
+        server.s3_endpoint = env
+            .iter()
+            .find(|(k, _)| *k == "DUCKLAKE_CATALOG_S3__ENDPOINT")
+            .map(|(_, v)| (*v).to_owned());
+        server
+    }
+
+    /// Spawns `cmd` (a `serve` on these ports, possibly wrapped) with its output in a log file.
+    pub fn spawn_command(mut cmd: Command, home: &Path, pg_port: u16, http_port: u16) -> Server {
+        let log = home.join(format!("serve-{pg_port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
         let child = cmd
-            .arg("serve")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -106,10 +116,7 @@ impl Server {
             pg_port,
             http_port,
             log,
-            s3_endpoint: env
-                .iter()
-                .find(|(k, _)| *k == "DUCKLAKE_CATALOG_S3__ENDPOINT")
-                .map(|(_, v)| (*v).to_owned()),
+            s3_endpoint: None,
         }
     }
 
