@@ -3,15 +3,13 @@
 //! supervisor holds. Runs are measured side by side in one invocation and reported as medians
 //! and the warm/cold ratio; absolute seconds depend on the machine.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::support::free_port;
+use crate::support::{free_port, readyz};
 
 pub(crate) fn startup(
     args: &[String],
@@ -116,7 +114,7 @@ fn start(bin: &Path, home: &Path, extensions: &Path) -> Result<(Duration, Child,
         if let Some(status) = child.try_wait()? {
             bail!("serve exited during the benchmark: {status}");
         }
-        if readyz_ok(http) {
+        if readyz(http).is_some() {
             return Ok((began.elapsed(), child, http));
         }
         if began.elapsed() > Duration::from_secs(180) {
@@ -125,22 +123,6 @@ fn start(bin: &Path, home: &Path, extensions: &Path) -> Result<(Duration, Child,
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn readyz_ok(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    s.read(&mut buf).is_ok_and(|n| {
-        buf[..n].starts_with(b"HTTP/1.0 200") || buf[..n].starts_with(b"HTTP/1.1 200")
-    })
 }
 
 fn stop(child: &mut Child) -> Result<()> {

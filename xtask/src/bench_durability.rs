@@ -21,14 +21,12 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, Moto};
+use crate::support::{free_port, readyz, Moto};
 use anyhow::{bail, Context as _, Result};
 use storage::{BackupTarget, DataPath, S3Settings};
 
@@ -479,14 +477,4 @@ async fn connect(port: u16) -> Result<tokio_postgres::Client> {
         .context("connect to the catalog")?;
     tokio::spawn(conn);
     Ok(client)
-}
-
-fn readyz(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    (body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200")).then_some(body)
 }

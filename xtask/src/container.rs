@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::support::checked_output;
 use crate::{build_binary, cache_dir, is_root, run, versions, workspace_root};
 
 /// The base image the Dockerfile's runtime stage starts from.
@@ -92,21 +93,11 @@ impl Engine {
 
     /// Runs a command of this engine; its output, or an error with its stderr.
     pub(crate) fn output(&self, args: &[&str]) -> Result<Output> {
-        let out = self
-            .cli()
-            .args(args)
-            .output()
-            .with_context(|| format!("run {args:?}"))?;
-        if !out.status.success() {
-            bail!(
-                "`{} {}` failed ({}): {}",
-                if self.is_podman() { "podman" } else { "docker" },
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(out)
+        let tool = if self.is_podman() { "podman" } else { "docker" };
+        checked_output(
+            self.cli().args(args),
+            &format!("`{tool} {}`", args.join(" ")),
+        )
     }
 
     /// The `prebuilt` stage is committed as an untagged image of its own, and buildah keeps a
@@ -207,11 +198,16 @@ pub(crate) fn container(args: &[String]) -> Result<()> {
             }
         }
     }
-    let engine = Engine::detect()?;
     let deps = if smoke { Some(crate::deps()?) } else { None };
-    let built = build(&engine, &tag)?;
-    if let Some(deps) = deps {
-        crate::container_smoke::smoke(&engine, &tag, &deps.venv, &deps.extensions, &built)?;
+    build_and_smoke(&tag, deps.as_ref())
+}
+
+/// Builds the image as `tag`; with the test dependencies, runs the smoke test on it.
+pub(crate) fn build_and_smoke(tag: &str, smoke: Option<&crate::Deps>) -> Result<()> {
+    let engine = Engine::detect()?;
+    let built = build(&engine, tag)?;
+    if let Some(deps) = smoke {
+        crate::container_smoke::smoke(&engine, tag, &deps.venv, &deps.extensions, &built)?;
     }
     Ok(())
 }

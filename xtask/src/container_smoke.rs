@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 
 use crate::container::{Built, Engine};
-use crate::support::{free_port, Moto};
+use crate::support::{checked_output, free_port, Moto};
 use crate::workspace_root;
 
 const UID: &str = "10001";
@@ -141,8 +141,8 @@ struct Client {
 impl Client {
     fn roundtrip(&self, mode: &str) -> Result<serde_json::Value> {
         let script = workspace_root().join("crates/cli/tests/python/lake_roundtrip.py");
-        let out = Command::new(self.venv.join("bin/python"))
-            .arg(&script)
+        let mut cmd = Command::new(self.venv.join("bin/python"));
+        cmd.arg(&script)
             .arg(mode)
             .env(
                 "DLC_ATTACH",
@@ -153,15 +153,8 @@ impl Client {
             )
             .env("PGPASSWORD", &self.password)
             .env("DLC_EXTENSIONS", &self.extensions)
-            .env("DLC_S3_ENDPOINT", format!("127.0.0.1:{}", self.moto_port))
-            .output()
-            .context("run the DuckDB client")?;
-        if !out.status.success() {
-            bail!(
-                "the DuckDB client ({mode}) failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+            .env("DLC_S3_ENDPOINT", format!("127.0.0.1:{}", self.moto_port));
+        let out = checked_output(&mut cmd, &format!("the DuckDB client ({mode})"))?;
         serde_json::from_slice(&out.stdout).context("read the client's JSON line")
     }
 

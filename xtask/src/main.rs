@@ -283,7 +283,7 @@ fn test(args: &[String]) -> Result<()> {
     if no_container || !args.is_empty() {
         return Ok(());
     }
-    container::container(&["--smoke".to_owned()])
+    container::build_and_smoke(&container::default_tag(), Some(&deps))
         .context("the container smoke test (`cargo xtask test --no-container` skips it)")
 }
 

@@ -1,15 +1,41 @@
 //! Helpers the benchmarks and the container smoke test share: free ports and moto on loopback.
 
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+/// Runs `cmd` and returns its output; when it fails, an error naming `what`, the exit status
+/// and its stderr.
+pub(crate) fn checked_output(cmd: &mut Command, what: &str) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
 /// A loopback port nobody listens on right now.
 pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `GET /readyz` on a loopback health port: the response when it is 200, else `None`.
+pub(crate) fn readyz(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    (body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200")).then_some(body)
 }
 
 /// `moto_server` (S3 and Secrets Manager) from the test venv, killed on drop.
@@ -50,18 +76,12 @@ impl Moto {
 
     /// Runs Python code in the venv; `boto3` and `duckdb` are importable there.
     pub(crate) fn python(&self, code: &str) -> Result<String> {
-        let out = Command::new(self.venv.join("bin/python"))
-            .args(["-c", code])
-            .env("MOTO_ENDPOINT", format!("http://127.0.0.1:{}", self.port))
-            .output()
-            .context("run the venv's python")?;
-        if !out.status.success() {
-            bail!(
-                "python failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        let out = checked_output(
+            Command::new(self.venv.join("bin/python"))
+                .args(["-c", code])
+                .env("MOTO_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            "the venv's python",
+        )?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
