@@ -233,10 +233,22 @@ fn start_backed_up(home: &Path, env: &[(String, String)]) -> Server {
     s
 }
 
-/// Waits until the archive has nothing pending.
+/// Waits until the archive holds every commit made so far. Nothing pending is not enough: the
+/// newest commits sit in the current segment until `archive_timeout` switches it, so the test
+/// switches now (as a graceful stop does) and waits for that segment by name.
 fn wait_archived(server: &mut Server) {
+    let last = superuser_tool(
+        server,
+        "psql",
+        &["-d", "postgres", "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
+    );
+    let last = last.trim().to_owned();
     server.wait_for(Duration::from_secs(60), |_, b| {
-        b["backup"]["pending_wal"] == 0 && b["backup"]["archive"]["archived"].as_u64() > Some(0)
+        b["backup"]["pending_wal"] == 0
+            && b["backup"]["archive"]["last_archived_wal"]
+                .as_str()
+                .and_then(|a| a.get(..24))
+                .is_some_and(|a| a >= last.as_str())
     });
 }
 
