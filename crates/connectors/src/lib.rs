@@ -1,50 +1,359 @@
-//! Client connectors: each renders a complete, runnable program for one DuckDB client that
-//! ATTACHes a lake served by this catalog.
+//! Client connectors: for each DuckDB client (Python, Go, the DuckDB CLI, Node, Rust), a
+//! complete program that ATTACHes a lake served by this catalog, and the way to run and check it.
 //!
-//! Today: Python (`duckdb` on PyPI). The Go, CLI, Node and Rust connectors, and `connect
-//! --lang`, come with the connectors issue; each new one implements [`Connector`].
+//! The programs are the ones in `examples/<lang>/`, compiled in with `include_str!`: each reads
+//! its connection settings from `CATALOG_*` environment variables with defaults, and
+//! [`render`] replaces those defaults with a server's own values. So the program
+//! `ducklake-catalog connect --lang go` prints is, byte for byte apart from the defaults, the
+//! example the end-to-end tests run — it cannot drift from what ran in CI.
+//!
+//! Adding a language: one module implementing [`Connector`], its example under `examples/`, and
+//! a line in [`registry`].
 
-use catalog_core::connection::ConnectionInfo;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// A DuckDB client this catalog can be reached from.
-pub trait Connector {
-    /// The `--lang` name.
-    fn language(&self) -> &'static str;
-    /// A runnable program that attaches `info`'s lake, creates a table, writes and reads it.
-    /// The password is read from the `PGPASSWORD` environment variable, never embedded.
-    fn render(&self, info: &ConnectionInfo) -> String;
+use serde::Serialize;
+
+mod cli;
+mod go;
+mod node;
+mod python;
+mod run;
+mod rust;
+
+pub use run::Toolchain;
+
+/// Why a program could not be rendered or did not pass its check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    #[error("unknown client language `{0}`; choose one of: {langs}", langs = languages().join(", "))]
+    UnknownLanguage(String),
+    #[error("{name} = `{value}` cannot be written into a program (only letters, digits and `.:_-` are allowed); use a plain host name, user or lake name")]
+    UnsafeValue { name: &'static str, value: String },
+    #[error("{tool} could not be started ({error}); {fix}")]
+    ToolMissing {
+        tool: String,
+        error: std::io::Error,
+        fix: &'static str,
+    },
+    #[error("{step} failed (exit {code}): {detail}")]
+    Failed {
+        step: String,
+        code: String,
+        detail: String,
+    },
+    #[error("{step} did not finish within {secs} s")]
+    TimedOut { step: String, secs: u64 },
+    #[error("the program ran but printed {got:?}; expected {expected}")]
+    WrongOutput { got: String, expected: String },
+    #[error("{action}: {error}")]
+    Io {
+        action: String,
+        error: std::io::Error,
+    },
 }
 
-/// Python with the `duckdb` package.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Python;
+/// Where a lake's data lives, as the client must be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Storage {
+    /// A folder on the client's machine (local runs).
+    Local,
+    /// S3 with the AWS credential chain (env, profile, ECS task role, instance metadata).
+    S3,
+    /// An S3-compatible store at `endpoint` (`host:port`), path-style URLs; credentials from
+    /// the client's environment.
+    S3Endpoint {
+        endpoint: String,
+        region: String,
+        use_ssl: bool,
+    },
+}
 
-impl Connector for Python {
-    fn language(&self) -> &'static str {
-        "python"
+/// What a rendered program connects to. The password is never part of it: programs read it
+/// from `PGPASSWORD`, which libpq (inside DuckDB's postgres extension) reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The lake, which is also the catalog's database name.
+    pub lake: String,
+    /// libpq `sslmode`: `require` encrypts (the server always offers TLS); `verify-full` also
+    /// checks the certificate.
+    pub sslmode: String,
+    pub storage: Storage,
+}
+
+impl Target {
+    /// The defaults written in `examples/<lang>/`.
+    pub fn example() -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            user: "admin".into(),
+            lake: "lakehouse".into(),
+            sslmode: "require".into(),
+            storage: Storage::S3,
+        }
     }
 
-    fn render(&self, info: &ConnectionInfo) -> String {
-        let conninfo = info.conninfo(false);
-        let s3 = if info.data_path.starts_with("s3://") {
-            "con.execute(\"CREATE SECRET (TYPE s3, PROVIDER credential_chain)\")\n"
-        } else {
-            ""
+    /// `(environment variable, value)` for every setting a program reads, in program order.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let (storage, endpoint, region, use_ssl) = match &self.storage {
+            Storage::Local => ("local", String::new(), "us-east-1".into(), true),
+            Storage::S3 => ("s3", String::new(), "us-east-1".into(), true),
+            Storage::S3Endpoint {
+                endpoint,
+                region,
+                use_ssl,
+            } => ("s3", endpoint.clone(), region.clone(), *use_ssl),
         };
-        format!(
-            "import os\nimport duckdb\n\n\
-             # The catalog password comes from PGPASSWORD (libpq reads it).\n\
-             assert os.environ.get(\"PGPASSWORD\"), \"set PGPASSWORD to the catalog password\"\n\
-             con = duckdb.connect()\n\
-             con.execute(\"INSTALL ducklake; LOAD ducklake; INSTALL postgres; LOAD postgres;\")\n\
-             {s3}\
-             con.execute(\"ATTACH 'ducklake:postgres:{conninfo}' AS {lake}\")\n\
-             con.execute(\"CREATE TABLE IF NOT EXISTS {lake}.events (id INT, name VARCHAR)\")\n\
-             con.execute(\"INSERT INTO {lake}.events VALUES (1, 'signup')\")\n\
-             print(con.execute(\"SELECT count(*) FROM {lake}.events\").fetchone()[0])\n",
-            lake = info.lake,
-        )
+        vec![
+            ("CATALOG_HOST", self.host.clone()),
+            ("CATALOG_PORT", self.port.to_string()),
+            ("CATALOG_USER", self.user.clone()),
+            ("CATALOG_LAKE", self.lake.clone()),
+            ("CATALOG_SSLMODE", self.sslmode.clone()),
+            ("CATALOG_STORAGE", storage.into()),
+            ("CATALOG_S3_ENDPOINT", endpoint),
+            ("CATALOG_S3_REGION", region),
+            ("CATALOG_S3_USE_SSL", use_ssl.to_string()),
+        ]
     }
+}
+
+/// One file of a program.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramFile {
+    pub name: &'static str,
+    pub contents: String,
+}
+
+/// A complete program for one client: its files (the first is the one to read) and how to
+/// run it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Program {
+    pub language: &'static str,
+    pub files: Vec<ProgramFile>,
+    pub run: &'static str,
+}
+
+impl Program {
+    /// The main file's text.
+    pub fn main(&self) -> &str {
+        &self.files[0].contents
+    }
+
+    /// Writes every file into `dir` (created).
+    pub fn write_to(&self, dir: &Path) -> Result<(), ConnectorError> {
+        for f in &self.files {
+            let path = dir.join(f.name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("create {}", parent.display())))?;
+            }
+            std::fs::write(&path, &f.contents).map_err(io(format!("write {}", path.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// What describes one client: its name, its example's files and how to run them.
+#[derive(Debug)]
+pub struct Spec {
+    /// The `--lang` name.
+    pub language: &'static str,
+    /// The client, for people: "Go (github.com/duckdb/duckdb-go/v2)".
+    pub client: &'static str,
+    /// The Markdown code-fence language of the main file.
+    pub highlight: &'static str,
+    /// The command that runs the program from its folder.
+    pub run_hint: &'static str,
+    /// The example's files as committed in `examples/<lang>/`, the main file first.
+    pub files: &'static [(&'static str, &'static str)],
+}
+
+/// A DuckDB client this catalog can be reached from.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    fn spec(&self) -> &'static Spec;
+    /// The `--lang` name.
+    fn language(&self) -> &'static str {
+        self.spec().language
+    }
+    /// How this language writes "setting `name`, defaulting to `value`" in the main file: by
+    /// default a call of the examples' `env` helper.
+    fn setting(&self, name: &str, value: &str) -> String {
+        format!("env(\"{name}\", \"{value}\")")
+    }
+    /// Runs the program whose files are in `dir`; returns what it printed on stdout.
+    async fn run(&self, dir: &Path, tools: &Toolchain) -> Result<String, ConnectorError>;
+}
+
+/// Every connector, in the order docs list them.
+pub fn registry() -> Vec<Box<dyn Connector>> {
+    vec![
+        Box::new(python::Python),
+        Box::new(go::Go),
+        Box::new(cli::Cli),
+        Box::new(node::Node),
+        Box::new(rust::Rust),
+    ]
+}
+
+/// The `--lang` names.
+pub fn languages() -> Vec<&'static str> {
+    registry().iter().map(|c| c.language()).collect()
+}
+
+/// The connector for `--lang name`.
+pub fn connector(name: &str) -> Result<Box<dyn Connector>, ConnectorError> {
+    registry()
+        .into_iter()
+        .find(|c| c.language() == name)
+        .ok_or_else(|| ConnectorError::UnknownLanguage(name.to_owned()))
+}
+
+/// The connector's example with `target`'s values as its defaults.
+pub fn render(connector: &dyn Connector, target: &Target) -> Result<Program, ConnectorError> {
+    let example = Target::example().settings();
+    let files = connector.spec().files;
+    let mut main = files[0].1.to_owned();
+    for ((name, default), (_, value)) in example.iter().zip(target.settings()) {
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
+        {
+            return Err(ConnectorError::UnsafeValue { name, value });
+        }
+        let from = connector.setting(name, default);
+        assert!(
+            main.contains(&from),
+            "examples/{}/{} lost its `{from}` line",
+            connector.language(),
+            files[0].0
+        );
+        main = main.replace(&from, &connector.setting(name, &value));
+    }
+    let mut out = vec![ProgramFile {
+        name: files[0].0,
+        contents: main,
+    }];
+    out.extend(files[1..].iter().map(|(name, text)| ProgramFile {
+        name,
+        contents: (*text).to_owned(),
+    }));
+    Ok(Program {
+        language: connector.language(),
+        files: out,
+        run: connector.spec().run_hint,
+    })
+}
+
+/// What every example prints as its last line, read back from DuckDB itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub rows: u64,
+    pub data_files: u64,
+    pub sum_before_update: i64,
+    pub sum_now: i64,
+    pub snapshots: u64,
+}
+
+impl Summary {
+    /// Checks the numbers the example's statements must produce: 1,003 rows of which 1,000
+    /// landed in Parquet, the update visible now and absent at the earlier version.
+    fn verify(&self, printed: &str) -> Result<(), ConnectorError> {
+        let ok = self.rows == 1003
+            && self.data_files >= 1
+            && self.sum_before_update == 499_503
+            && self.sum_now == 500_503
+            && self.snapshots >= 4;
+        if ok {
+            Ok(())
+        } else {
+            Err(ConnectorError::WrongOutput {
+                got: printed.to_owned(),
+                expected: "1003 rows, at least 1 data file, sum_before_update 499503 (time travel), sum_now 500503, at least 4 snapshots".into(),
+            })
+        }
+    }
+}
+
+/// The result of running a program against a live server.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub language: &'static str,
+    pub client: &'static str,
+    pub seconds: f64,
+    pub summary: Summary,
+}
+
+/// Writes `program` to a scratch folder, runs it with `tools` and checks what it printed.
+pub async fn check(
+    connector: &dyn Connector,
+    program: &Program,
+    tools: &Toolchain,
+) -> Result<CheckReport, ConnectorError> {
+    let scratch = run::scratch(connector.language())?;
+    program.write_to(scratch.path())?;
+    let started = Instant::now();
+    let stdout = connector.run(scratch.path(), tools).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let summary: Summary = serde_json::from_str(last).map_err(|_| ConnectorError::WrongOutput {
+        got: last.to_owned(),
+        expected: "one JSON summary line".into(),
+    })?;
+    summary.verify(last)?;
+    Ok(CheckReport {
+        language: connector.language(),
+        client: connector.spec().client,
+        seconds,
+        summary,
+    })
+}
+
+fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConnectorError {
+    let action = action.into();
+    move |error| ConnectorError::Io { action, error }
+}
+
+/// How long one step of a check may take: compiling DuckDB from source for Rust takes long.
+const STEP_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+
+/// A path from an environment variable, if set and non-empty.
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `doc` with each `<!-- program <lang> <file> -->` … `<!-- end -->` block filled with that
+/// example file, as docs/connecting.md shows them.
+pub fn fill_program_blocks(doc: &str) -> String {
+    let mut out = doc.to_owned();
+    for c in registry() {
+        let (file, text) = c.spec().files[0];
+        let begin = format!("<!-- program {} {file} -->\n", c.language());
+        let Some(start) = out.find(&begin).map(|i| i + begin.len()) else {
+            continue;
+        };
+        let Some(len) = out[start..].find("<!-- end -->") else {
+            continue;
+        };
+        let block = format!("```{}\n{text}```\n", c.spec().highlight);
+        out.replace_range(start..start + len, &block);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -52,22 +361,99 @@ mod tests {
     use super::*;
 
     #[test]
-    fn python_program_attaches_without_embedding_the_password() {
-        let info = ConnectionInfo {
-            lake: "lakehouse".into(),
-            host: "10.0.0.5".into(),
-            port: 5432,
-            dbname: "lakehouse".into(),
-            user: "admin".into(),
-            data_path: "s3://acme/lake/".into(),
-            password_source: "test".into(),
-            password: Some(catalog_core::Secret::new("hunter2")),
+    fn docs_connecting_shows_every_program_as_it_is() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/connecting.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let fresh = fill_program_blocks(&doc);
+        if std::env::var_os("DUCKLAKE_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &fresh).unwrap();
+            return;
+        }
+        for c in registry() {
+            assert!(
+                doc.contains(&format!("<!-- program {} ", c.language())),
+                "docs/connecting.md has no block for {}",
+                c.language()
+            );
+        }
+        assert!(
+            doc == fresh,
+            "docs/connecting.md differs from examples/: run `DUCKLAKE_UPDATE_DOCS=1 cargo test -p connectors docs_connecting`"
+        );
+    }
+
+    fn remote() -> Target {
+        Target {
+            host: "catalog.internal".into(),
+            port: 6543,
+            user: "pipeline".into(),
+            lake: "sales".into(),
+            sslmode: "verify-full".into(),
+            storage: Storage::S3Endpoint {
+                endpoint: "minio.internal:9000".into(),
+                region: "eu-west-1".into(),
+                use_ssl: false,
+            },
+        }
+    }
+
+    #[test]
+    fn the_example_target_renders_each_example_unchanged() {
+        for c in registry() {
+            let program = render(c.as_ref(), &Target::example()).unwrap();
+            assert_eq!(program.main(), c.spec().files[0].1, "{}", c.language());
+        }
+    }
+
+    #[test]
+    fn every_setting_of_a_target_reaches_every_program() {
+        for c in registry() {
+            let program = render(c.as_ref(), &remote()).unwrap();
+            let main = program.main();
+            for (name, value) in remote().settings() {
+                assert!(
+                    main.contains(&c.setting(name, &value)),
+                    "{}: {name} = {value}",
+                    c.language()
+                );
+            }
+            assert!(!main.contains("\"127.0.0.1\""), "{}", c.language());
+        }
+    }
+
+    #[test]
+    fn values_that_could_break_out_of_a_string_are_refused() {
+        let mut t = remote();
+        t.user = "x\" + os.system('rm') + \"".into();
+        let err = render(&python::Python, &t).unwrap_err().to_string();
+        assert!(err.contains("CATALOG_USER"), "{err}");
+    }
+
+    #[test]
+    fn unknown_languages_name_the_known_ones() {
+        let err = connector("cobol").err().unwrap().to_string();
+        assert!(err.contains("python, go, cli, node, rust"), "{err}");
+    }
+
+    #[test]
+    fn a_summary_with_wrong_numbers_is_refused() {
+        let good = Summary {
+            rows: 1003,
+            data_files: 1,
+            sum_before_update: 499_503,
+            sum_now: 500_503,
+            snapshots: 5,
         };
-        let program = Python.render(&info);
-        assert!(program.contains(
-            "ATTACH 'ducklake:postgres:host=10.0.0.5 port=5432 user=admin dbname=lakehouse' AS lakehouse"
-        ));
-        assert!(program.contains("PROVIDER credential_chain"));
-        assert!(!program.contains("hunter2"));
+        assert!(good.verify("").is_ok());
+        let inlined_only = Summary {
+            data_files: 0,
+            ..good.clone()
+        };
+        assert!(inlined_only.verify("").is_err());
+        let no_time_travel = Summary {
+            sum_before_update: 500_503,
+            ..good
+        };
+        assert!(no_time_travel.verify("").is_err());
     }
 }

@@ -1,0 +1,57 @@
+//! Rust with the `duckdb` crate.
+
+use std::path::Path;
+
+use super::{Connector, ConnectorError, Spec, Toolchain};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Rust;
+
+static SPEC: Spec = Spec {
+    language: "rust",
+    client: "Rust (duckdb crate =1.10505.0)",
+    highlight: "rust",
+    run_hint: "PGPASSWORD=… cargo run --release   (needs src/main.rs, Cargo.toml and Cargo.lock: write them with --out DIR; the first build compiles DuckDB)",
+    files: &[
+            (
+                "src/main.rs",
+                include_str!("../../../examples/rust/src/main.rs"),
+            ),
+            (
+                "Cargo.toml",
+                include_str!("../../../examples/rust/Cargo.toml"),
+            ),
+            (
+                "Cargo.lock",
+                include_str!("../../../examples/rust/Cargo.lock"),
+            ),
+        ],
+};
+
+#[async_trait::async_trait]
+impl Connector for Rust {
+    fn spec(&self) -> &'static Spec {
+        &SPEC
+    }
+
+    async fn run(&self, dir: &Path, tools: &Toolchain) -> Result<String, ConnectorError> {
+        let mut args = vec!["run", "--release", "--locked", "--quiet"];
+        let mut cmd_env = vec![];
+        if let Some(lib) = &tools.libduckdb_dir {
+            // Link the prebuilt library instead of compiling DuckDB from source.
+            args.push("--no-default-features");
+            cmd_env.push(("DUCKDB_LIB_DIR", lib.clone()));
+            cmd_env.push(("LD_LIBRARY_PATH", lib.clone()));
+        }
+        let mut cmd = tools.command("cargo", &args, dir)?;
+        cmd.env("CARGO_TARGET_DIR", &tools.cargo_target_dir)
+            .envs(cmd_env);
+        tools
+            .output(
+                "cargo run --release",
+                cmd,
+                "install Rust with rustup (https://rustup.rs)",
+            )
+            .await
+    }
+}
