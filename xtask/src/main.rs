@@ -2,10 +2,11 @@
 //!
 //! - `cargo xtask deps`: install what the tests and a local `serve` need, from the package
 //!   registries only: PostgreSQL 15 (Debian, when missing and running as root), a Python venv
-//!   with the pinned `duckdb` client, its extension wheels and `moto[server]`, and a DuckDB
+//!   with the pinned `duckdb` client and CLI, its extension wheels and `moto[server]`, and a DuckDB
 //!   extension directory assembled from those wheels. Idempotent and quick when done.
-//! - `cargo xtask test [ARGS…]`: `deps`, then `cargo test --workspace` with the test
-//!   environment set, then `container --smoke`. The README's test command. Arguments go to
+//! - `cargo xtask test [ARGS…]`: `deps`, the client examples' dependencies (npm, Go modules,
+//!   crates.io; see `clients`), then `cargo test --workspace` with the test environment set,
+//!   then `container --smoke`. The README's test command. Arguments go to
 //!   `cargo test` and skip the container test; `--no-container` skips it alone.
 //! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy --release -D warnings`, then `test`.
 //! - `cargo xtask serve [ARGS…]`: `deps`, then `cargo run --release -p ducklake-catalog -- serve`.
@@ -28,6 +29,7 @@ use anyhow::{bail, Context as _, Result};
 
 mod bench;
 mod bench_durability;
+mod clients;
 mod container;
 mod container_smoke;
 mod support;
@@ -155,6 +157,7 @@ fn requirements() -> String {
     let v = versions::DUCKDB_VERSION;
     let mut reqs = vec![
         format!("duckdb=={v}"),
+        format!("duckdb-cli=={v}"),
         format!("moto[server]=={}", versions::MOTO_VERSION),
         format!("cfn-lint=={}", versions::CFN_LINT_VERSION),
     ];
@@ -168,16 +171,22 @@ fn requirements() -> String {
 
 fn python_venv(cache: &Path) -> Result<PathBuf> {
     let venv = cache.join("venv");
+    venv_with(&venv, &requirements())?;
+    Ok(venv)
+}
+
+/// Makes (or keeps, when its requirements are unchanged) a venv at `venv` with `wanted`
+/// installed from PyPI.
+fn venv_with(venv: &Path, wanted: &str) -> Result<()> {
     let stamp = venv.join("ducklake-catalog-requirements.txt");
-    let wanted = requirements();
     if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && venv.join("bin/python").is_file() {
-        return Ok(venv);
+        return Ok(());
     }
-    eprintln!("xtask: creating the test Python venv in {}", venv.display());
+    eprintln!("xtask: creating a Python venv in {}", venv.display());
     let python = env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     if !Command::new(&python)
         .args(["-m", "venv", "--clear"])
-        .arg(&venv)
+        .arg(venv)
         .status()
         .is_ok_and(|s| s.success())
     {
@@ -187,10 +196,10 @@ fn python_venv(cache: &Path) -> Result<PathBuf> {
         run(Command::new("apt-get").args(["install", "-y", "-q", "python3-venv"]))?;
         run(Command::new(&python)
             .args(["-m", "venv", "--clear"])
-            .arg(&venv))?;
+            .arg(venv))?;
     }
-    let req_file = cache.join("requirements.txt");
-    fs::write(&req_file, &wanted).context("write requirements.txt")?;
+    let req_file = venv.join("requirements.txt");
+    fs::write(&req_file, wanted).context("write requirements.txt")?;
     run(Command::new(venv.join("bin/python"))
         .args([
             "-m",
@@ -201,18 +210,29 @@ fn python_venv(cache: &Path) -> Result<PathBuf> {
             "-r",
         ])
         .arg(&req_file))?;
-    fs::write(&stamp, &wanted).context("write the venv stamp")?;
-    Ok(venv)
+    fs::write(&stamp, wanted).context("write the venv stamp")?;
+    Ok(())
 }
 
 /// Copies the extension files out of the wheels into DuckDB's directory layout.
 fn extension_dir(cache: &Path, venv: &Path) -> Result<PathBuf> {
     let root = cache.join("extensions");
-    let v = versions::DUCKDB_VERSION;
+    copy_extensions(
+        &root,
+        venv,
+        versions::DUCKDB_VERSION,
+        versions::DUCKDB_EXTENSIONS,
+    )?;
+    Ok(root)
+}
+
+/// Copies `wheels`' extension files at engine version `v` from `venv` into `root`, in the
+/// layout DuckDB's `extension_directory` has.
+fn copy_extensions(root: &Path, venv: &Path, v: &str, wheels: &[(&str, &str)]) -> Result<()> {
     let dest = root.join(format!("v{v}")).join(versions::DUCKDB_PLATFORM);
     fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
     let site = site_packages(venv)?;
-    for (wheel, file) in versions::DUCKDB_EXTENSIONS {
+    for (wheel, file) in wheels {
         let src = site
             .join(format!("duckdb_extension_{wheel}"))
             .join("extensions")
@@ -226,7 +246,7 @@ fn extension_dir(cache: &Path, venv: &Path) -> Result<PathBuf> {
                 .with_context(|| format!("copy {} to {}", src.display(), target.display()))?;
         }
     }
-    Ok(root)
+    Ok(())
 }
 
 fn site_packages(venv: &Path) -> Result<PathBuf> {
@@ -269,6 +289,8 @@ fn cargo() -> Command {
 /// filter, `--no-container`) only the cargo tests run.
 fn test(args: &[String]) -> Result<()> {
     let deps = deps()?;
+    // Only the tests need the other languages' clients; `serve` needs none of them.
+    let clients = clients::install(&cache_dir())?;
     let no_container = args.iter().any(|a| a == "--no-container");
     let args: Vec<&String> = args.iter().filter(|a| *a != "--no-container").collect();
     let mut cmd = cargo();
@@ -278,7 +300,8 @@ fn test(args: &[String]) -> Result<()> {
     cmd.args(["test", "--workspace", "--release"]).args(&args);
     cmd.env("DUCKLAKE_TEST_VENV", &deps.venv)
         .env("DUCKLAKE_TEST_EXTENSIONS", &deps.extensions)
-        .env("DUCKLAKE_TEST_PG_BIN", &deps.pg_bin);
+        .env("DUCKLAKE_TEST_PG_BIN", &deps.pg_bin)
+        .env("DUCKLAKE_TEST_CLIENTS", &clients);
     run(&mut cmd)?;
     if no_container || !args.is_empty() {
         return Ok(());

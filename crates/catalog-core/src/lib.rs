@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod config_reference;
 pub mod connection;
 pub mod lake;
 pub mod postgres;

@@ -10,6 +10,12 @@ pub const DUCKDB_VERSION: &str = "1.5.5";
 pub const DUCKDB_CRATE_VERSION: &str = "1.10505.0";
 /// The DuckLake catalog format version that the pinned `ducklake` extension writes.
 pub const DUCKLAKE_SPEC_VERSION: &str = "1.0";
+/// The oldest DuckDB release whose `ducklake` extension attaches a spec
+/// [`DUCKLAKE_SPEC_VERSION`] catalog (found by attaching with each release; 1.5.0 and 1.5.1
+/// speak spec 0.4, 1.4 only up to 0.3).
+pub const OLDEST_CLIENT_VERSION: &str = "1.5.2";
+/// The newest release that cannot, for the test of the error such a client gets.
+pub const TOO_OLD_CLIENT_VERSION: &str = "1.5.1";
 /// The PostgreSQL major version the supervisor runs and accepts in a data directory.
 pub const PG_MAJOR: u32 = 15;
 /// DuckDB extensions the server and the test clients load, as `(PyPI wheel, file stem)`.

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use catalog_core::config::{Config, Sources};
-use catalog_core::connection::ConnectionInfo;
 use catalog_core::{status, versions, Probe, Supervisor};
 use health::HealthState;
 use tokio::signal::unix::{signal, SignalKind};
@@ -33,16 +32,18 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             print!("{}", load()?.to_redacted_toml());
             Ok(())
         }
+        Command::Config {
+            command: ConfigCommand::Reference { format },
+        } => {
+            config_reference(*format);
+            Ok(())
+        }
         Command::Version { format } => version(*format),
         Command::Backup { command } => crate::backup::run(&load()?, command),
         Command::Restore { to_time, format } => {
             crate::backup::restore(&load()?, to_time.as_deref(), *format)
         }
-        Command::Connect {
-            lake,
-            format,
-            show_password,
-        } => connect(&load()?, lake.as_deref(), *format, *show_password),
+        Command::Connect(args) => crate::connect::run(&load()?, args),
     }
 }
 
@@ -160,6 +161,24 @@ fn health_probe(url: &str, timeout: Duration) -> Result<(), Failure> {
     Ok(())
 }
 
+fn config_reference(format: Format) {
+    use catalog_core::config_reference::{env_var, markdown_table, KEYS};
+    match format {
+        Format::Text => print!("{}", markdown_table()),
+        Format::Json => {
+            let keys: Vec<serde_json::Value> = KEYS
+                .iter()
+                .map(|k| {
+                    let mut v = serde_json::to_value(k).expect("a key serialises");
+                    v["env"] = env_var(k.key).into();
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::Value::from(keys));
+        }
+    }
+}
+
 fn version(format: Format) -> Result<(), Failure> {
     // Ask the embedded engine itself, so the printed version is the one that runs.
     let conn = duckdb::Connection::open_in_memory().context("open the embedded DuckDB")?;
@@ -171,6 +190,10 @@ fn version(format: Format) -> Result<(), Failure> {
         "duckdb_engine": engine.trim_start_matches('v'),
         "ducklake_spec": versions::DUCKLAKE_SPEC_VERSION,
         "postgres_major": versions::PG_MAJOR,
+        "clients": {
+            "duckdb_oldest": versions::OLDEST_CLIENT_VERSION,
+            "duckdb_tested": versions::DUCKDB_VERSION,
+        },
         "extensions": versions::DUCKDB_EXTENSIONS.iter().map(|(_, f)| format!("{f} v{}", versions::DUCKDB_VERSION)).collect::<Vec<_>>(),
     });
     match format {
@@ -183,65 +206,12 @@ fn version(format: Format) -> Result<(), Failure> {
             );
             println!("DuckLake spec    {}", versions::DUCKLAKE_SPEC_VERSION);
             println!("PostgreSQL       {}", versions::PG_MAJOR);
-        }
-    }
-    Ok(())
-}
-
-fn connect(
-    config: &Config,
-    lake: Option<&str>,
-    format: Format,
-    show_password: bool,
-) -> Result<(), Failure> {
-    let names: Vec<&str> = config.lakes.iter().map(|l| l.name.as_str()).collect();
-    let lake = match lake {
-        Some(name) => config.lake(name).ok_or_else(|| {
-            Failure::config(anyhow!(
-                "no lake named `{name}`; configured lakes: {}",
-                names.join(", ")
-            ))
-        })?,
-        None if config.lakes.len() == 1 => &config.lakes[0],
-        None => {
-            return Err(Failure::config(anyhow!(
-                "several lakes are configured ({}); choose one with --lake",
-                names.join(", ")
-            )))
-        }
-    };
-    let info = ConnectionInfo::for_lake(config, lake);
-    if show_password && info.password.is_none() {
-        return Err(anyhow!(
-            "the admin password is not readable ({}); start the server once or set postgres.admin_password",
-            info.password_source
-        )
-        .into());
-    }
-    let password = if show_password {
-        info.password.as_ref().map_or("", |p| p.expose()).to_owned()
-    } else {
-        format!("(hidden: --show-password; {})", info.password_source)
-    };
-    match format {
-        Format::Json => {
-            let mut v = serde_json::to_value(&info).context("serialise the connection info")?;
-            v["attach"] = info.attach_sql(show_password).into();
-            if show_password {
-                v["password"] = password.into();
-            }
-            println!("{v}");
-        }
-        Format::Text => {
-            println!("lake       {}", info.lake);
-            println!("host       {}", info.host);
-            println!("port       {}", info.port);
-            println!("dbname     {}", info.dbname);
-            println!("user       {}", info.user);
-            println!("password   {password}");
-            println!("data path  {}", info.data_path);
-            println!();
-            println!("{};", info.attach_sql(show_password));
+            println!(
+                "Clients          DuckDB {} to {} (older ones cannot attach spec {} lakes)",
+                versions::OLDEST_CLIENT_VERSION,
+                versions::DUCKDB_VERSION,
+                versions::DUCKLAKE_SPEC_VERSION
+            );
         }
     }
     Ok(())

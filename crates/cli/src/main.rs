@@ -5,6 +5,7 @@
 
 mod backup;
 mod commands;
+mod connect;
 mod init;
 
 use std::path::PathBuf;
@@ -77,17 +78,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Print how to connect to a lake: the ATTACH string, host, port, dbname, user, data path.
-    Connect {
-        /// The lake; default: the only configured lake.
-        #[arg(long)]
-        lake: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        /// Include the password.
-        #[arg(long)]
-        show_password: bool,
-    },
+    /// Print how to connect to a lake: the ATTACH string, host, port, dbname, user, data path;
+    /// with --lang, a complete program for that client, and with --check, run it against this
+    /// server.
+    Connect(connect::ConnectArgs),
 }
 
 /// Flags that override configuration keys; global so `connect` and `health` see what `serve`
@@ -129,6 +123,12 @@ enum BackupCommand {
 enum ConfigCommand {
     /// Print the effective configuration as TOML, secrets redacted.
     Show,
+    /// Print every configuration key with its environment variable, default and meaning
+    /// (the table in docs/configuration.md).
+    Reference {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -240,7 +240,12 @@ fn wait_archived(server: &mut Server) {
     let last = superuser_tool(
         server,
         "psql",
-        &["-d", "postgres", "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
+        &[
+            "-d",
+            "postgres",
+            "-Atc",
+            "SELECT pg_walfile_name(pg_switch_wal())",
+        ],
     );
     let last = last.trim().to_owned();
     server.wait_for(Duration::from_secs(60), |_, b| {

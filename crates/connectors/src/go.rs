@@ -11,8 +11,7 @@ static SPEC: Spec = Spec {
     language: "go",
     client: "Go (github.com/duckdb/duckdb-go/v2 v2.10505.0)",
     highlight: "go",
-    run_hint:
-        "PGPASSWORD=… go run .   (needs main.go, go.mod and go.sum: write them with --out DIR)",
+    run_hint: "PGPASSWORD=… go run .",
     files: &[
         ("main.go", include_str!("../../../examples/go/main.go")),
         ("go.mod", include_str!("../../../examples/go/go.mod")),

@@ -11,18 +11,18 @@ static SPEC: Spec = Spec {
     language: "node",
     client: "Node.js (@duckdb/node-api 1.5.5-r.5)",
     highlight: "javascript",
-    run_hint: "npm ci && PGPASSWORD=… node main.js   (needs main.js, package.json and package-lock.json: write them with --out DIR)",
+    run_hint: "npm ci && PGPASSWORD=… node main.js",
     files: &[
-            ("main.js", include_str!("../../../examples/node/main.js")),
-            (
-                "package.json",
-                include_str!("../../../examples/node/package.json"),
-            ),
-            (
-                "package-lock.json",
-                include_str!("../../../examples/node/package-lock.json"),
-            ),
-        ],
+        ("main.js", include_str!("../../../examples/node/main.js")),
+        (
+            "package.json",
+            include_str!("../../../examples/node/package.json"),
+        ),
+        (
+            "package-lock.json",
+            include_str!("../../../examples/node/package-lock.json"),
+        ),
+    ],
 };
 
 #[async_trait::async_trait]

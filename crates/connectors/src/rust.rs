@@ -11,21 +11,21 @@ static SPEC: Spec = Spec {
     language: "rust",
     client: "Rust (duckdb crate =1.10505.0)",
     highlight: "rust",
-    run_hint: "PGPASSWORD=… cargo run --release   (needs src/main.rs, Cargo.toml and Cargo.lock: write them with --out DIR; the first build compiles DuckDB)",
+    run_hint: "PGPASSWORD=… cargo run --release   (the first build compiles DuckDB)",
     files: &[
-            (
-                "src/main.rs",
-                include_str!("../../../examples/rust/src/main.rs"),
-            ),
-            (
-                "Cargo.toml",
-                include_str!("../../../examples/rust/Cargo.toml"),
-            ),
-            (
-                "Cargo.lock",
-                include_str!("../../../examples/rust/Cargo.lock"),
-            ),
-        ],
+        (
+            "src/main.rs",
+            include_str!("../../../examples/rust/src/main.rs"),
+        ),
+        (
+            "Cargo.toml",
+            include_str!("../../../examples/rust/Cargo.toml"),
+        ),
+        (
+            "Cargo.lock",
+            include_str!("../../../examples/rust/Cargo.lock"),
+        ),
+    ],
 };
 
 #[async_trait::async_trait]

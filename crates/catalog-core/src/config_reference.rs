@@ -1,0 +1,328 @@
+//! The configuration reference: every key, its environment variable, default and meaning.
+//! `ducklake-catalog config reference` prints it; docs/configuration.md holds the same table
+//! (a test keeps them equal), and a test here keeps it equal to the keys of [`Config`].
+//!
+//! [`Config`]: crate::config::Config
+
+use std::fmt::Write as _;
+
+use crate::config::ENV_PREFIX;
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct KeyDoc {
+    /// Dotted key; `lakes[].x` for a field of each `[[lakes]]` entry.
+    pub key: &'static str,
+    /// The default, in words when it is computed.
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every key, in the order of the reference.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "home",
+        default: "`./.ducklake-catalog`",
+        meaning: "folder for all state: `pgdata/`, `secrets/`, `run/` (socket), `lakes/` (local data)",
+    },
+    KeyDoc {
+        key: "postgres.bin_dir",
+        default: "Debian's `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`",
+        meaning: "PostgreSQL 15 server binaries",
+    },
+    KeyDoc {
+        key: "postgres.listen_address",
+        default: "`127.0.0.1`",
+        meaning: "`listen_addresses`; use `0.0.0.0` in a container",
+    },
+    KeyDoc {
+        key: "postgres.port",
+        default: "`5432`",
+        meaning: "client port",
+    },
+    KeyDoc {
+        key: "postgres.advertised_host",
+        default: "listen address (`127.0.0.1` for a wildcard)",
+        meaning: "host printed in ATTACH strings",
+    },
+    KeyDoc {
+        key: "postgres.admin_user",
+        default: "`admin`",
+        meaning: "login role for clients; owns every lake database; never superuser",
+    },
+    KeyDoc {
+        key: "postgres.admin_password",
+        default: "generated once into `<home>/secrets/admin.password`",
+        meaning: "applied on every start",
+    },
+    KeyDoc {
+        key: "postgres.admin_password_file",
+        default: "—",
+        meaning: "file holding the admin password",
+    },
+    KeyDoc {
+        key: "postgres.os_user",
+        default: "`postgres`",
+        meaning: "OS user PostgreSQL runs as when the server runs as root",
+    },
+    KeyDoc {
+        key: "postgres.tls_cert_file",
+        default: "self-signed, generated at first boot",
+        meaning: "PEM certificate",
+    },
+    KeyDoc {
+        key: "postgres.tls_key_file",
+        default: "—",
+        meaning: "PEM key for `tls_cert_file` (set both or neither)",
+    },
+    KeyDoc {
+        key: "postgres.max_connections",
+        default: "`200`",
+        meaning: "each DuckDB client keeps a pool of about 8",
+    },
+    KeyDoc {
+        key: "postgres.shared_buffers",
+        default: "`128MB`",
+        meaning: "PostgreSQL `shared_buffers`",
+    },
+    KeyDoc {
+        key: "postgres.wal_segment_size_mb",
+        default: "`1`",
+        meaning: "WAL segment size (initdb, first start only); power of two, 1-1024",
+    },
+    KeyDoc {
+        key: "postgres.stop_timeout_secs",
+        default: "`30`",
+        meaning: "fast shutdown budget before an immediate one; half of it may go to flushing the WAL archive",
+    },
+    KeyDoc {
+        key: "postgres.start_timeout_secs",
+        default: "`120`",
+        meaning: "how long PostgreSQL may take to accept connections",
+    },
+    KeyDoc {
+        key: "postgres.settings",
+        default: "—",
+        meaning: "table of extra `postgresql.conf` settings, written last",
+    },
+    KeyDoc {
+        key: "backup.target",
+        default: "unset (no backups; warned at start)",
+        meaning: "`s3://bucket/prefix/` or an absolute folder for WAL and base backups; see [backups](backup-and-restore.md)",
+    },
+    KeyDoc {
+        key: "backup.archive_timeout",
+        default: "`1s`",
+        meaning: "the RPO: longest wait before a commit's WAL is shipped (whole seconds)",
+    },
+    KeyDoc {
+        key: "backup.base_interval",
+        default: "`24h`",
+        meaning: "how often a base backup is taken (at least `1m`)",
+    },
+    KeyDoc {
+        key: "backup.retention.count",
+        default: "`7`",
+        meaning: "keep at least this many newest base backups",
+    },
+    KeyDoc {
+        key: "backup.retention.max_age",
+        default: "unset",
+        meaning: "also keep base backups younger than this (`14d`)",
+    },
+    KeyDoc {
+        key: "backup.compression",
+        default: "`zstd`",
+        meaning: "`zstd` or `none`",
+    },
+    KeyDoc {
+        key: "backup.auto_restore",
+        default: "`true`",
+        meaning: "restore on an empty home when the target holds a backup",
+    },
+    KeyDoc {
+        key: "http.listen",
+        default: "`127.0.0.1:8080`",
+        meaning: "`/healthz`, `/readyz`; use `0.0.0.0:8080` in a container",
+    },
+    KeyDoc {
+        key: "s3.region",
+        default: "`AWS_REGION`",
+        meaning: "bucket region",
+    },
+    KeyDoc {
+        key: "s3.endpoint",
+        default: "AWS",
+        meaning: "S3-compatible endpoint URL (MinIO, moto)",
+    },
+    KeyDoc {
+        key: "s3.allow_http",
+        default: "`false`",
+        meaning: "allow a plain-HTTP endpoint",
+    },
+    KeyDoc {
+        key: "s3.force_path_style",
+        default: "`false`",
+        meaning: "path-style requests, for S3-compatible stores",
+    },
+    KeyDoc {
+        key: "s3.access_key_id",
+        default: "AWS credential chain",
+        meaning: "static key id",
+    },
+    KeyDoc {
+        key: "s3.secret_access_key",
+        default: "AWS credential chain",
+        meaning: "static secret key (also `s3.secret_access_key_file`)",
+    },
+    KeyDoc {
+        key: "s3.secret_access_key_file",
+        default: "—",
+        meaning: "file holding the secret key",
+    },
+    KeyDoc {
+        key: "s3.session_token",
+        default: "—",
+        meaning: "session token (also `s3.session_token_file`)",
+    },
+    KeyDoc {
+        key: "s3.session_token_file",
+        default: "—",
+        meaning: "file holding the session token",
+    },
+    KeyDoc {
+        key: "duckdb.extension_directory",
+        default: "`<home>/extensions`, `/usr/lib/ducklake-catalog/extensions`, `~/.duckdb/extensions`",
+        meaning: "where `v1.5.5/linux_amd64/ducklake.duckdb_extension` and `postgres_scanner.duckdb_extension` are; never downloaded",
+    },
+    KeyDoc {
+        key: "log.format",
+        default: "`auto`",
+        meaning: "`auto` (JSON unless stdout is a terminal), `json`, `text`",
+    },
+    KeyDoc {
+        key: "log.level",
+        default: "`info`",
+        meaning: "tracing filter, e.g. `info,catalog_core=debug`",
+    },
+    KeyDoc {
+        key: "lakes",
+        default: "one lake, see below",
+        meaning: "array of `{ name, data_path }`",
+    },
+    KeyDoc {
+        key: "lakes[].name",
+        default: "—",
+        meaning: "lake and database name: lowercase letters, digits, `_`",
+    },
+    KeyDoc {
+        key: "lakes[].data_path",
+        default: "—",
+        meaning: "`s3://bucket/prefix/` or an absolute folder; fixed once the lake exists",
+    },
+];
+
+/// The environment variable that sets `key`; `None` for the fields of `[[lakes]]` entries
+/// (set lakes in the TOML file, or the single lake with `DUCKLAKE_CATALOG_LAKE_NAME` and
+/// `DUCKLAKE_CATALOG_DATA_PATH`).
+pub fn env_var(key: &str) -> Option<String> {
+    (!key.contains('[') && key != "lakes")
+        .then(|| format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase()))
+}
+
+/// The reference as a Markdown table.
+pub fn markdown_table() -> String {
+    let mut out =
+        String::from("| key | environment variable | default | meaning |\n|---|---|---|---|\n");
+    for k in KEYS {
+        let env = env_var(k.key).map_or_else(|| "—".to_owned(), |e| format!("`{e}`"));
+        let _ = writeln!(
+            out,
+            "| `{}` | {env} | {} | {} |",
+            k.key, k.default, k.meaning
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::config::{Config, LakeConfig};
+
+    fn leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) if !map.is_empty() && prefix != "postgres.settings" => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_owned());
+            }
+        }
+    }
+
+    #[test]
+    fn the_reference_lists_exactly_the_keys_of_the_config_types() {
+        let mut keys = BTreeSet::new();
+        leaves(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut keys,
+        );
+        let lake = LakeConfig {
+            name: "x".into(),
+            data_path: storage::DataPath::parse("/tmp/x").unwrap(),
+        };
+        leaves("lakes[]", &serde_json::to_value(lake).unwrap(), &mut keys);
+        let documented: BTreeSet<String> = KEYS.iter().map(|k| k.key.to_owned()).collect();
+        assert_eq!(
+            documented.difference(&keys).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "documented keys the config does not have"
+        );
+        assert_eq!(
+            keys.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "config keys missing from config_reference::KEYS"
+        );
+    }
+
+    #[test]
+    fn docs_configuration_holds_the_reference_table() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = (
+            "<!-- config reference -->\n",
+            "<!-- end config reference -->",
+        );
+        let start = doc
+            .find(begin)
+            .expect("docs/configuration.md lost its reference markers")
+            + begin.len();
+        let len = doc[start..].find(end).expect("no end marker");
+        let fresh = format!(
+            "{}{}{}",
+            &doc[..start],
+            markdown_table(),
+            &doc[start + len..]
+        );
+        if std::env::var_os("DUCKLAKE_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &fresh).unwrap();
+            return;
+        }
+        assert!(
+            doc == fresh,
+            "docs/configuration.md's key table is stale: run `DUCKLAKE_UPDATE_DOCS=1 cargo test -p catalog-core docs_configuration` (or paste `ducklake-catalog config reference`)"
+        );
+    }
+}
