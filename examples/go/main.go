@@ -61,7 +61,8 @@ func main() {
     'data_files': (SELECT count(*) FROM ducklake_list_files('lake', 'example_go')),
     'sum_before_update': (SELECT sum(amount) FROM ` + table + ` AT (VERSION => getvariable('before_update'))),
     'sum_now': (SELECT sum(amount) FROM ` + table + `),
-    'snapshots': (SELECT count(*) FROM ducklake_snapshots('lake'))
+    'snapshots': (SELECT count(*) FROM ducklake_snapshots('lake')),
+    'latest_snapshots': (SELECT list({'id': snapshot_id, 'changes': changes} ORDER BY snapshot_id DESC)[1:3] FROM ducklake_snapshots('lake'))
 })::VARCHAR`
 
 	db, err := sql.Open("duckdb", "")

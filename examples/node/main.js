@@ -48,7 +48,8 @@ const summary = `SELECT to_json({
     'data_files': (SELECT count(*) FROM ducklake_list_files('lake', 'example_node')),
     'sum_before_update': (SELECT sum(amount) FROM ${TABLE} AT (VERSION => getvariable('before_update'))),
     'sum_now': (SELECT sum(amount) FROM ${TABLE}),
-    'snapshots': (SELECT count(*) FROM ducklake_snapshots('lake'))
+    'snapshots': (SELECT count(*) FROM ducklake_snapshots('lake')),
+    'latest_snapshots': (SELECT list({'id': snapshot_id, 'changes': changes} ORDER BY snapshot_id DESC)[1:3] FROM ducklake_snapshots('lake'))
 })::VARCHAR`;
 
 async function main() {

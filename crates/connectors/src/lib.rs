@@ -261,6 +261,15 @@ pub struct Summary {
     pub sum_before_update: i64,
     pub sum_now: i64,
     pub snapshots: u64,
+    /// The newest three snapshots, newest first, with what each changed.
+    pub latest_snapshots: Vec<SnapshotEntry>,
+}
+
+/// One row of `ducklake_snapshots()`, as the examples list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SnapshotEntry {
+    pub id: u64,
+    pub changes: serde_json::Value,
 }
 
 impl Summary {
@@ -271,13 +280,19 @@ impl Summary {
             && self.data_files >= 1
             && self.sum_before_update == 499_503
             && self.sum_now == 500_503
-            && self.snapshots >= 4;
+            && self.snapshots >= 4
+            && self.latest_snapshots.len() == 3
+            && self.latest_snapshots.windows(2).all(|w| w[0].id > w[1].id)
+            && self
+                .latest_snapshots
+                .iter()
+                .all(|s| s.changes.as_object().is_some_and(|c| !c.is_empty()));
         if ok {
             Ok(())
         } else {
             Err(ConnectorError::WrongOutput {
                 got: printed.to_owned(),
-                expected: "1003 rows, at least 1 data file, sum_before_update 499503 (time travel), sum_now 500503, at least 4 snapshots".into(),
+                expected: "1003 rows, at least 1 data file, sum_before_update 499503 (time travel), sum_now 500503, at least 4 snapshots, the newest 3 listed with their changes".into(),
             })
         }
     }
@@ -443,6 +458,13 @@ mod tests {
             sum_before_update: 499_503,
             sum_now: 500_503,
             snapshots: 5,
+            latest_snapshots: (3..6)
+                .rev()
+                .map(|id| SnapshotEntry {
+                    id,
+                    changes: serde_json::json!({ "tables_inserted_into": ["1"] }),
+                })
+                .collect(),
         };
         assert!(good.verify("").is_ok());
         let inlined_only = Summary {
@@ -452,8 +474,13 @@ mod tests {
         assert!(inlined_only.verify("").is_err());
         let no_time_travel = Summary {
             sum_before_update: 500_503,
-            ..good
+            ..good.clone()
         };
         assert!(no_time_travel.verify("").is_err());
+        let unlisted = Summary {
+            latest_snapshots: vec![],
+            ..good
+        };
+        assert!(unlisted.verify("").is_err());
     }
 }
