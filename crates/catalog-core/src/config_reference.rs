@@ -298,31 +298,22 @@ mod tests {
 
     #[test]
     fn docs_configuration_holds_the_reference_table() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
-        let doc = std::fs::read_to_string(&path).unwrap();
-        let (begin, end) = (
-            "<!-- config reference -->\n",
-            "<!-- end config reference -->",
-        );
-        let start = doc
-            .find(begin)
-            .expect("docs/configuration.md lost its reference markers")
-            + begin.len();
-        let len = doc[start..].find(end).expect("no end marker");
-        let fresh = format!(
-            "{}{}{}",
-            &doc[..start],
-            markdown_table(),
-            &doc[start + len..]
-        );
-        if std::env::var_os("DUCKLAKE_UPDATE_DOCS").is_some() {
-            std::fs::write(&path, &fresh).unwrap();
-            return;
-        }
-        assert!(
-            doc == fresh,
-            "docs/configuration.md's key table is stale: run `DUCKLAKE_UPDATE_DOCS=1 cargo test -p catalog-core docs_configuration` (or paste `ducklake-catalog config reference`)"
-        );
+        crate::assert_doc_current("configuration.md", |doc| {
+            let (begin, end) = (
+                "<!-- config reference -->\n",
+                "<!-- end config reference -->",
+            );
+            let start = doc
+                .find(begin)
+                .expect("docs/configuration.md lost its markers")
+                + begin.len();
+            let len = doc[start..].find(end).expect("no end marker");
+            format!(
+                "{}{}{}",
+                &doc[..start],
+                markdown_table(),
+                &doc[start + len..]
+            )
+        });
     }
 }

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod config;
 pub mod config_reference;
 pub mod connection;
+pub mod iam;
 pub mod lake;
 pub mod postgres;
 pub mod recovery;
@@ -29,3 +30,23 @@ pub(crate) fn one_line(s: &str) -> String {
 }
 pub use secret::Secret;
 pub use supervisor::{Probe, ServeError, Supervisor};
+
+/// Checks that a doc page's generated parts are current: `fill` regenerates them from the code.
+/// With `DUCKLAKE_UPDATE_DOCS` set the page is rewritten instead.
+#[cfg(test)]
+pub(crate) fn assert_doc_current(page: &str, fill: impl Fn(&str) -> String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(page);
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let fresh = fill(&doc);
+    assert_ne!(fresh.len(), 0);
+    if std::env::var_os("DUCKLAKE_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+        return;
+    }
+    assert!(
+        doc == fresh,
+        "docs/{page} differs from what the code generates: run `DUCKLAKE_UPDATE_DOCS=1 cargo xtask test -p catalog-core docs_`"
+    );
+}

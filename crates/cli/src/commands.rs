@@ -38,6 +38,25 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             config_reference(*format);
             Ok(())
         }
+        Command::IamPolicy {
+            lake,
+            role,
+            explain,
+        } => {
+            use catalog_core::iam::{self, PolicyRole};
+            let role = match role {
+                crate::IamRole::Server => PolicyRole::Server,
+                crate::IamRole::Writer => PolicyRole::Writer,
+                crate::IamRole::Reader => PolicyRole::Reader,
+            };
+            let policy = iam::policy(&load()?, role, lake.as_deref()).map_err(Failure::config)?;
+            if *explain {
+                print!("{}", iam::explain(&policy));
+            } else {
+                println!("{}", policy.to_json());
+            }
+            Ok(())
+        }
         Command::Version { format } => version(*format),
         Command::Backup { command } => crate::backup::run(&load()?, command),
         Command::Restore { to_time, format } => {

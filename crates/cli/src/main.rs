@@ -78,6 +78,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Print the least-privilege IAM policy (JSON) for this configuration: the server's task
+    /// role (every lake's data path and the backup target), or a DuckDB client's writer or
+    /// reader role.
+    IamPolicy {
+        /// Only this lake (default: every configured lake).
+        #[arg(long)]
+        lake: Option<String>,
+        #[arg(long, value_enum, default_value_t = IamRole::Server)]
+        role: IamRole,
+        /// Print a table explaining each statement instead of the policy.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Print how to connect to a lake: the ATTACH string, host, port, dbname, user, data path;
     /// with --lang, a complete program for that client, and with --check, run it against this
     /// server.
@@ -129,6 +142,13 @@ enum ConfigCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IamRole {
+    Server,
+    Writer,
+    Reader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

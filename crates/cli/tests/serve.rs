@@ -390,6 +390,52 @@ fn version_prints_the_pinned_versions() {
     assert_eq!(v["postgres_major"], 15);
 }
 
+#[test]
+fn iam_policy_grants_exactly_the_configured_prefixes() {
+    let dir = home();
+    let env = [
+        ("DUCKLAKE_CATALOG_LAKE_NAME", "sales"),
+        ("DUCKLAKE_CATALOG_DATA_PATH", "s3://acme-lake/lakes/sales/"),
+        (
+            "DUCKLAKE_CATALOG_BACKUP__TARGET",
+            "s3://acme-backups/catalog/",
+        ),
+    ];
+    let policy = |args: &[&str]| {
+        let out = run_cli(dir.path(), &env, &[&["iam-policy"], args].concat());
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let server = policy(&[]);
+    let resources: Vec<&str> = server["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Resource"].as_array().unwrap())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "arn:aws:s3:::acme-backups",
+            "arn:aws:s3:::acme-backups/catalog/*",
+            "arn:aws:s3:::acme-lake",
+            "arn:aws:s3:::acme-lake/lakes/sales/*"
+        ]
+    );
+    let reader = policy(&["--role", "reader", "--lake", "sales"]);
+    assert_eq!(
+        reader["Statement"][1]["Action"],
+        serde_json::json!(["s3:GetObject"])
+    );
+    assert!(!reader.to_string().contains("acme-backups"));
+
+    let out = run_cli(dir.path(), &env, &["iam-policy", "--lake", "hr"]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = error_line(&String::from_utf8_lossy(&out.stderr));
+    assert!(line.contains("no lake named `hr`"), "{line}");
+}
+
 /// `(pid, ppid, state)` of every process, as this (the host's) PID namespace sees them.
 fn processes() -> Vec<(i32, i32, char)> {
     std::fs::read_dir("/proc")

@@ -1,0 +1,372 @@
+//! Least-privilege IAM policies for this configuration: the server's task role and the clients'
+//! writer and reader roles. `ducklake-catalog iam-policy` prints them, and
+//! docs/iam-permissions.md shows them for an example configuration (a test keeps it current).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use storage::DataPath;
+
+use crate::config::{Config, LakeConfig};
+
+/// Who the policy is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyRole {
+    /// The server (the ECS task role): every lake's data path and the backup target.
+    Server,
+    /// A DuckDB client that writes a lake: read, write and delete its Parquet files.
+    Writer,
+    /// A DuckDB client that only reads a lake.
+    Reader,
+}
+
+impl PolicyRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyRole::Server => "server",
+            PolicyRole::Writer => "writer",
+            PolicyRole::Reader => "reader",
+        }
+    }
+}
+
+/// Why no policy can be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IamError {
+    #[error("no lake named `{name}`; configured lakes: {known}")]
+    UnknownLake { name: String, known: String },
+    #[error("{what} on local disk, so no IAM permission applies; IAM policies cover s3:// data paths and backup targets")]
+    NothingOnS3 { what: String },
+}
+
+/// One statement, with the reason it exists.
+#[derive(Debug, Clone, Serialize)]
+pub struct Statement {
+    #[serde(rename = "Sid")]
+    pub sid: String,
+    #[serde(rename = "Effect")]
+    pub effect: &'static str,
+    #[serde(rename = "Action")]
+    pub actions: Vec<&'static str>,
+    #[serde(rename = "Resource")]
+    pub resources: Vec<String>,
+    #[serde(rename = "Condition", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<serde_json::Value>,
+    /// Why the server or client needs it (not part of the IAM document).
+    #[serde(skip)]
+    pub why: String,
+}
+
+/// An IAM policy document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    #[serde(rename = "Version")]
+    pub version: &'static str,
+    #[serde(rename = "Statement")]
+    pub statements: Vec<Statement>,
+}
+
+impl Policy {
+    /// The document as pretty JSON, ready for `aws iam put-role-policy`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a policy serialises")
+    }
+}
+
+/// The S3 places a role touches: bucket → prefixes, with what each prefix is.
+type Places = BTreeMap<String, Vec<(String, String)>>;
+
+fn add(places: &mut Places, path: &DataPath, what: String) {
+    if let DataPath::S3 { bucket, prefix } = path {
+        places
+            .entry(bucket.clone())
+            .or_default()
+            .push((prefix.clone(), what));
+    }
+}
+
+/// A statement id from a bucket name: IAM allows only letters and digits.
+fn sid(stem: &str, bucket: &str) -> String {
+    let mut s = stem.to_owned();
+    let mut upper = true;
+    for c in bucket.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(if upper { c.to_ascii_uppercase() } else { c });
+            upper = false;
+        } else {
+            upper = true;
+        }
+    }
+    s
+}
+
+/// The least-privilege policy for `role` on `lake` (all lakes when `None`).
+pub fn policy(config: &Config, role: PolicyRole, lake: Option<&str>) -> Result<Policy, IamError> {
+    let lakes: Vec<&LakeConfig> = match lake {
+        Some(name) => vec![config.lake(name).ok_or_else(|| IamError::UnknownLake {
+            name: name.to_owned(),
+            known: config
+                .lakes
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?],
+        None => config.lakes.iter().collect(),
+    };
+    let mut places = Places::new();
+    for l in &lakes {
+        add(&mut places, &l.data_path, format!("lake `{}`", l.name));
+    }
+    if role == PolicyRole::Server {
+        if let Some(target) = &config.backup.target {
+            add(&mut places, target, "the backup target".into());
+        }
+    }
+    if places.is_empty() {
+        let names: Vec<&str> = lakes.iter().map(|l| l.name.as_str()).collect();
+        return Err(IamError::NothingOnS3 {
+            what: format!(
+                "the data path of {} {}{}",
+                if names.len() == 1 { "lake" } else { "lakes" },
+                names.join(", "),
+                if role == PolicyRole::Server {
+                    " and the backup target (if any) are"
+                } else {
+                    " is"
+                }
+            ),
+        });
+    }
+    let objects: Vec<&'static str> = match role {
+        PolicyRole::Server => vec![
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:AbortMultipartUpload",
+        ],
+        PolicyRole::Writer => vec!["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        PolicyRole::Reader => vec!["s3:GetObject"],
+    };
+    let why_objects = match role {
+        PolicyRole::Server => "the storage check at start (put, get, delete a marker), WAL and base backups (multipart; an aborted upload is cleaned up), the lease, retention",
+        PolicyRole::Writer => "DuckDB writes Parquet and delete files, reads them back, and deletes them when snapshots expire or files are merged",
+        PolicyRole::Reader => "DuckDB reads the Parquet and delete files",
+    };
+    let mut statements = Vec::new();
+    for (bucket, prefixes) in &places {
+        let whats: Vec<&str> = prefixes.iter().map(|(_, w)| w.as_str()).collect();
+        let patterns: Vec<String> = prefixes.iter().map(|(p, _)| format!("{p}*")).collect();
+        let whole_bucket = prefixes.iter().any(|(p, _)| p.is_empty());
+        statements.push(Statement {
+            sid: sid("List", bucket),
+            effect: "Allow",
+            actions: vec!["s3:ListBucket"],
+            resources: vec![format!("arn:aws:s3:::{bucket}")],
+            condition: (!whole_bucket)
+                .then(|| serde_json::json!({ "StringLike": { "s3:prefix": patterns } })),
+            why: format!(
+                "list only under the prefixes of {} in `{bucket}`",
+                whats.join(" and ")
+            ),
+        });
+        statements.push(Statement {
+            sid: sid("Objects", bucket),
+            effect: "Allow",
+            actions: objects.clone(),
+            resources: prefixes
+                .iter()
+                .map(|(p, _)| format!("arn:aws:s3:::{bucket}/{p}*"))
+                .collect(),
+            condition: None,
+            why: format!("{why_objects}; only objects of {}", whats.join(" and ")),
+        });
+    }
+    Ok(Policy {
+        version: "2012-10-17",
+        statements,
+    })
+}
+
+/// The statements as a Markdown table: id, actions, resources, why.
+pub fn explain(policy: &Policy) -> String {
+    let mut out = String::from("| statement | actions | resources | why |\n|---|---|---|---|\n");
+    for s in &policy.statements {
+        let cond = s
+            .condition
+            .as_ref()
+            .map(|c| format!(" when `{c}`"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {}{cond} | {} |",
+            s.sid,
+            s.actions
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.resources
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.why
+        );
+    }
+    out
+}
+
+/// The example configuration docs/iam-permissions.md shows: lake `sales` on
+/// `s3://acme-data/lakes/sales/`, backups in `s3://acme-backups/catalog/`.
+pub fn example_config() -> Config {
+    let mut config = Config {
+        lakes: vec![LakeConfig {
+            name: "sales".into(),
+            data_path: DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
+        }],
+        ..Config::default()
+    };
+    config.backup.target = Some(DataPath::parse("s3://acme-backups/catalog/").expect("valid"));
+    config
+}
+
+/// `doc` with each `<!-- iam-policy <role> -->` … `<!-- end -->` block filled with the example
+/// configuration's policy for that role and the table explaining it.
+pub fn fill_doc(doc: &str) -> String {
+    let config = example_config();
+    let mut out = doc.to_owned();
+    for role in [PolicyRole::Server, PolicyRole::Writer, PolicyRole::Reader] {
+        let begin = format!("<!-- iam-policy {} -->\n", role.name());
+        let Some(start) = out.find(&begin).map(|i| i + begin.len()) else {
+            continue;
+        };
+        let Some(len) = out[start..].find("<!-- end -->") else {
+            continue;
+        };
+        let policy = policy(&config, role, Some("sales")).expect("the example is on S3");
+        let block = format!("```json\n{}\n```\n\n{}", policy.to_json(), explain(&policy));
+        out.replace_range(start..start + len, &block);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(data: &str, backup: Option<&str>) -> Config {
+        let mut config = example_config();
+        config.lakes[0].data_path = DataPath::parse(data).unwrap();
+        config.backup.target = backup.map(|b| DataPath::parse(b).unwrap());
+        config
+    }
+
+    fn resources(p: &Policy, i: usize) -> Vec<&str> {
+        p.statements[i]
+            .resources
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn the_server_gets_exactly_the_lake_and_backup_prefixes() {
+        let p = policy(&example_config(), PolicyRole::Server, None).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+        assert_eq!(json["Version"], "2012-10-17");
+        assert_eq!(p.statements.len(), 4, "{}", p.to_json());
+        // Buckets in name order: acme-backups, then acme-data.
+        assert_eq!(resources(&p, 0), ["arn:aws:s3:::acme-backups"]);
+        assert_eq!(
+            json["Statement"][0]["Condition"]["StringLike"]["s3:prefix"],
+            serde_json::json!(["catalog/*"])
+        );
+        assert_eq!(resources(&p, 1), ["arn:aws:s3:::acme-backups/catalog/*"]);
+        assert_eq!(resources(&p, 3), ["arn:aws:s3:::acme-data/lakes/sales/*"]);
+        assert!(p.statements[3].actions.contains(&"s3:AbortMultipartUpload"));
+        for s in &p.statements {
+            assert!(
+                s.sid.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{}",
+                s.sid
+            );
+        }
+    }
+
+    #[test]
+    fn one_bucket_for_data_and_backups_is_one_list_statement_with_both_prefixes() {
+        let config = with("s3://acme/lakes/sales/", Some("s3://acme/backups/"));
+        let p = policy(&config, PolicyRole::Server, None).unwrap();
+        assert_eq!(p.statements.len(), 2);
+        assert_eq!(
+            p.statements[0].condition.as_ref().unwrap()["StringLike"]["s3:prefix"],
+            serde_json::json!(["lakes/sales/*", "backups/*"])
+        );
+        assert_eq!(
+            resources(&p, 1),
+            [
+                "arn:aws:s3:::acme/lakes/sales/*",
+                "arn:aws:s3:::acme/backups/*"
+            ]
+        );
+    }
+
+    #[test]
+    fn clients_get_only_their_lake_and_readers_cannot_write() {
+        let w = policy(&example_config(), PolicyRole::Writer, Some("sales")).unwrap();
+        assert_eq!(
+            w.statements.len(),
+            2,
+            "the backup target is the server's only"
+        );
+        assert_eq!(
+            w.statements[1].actions,
+            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+        );
+        let r = policy(&example_config(), PolicyRole::Reader, Some("sales")).unwrap();
+        assert_eq!(r.statements[1].actions, ["s3:GetObject"]);
+        assert_eq!(resources(&r, 1), ["arn:aws:s3:::acme-data/lakes/sales/*"]);
+    }
+
+    #[test]
+    fn a_whole_bucket_lake_lists_without_a_prefix_condition() {
+        let p = policy(&with("s3://acme/", None), PolicyRole::Reader, None).unwrap();
+        assert!(p.statements[0].condition.is_none());
+        assert_eq!(resources(&p, 1), ["arn:aws:s3:::acme/*"]);
+    }
+
+    #[test]
+    fn local_lakes_and_unknown_lakes_are_named() {
+        let local = with("/var/lib/lakes/sales", None);
+        let err = policy(&local, PolicyRole::Writer, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lake sales") && err.contains("local disk"),
+            "{err}"
+        );
+        let err = policy(&example_config(), PolicyRole::Reader, Some("hr"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no lake named `hr`; configured lakes: sales"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn docs_iam_permissions_shows_the_generated_policies() {
+        crate::assert_doc_current("iam-permissions.md", |doc| {
+            for role in ["server", "writer", "reader"] {
+                assert!(
+                    doc.contains(&format!("<!-- iam-policy {role} -->")),
+                    "{role}"
+                );
+            }
+            fill_doc(doc)
+        });
+    }
+}
