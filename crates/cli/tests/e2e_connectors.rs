@@ -34,7 +34,7 @@ fn toolchain_env() -> Vec<(String, String)> {
     let clients = clients();
     let node_modules = clients.join("node/node_modules");
     let s = |p: PathBuf| p.to_string_lossy().into_owned();
-    vec![
+    let mut env: Vec<(String, String)> = vec![
         (
             "DUCKLAKE_CONNECT_PYTHON".into(),
             s(venv().join("bin/python")),
@@ -56,7 +56,22 @@ fn toolchain_env() -> Vec<(String, String)> {
         // The lake's data is on moto: the clients' AWS credential chain finds these.
         ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-    ]
+    ];
+    // Where this machine keeps its toolchains, when not in their default places under HOME
+    // (the binary under test starts with a cleared environment).
+    for var in [
+        "RUSTUP_HOME",
+        "CARGO_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "GOPATH",
+        "GOMODCACHE",
+        "GOCACHE",
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            env.push((var.into(), value));
+        }
+    }
+    env
 }
 
 /// The same toolchain `connect --check` finds through [`toolchain_env`], built directly.
