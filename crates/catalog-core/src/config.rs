@@ -311,6 +311,8 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
     #[error("configuration file {path} not found: fix --config or DUCKLAKE_CATALOG_CONFIG")]
     FileMissing { path: PathBuf },
+    #[error("no lake named `{name}`; configured lakes: {known}")]
+    UnknownLake { name: String, known: String },
 }
 
 impl ConfigError {
@@ -615,9 +617,20 @@ impl Config {
         format!("http://{host}:{}{path}", addr.port())
     }
 
-    /// The lake called `name`.
-    pub fn lake(&self, name: &str) -> Option<&LakeConfig> {
-        self.lakes.iter().find(|l| l.name == name)
+    /// The lake called `name`, or an error listing the configured ones.
+    pub fn lake(&self, name: &str) -> Result<&LakeConfig, ConfigError> {
+        self.lakes
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| ConfigError::UnknownLake {
+                name: name.to_owned(),
+                known: self
+                    .lakes
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// S3 settings for the storage crate, secrets exposed only into that struct.

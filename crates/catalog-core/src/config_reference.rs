@@ -299,20 +299,11 @@ mod tests {
     #[test]
     fn docs_configuration_holds_the_reference_table() {
         crate::assert_doc_current("configuration.md", |doc| {
-            let (begin, end) = (
+            crate::fill_block(
+                doc,
                 "<!-- config reference -->\n",
                 "<!-- end config reference -->",
-            );
-            let start = doc
-                .find(begin)
-                .expect("docs/configuration.md lost its markers")
-                + begin.len();
-            let len = doc[start..].find(end).expect("no end marker");
-            format!(
-                "{}{}{}",
-                &doc[..start],
-                markdown_table(),
-                &doc[start + len..]
+                &markdown_table(),
             )
         });
     }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use storage::DataPath;
 
-use crate::config::{Config, LakeConfig};
+use crate::config::{Config, ConfigError, LakeConfig};
 
 /// Who the policy is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +35,8 @@ impl PolicyRole {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IamError {
-    #[error("no lake named `{name}`; configured lakes: {known}")]
-    UnknownLake { name: String, known: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("{what} on local disk, so no IAM permission applies; IAM policies cover s3:// data paths and backup targets")]
     NothingOnS3 { what: String },
 }
@@ -105,15 +105,7 @@ fn sid(stem: &str, bucket: &str) -> String {
 /// The least-privilege policy for `role` on `lake` (all lakes when `None`).
 pub fn policy(config: &Config, role: PolicyRole, lake: Option<&str>) -> Result<Policy, IamError> {
     let lakes: Vec<&LakeConfig> = match lake {
-        Some(name) => vec![config.lake(name).ok_or_else(|| IamError::UnknownLake {
-            name: name.to_owned(),
-            known: config
-                .lakes
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?],
+        Some(name) => vec![config.lake(name)?],
         None => config.lakes.iter().collect(),
     };
     let mut places = Places::new();
@@ -219,43 +211,23 @@ pub fn explain(policy: &Policy) -> String {
     out
 }
 
-/// The example configuration docs/iam-permissions.md shows: lake `sales` on
-/// `s3://acme-data/lakes/sales/`, backups in `s3://acme-backups/catalog/`.
-pub fn example_config() -> Config {
-    let mut config = Config {
-        lakes: vec![LakeConfig {
-            name: "sales".into(),
-            data_path: DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
-        }],
-        ..Config::default()
-    };
-    config.backup.target = Some(DataPath::parse("s3://acme-backups/catalog/").expect("valid"));
-    config
-}
-
-/// `doc` with each `<!-- iam-policy <role> -->` … `<!-- end -->` block filled with the example
-/// configuration's policy for that role and the table explaining it.
-pub fn fill_doc(doc: &str) -> String {
-    let config = example_config();
-    let mut out = doc.to_owned();
-    for role in [PolicyRole::Server, PolicyRole::Writer, PolicyRole::Reader] {
-        let begin = format!("<!-- iam-policy {} -->\n", role.name());
-        let Some(start) = out.find(&begin).map(|i| i + begin.len()) else {
-            continue;
-        };
-        let Some(len) = out[start..].find("<!-- end -->") else {
-            continue;
-        };
-        let policy = policy(&config, role, Some("sales")).expect("the example is on S3");
-        let block = format!("```json\n{}\n```\n\n{}", policy.to_json(), explain(&policy));
-        out.replace_range(start..start + len, &block);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The example configuration docs/iam-permissions.md shows: lake `sales` on
+    /// `s3://acme-data/lakes/sales/`, backups in `s3://acme-backups/catalog/`.
+    fn example_config() -> Config {
+        let mut config = Config {
+            lakes: vec![LakeConfig {
+                name: "sales".into(),
+                data_path: DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
+            }],
+            ..Config::default()
+        };
+        config.backup.target = Some(DataPath::parse("s3://acme-backups/catalog/").expect("valid"));
+        config
+    }
 
     fn with(data: &str, backup: Option<&str>) -> Config {
         let mut config = example_config();
@@ -360,13 +332,17 @@ mod tests {
     #[test]
     fn docs_iam_permissions_shows_the_generated_policies() {
         crate::assert_doc_current("iam-permissions.md", |doc| {
-            for role in ["server", "writer", "reader"] {
-                assert!(
-                    doc.contains(&format!("<!-- iam-policy {role} -->")),
-                    "{role}"
+            let mut out = doc.to_owned();
+            for role in [PolicyRole::Server, PolicyRole::Writer, PolicyRole::Reader] {
+                let policy = policy(&example_config(), role, Some("sales")).unwrap();
+                out = crate::fill_block(
+                    &out,
+                    &format!("<!-- iam-policy {} -->\n", role.name()),
+                    "<!-- end -->",
+                    &format!("```json\n{}\n```\n\n{}", policy.to_json(), explain(&policy)),
                 );
             }
-            fill_doc(doc)
+            out
         });
     }
 }

@@ -31,6 +31,20 @@ pub(crate) fn one_line(s: &str) -> String {
 pub use secret::Secret;
 pub use supervisor::{Probe, ServeError, Supervisor};
 
+/// `doc` with the text between `begin` and the next `end` replaced by `content`; both markers
+/// stay. Panics when the page lost its markers.
+#[cfg(test)]
+pub(crate) fn fill_block(doc: &str, begin: &str, end: &str, content: &str) -> String {
+    let start = doc
+        .find(begin)
+        .unwrap_or_else(|| panic!("the page lost its `{begin}` marker"))
+        + begin.len();
+    let len = doc[start..]
+        .find(end)
+        .unwrap_or_else(|| panic!("no `{end}` after `{begin}`"));
+    format!("{}{content}{}", &doc[..start], &doc[start + len..])
+}
+
 /// Checks that a doc page's generated parts are current: `fill` regenerates them from the code.
 /// With `DUCKLAKE_UPDATE_DOCS` set the page is rewritten instead.
 #[cfg(test)]

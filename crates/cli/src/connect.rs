@@ -69,18 +69,17 @@ pub(crate) fn run(config: &Config, args: &ConnectArgs) -> Result<(), Failure> {
 }
 
 fn choose_lake<'c>(config: &'c Config, lake: Option<&str>) -> Result<&'c LakeConfig, Failure> {
-    let names: Vec<&str> = config.lakes.iter().map(|l| l.name.as_str()).collect();
     match lake {
-        Some(name) => config.lake(name).ok_or_else(|| {
-            Failure::config(anyhow!(
-                "no lake named `{name}`; configured lakes: {}",
-                names.join(", ")
-            ))
-        }),
+        Some(name) => config.lake(name).map_err(Failure::config),
         None if config.lakes.len() == 1 => Ok(&config.lakes[0]),
         None => Err(Failure::config(anyhow!(
             "several lakes are configured ({}); choose one with --lake",
-            names.join(", ")
+            config
+                .lakes
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
