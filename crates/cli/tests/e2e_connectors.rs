@@ -13,13 +13,8 @@ use connectors::{Target, Toolchain};
 
 /// The folder `cargo xtask test` installed the Node, Go and Rust clients' dependencies into.
 fn clients() -> PathBuf {
-    let dir = std::env::var_os("DUCKLAKE_TEST_CLIENTS").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/ducklake-catalog/clients")
-        },
-        PathBuf::from,
-    );
+    let dir = std::env::var_os("DUCKLAKE_TEST_CLIENTS")
+        .map_or_else(|| common::cache().join("clients"), PathBuf::from);
     assert!(
         dir.join("node/node_modules").is_dir(),
         "no client dependencies in {}: run `cargo xtask test`",
@@ -74,30 +69,19 @@ fn toolchain_env() -> Vec<(String, String)> {
     env
 }
 
-/// The same toolchain `connect --check` finds through [`toolchain_env`], built directly.
+/// The toolchain `connect --check` finds through [`toolchain_env`], with `program_env` (and
+/// those variables) given to every program.
 fn toolchain(program_env: Vec<(String, String)>) -> Toolchain {
-    let vars: std::collections::HashMap<String, String> = toolchain_env().into_iter().collect();
-    let path = |k: &str| PathBuf::from(&vars[k]);
-    let mut env: Vec<(String, String)> = [
-        "GOFLAGS",
-        "GOPROXY",
-        "CARGO_NET_OFFLINE",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ]
-    .iter()
-    .map(|k| ((*k).to_owned(), vars[*k].clone()))
-    .collect();
-    env.extend(program_env);
-    Toolchain {
-        python: path("DUCKLAKE_CONNECT_PYTHON"),
-        duckdb_cli: path("DUCKDB"),
-        node_modules: Some(path("DUCKLAKE_CONNECT_NODE_MODULES")),
-        libduckdb_dir: Some(path("DUCKDB_LIB_DIR")),
-        cargo_target_dir: path("DUCKLAKE_CONNECT_CARGO_TARGET_DIR"),
-        extension_dir: Some(path("DUCKLAKE_CONNECT_EXTENSIONS")),
-        env,
-    }
+    let vars = toolchain_env();
+    let mut tools = Toolchain::from_vars(|name| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    });
+    tools.env = vars;
+    tools.env.extend(program_env);
+    tools
 }
 
 #[test]

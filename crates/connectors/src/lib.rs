@@ -10,7 +10,7 @@
 //! Adding a language: one module implementing [`Connector`], its example under `examples/`, and
 //! a line in [`registry`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -344,13 +344,6 @@ fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConnectorErro
 
 /// How long one step of a check may take: compiling DuckDB from source for Rust takes long.
 const STEP_TIMEOUT: Duration = Duration::from_secs(45 * 60);
-
-/// A path from an environment variable, if set and non-empty.
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
 
 /// `doc` with each `<!-- program <lang> <file> -->` … `<!-- end -->` block filled with that
 /// example file, as docs/connecting.md shows them.

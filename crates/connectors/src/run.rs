@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use super::{env_path, io, ConnectorError, STEP_TIMEOUT};
+use super::{io, ConnectorError, STEP_TIMEOUT};
 
 /// The client toolchains a check runs programs with, and how to run them offline.
 ///
@@ -31,15 +31,22 @@ pub struct Toolchain {
 impl Toolchain {
     /// The toolchains named by the environment (see the type's documentation).
     pub fn from_env() -> Toolchain {
-        let home = env_path("HOME").unwrap_or_else(std::env::temp_dir);
+        Toolchain::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The toolchains named by `var` (the variables [`Toolchain::from_env`] reads; empty
+    /// counts as unset). The variables themselves are not passed on to programs.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Toolchain {
+        let path = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home = path("HOME").unwrap_or_else(std::env::temp_dir);
         Toolchain {
-            python: env_path("DUCKLAKE_CONNECT_PYTHON").unwrap_or_else(|| "python3".into()),
-            duckdb_cli: env_path("DUCKDB").unwrap_or_else(|| "duckdb".into()),
-            node_modules: env_path("DUCKLAKE_CONNECT_NODE_MODULES"),
-            libduckdb_dir: env_path("DUCKDB_LIB_DIR"),
-            cargo_target_dir: env_path("DUCKLAKE_CONNECT_CARGO_TARGET_DIR")
+            python: path("DUCKLAKE_CONNECT_PYTHON").unwrap_or_else(|| "python3".into()),
+            duckdb_cli: path("DUCKDB").unwrap_or_else(|| "duckdb".into()),
+            node_modules: path("DUCKLAKE_CONNECT_NODE_MODULES"),
+            libduckdb_dir: path("DUCKDB_LIB_DIR"),
+            cargo_target_dir: path("DUCKLAKE_CONNECT_CARGO_TARGET_DIR")
                 .unwrap_or_else(|| home.join(".cache/ducklake-catalog/connect-rust")),
-            extension_dir: env_path("DUCKLAKE_CONNECT_EXTENSIONS"),
+            extension_dir: path("DUCKLAKE_CONNECT_EXTENSIONS"),
             env: Vec::new(),
         }
     }
@@ -63,7 +70,9 @@ impl Toolchain {
             .kill_on_drop(true)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(ext) = &self.extension_dir {
-            let home = env_path("HOME").unwrap_or_else(std::env::temp_dir);
+            let home = std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map_or_else(std::env::temp_dir, PathBuf::from);
             let keep: [(&str, PathBuf); 6] = [
                 ("GOPATH", home.join("go")),
                 ("GOCACHE", home.join(".cache/go-build")),

@@ -14,7 +14,8 @@ use nix::unistd::Pid;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ducklake-catalog");
 
-fn cache() -> PathBuf {
+/// Where `cargo xtask` keeps the test dependencies.
+pub fn cache() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     std::env::var_os("DUCKLAKE_CATALOG_CACHE")
         .map_or_else(|| home.join(".cache/ducklake-catalog"), PathBuf::from)
