@@ -233,7 +233,7 @@ impl Bench {
                     return Ok((s, began.elapsed()));
                 }
             }
-            if began.elapsed() > Duration::from_secs(600) {
+            if began.elapsed() > Duration::from_mins(10) {
                 bail!("serve `{name}` not ready within 600 s");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -273,6 +273,7 @@ impl Bench {
                 access_key_id: Some("testing".into()),
                 secret_access_key: Some("testing".into()),
                 session_token: None,
+                aws: None,
             },
         )?;
         let client = connect(server.pg_port).await?;

@@ -10,6 +10,7 @@
 //! **Architecture invariant:** storage knows nothing about PostgreSQL or DuckDB; it only moves
 //! bytes and names the place, operation and fix when that fails.
 
+pub mod aws;
 mod backup_target;
 mod data_path;
 mod preflight;

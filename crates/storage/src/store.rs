@@ -8,6 +8,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
+use crate::aws::AwsContext;
 use crate::DataPath;
 
 /// S3 connection settings; every field is optional and unset fields fall back to the standard
@@ -21,6 +22,9 @@ pub struct S3Settings {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    /// The process's AWS identity ([`crate::aws`]); when set, S3 requests sign with its
+    /// credential chain and refresh expiring credentials, and it gives the region.
+    pub aws: Option<AwsContext>,
 }
 
 impl fmt::Debug for S3Settings {
@@ -34,6 +38,7 @@ impl fmt::Debug for S3Settings {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("session_token", &redacted(&self.session_token))
+            .field("aws", &self.aws)
             .finish()
     }
 }
@@ -149,6 +154,11 @@ pub fn open_store(
                 );
             if let Some(v) = &s3.region {
                 b = b.with_region(v);
+            }
+            if let Some(ctx) = &s3.aws {
+                b = b
+                    .with_region(s3.region.as_deref().unwrap_or(ctx.region()))
+                    .with_credentials(ctx.object_store_credentials());
             }
             if let Some(v) = &s3.endpoint {
                 b = b.with_endpoint(v);
