@@ -117,7 +117,7 @@ fn start(bin: &Path, home: &Path, extensions: &Path) -> Result<(Duration, Child,
         if readyz(http).is_some() {
             return Ok((began.elapsed(), child, http));
         }
-        if began.elapsed() > Duration::from_secs(180) {
+        if began.elapsed() > Duration::from_mins(3) {
             let _ = child.kill();
             bail!("serve was not ready within 180 s");
         }

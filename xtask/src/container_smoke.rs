@@ -88,7 +88,7 @@ impl Container<'_> {
 
     /// Polls `cond` every 200 ms; the elapsed time from `since`, or an error with the logs.
     fn wait(&self, what: &str, since: Instant, cond: impl Fn(&Self) -> bool) -> Result<f64> {
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + Duration::from_mins(3);
         loop {
             if cond(self) {
                 return Ok(since.elapsed().as_secs_f64());

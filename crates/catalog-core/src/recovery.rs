@@ -136,7 +136,7 @@ pub async fn restore_home(
         ..
     } = recover(config, &target, &manifest, Some(lease), to_time.as_ref()).await?;
     let lakes = list_lakes(&cluster).await;
-    if let Err(e) = backup::flush_archive(&cluster, Duration::from_secs(60)).await {
+    if let Err(e) = backup::flush_archive(&cluster, Duration::from_mins(1)).await {
         tracing::warn!(error = %e, "could not flush the archive after the restore");
     }
     running

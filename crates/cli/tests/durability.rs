@@ -227,7 +227,7 @@ fn backup_body(server: &Server) -> serde_json::Value {
 /// Starts a server and waits for its first base backup.
 fn start_backed_up(home: &Path, env: &[(String, String)]) -> Server {
     let mut s = Server::start(home, &refs(env));
-    s.wait_for(Duration::from_secs(60), |_, b| {
+    s.wait_for(Duration::from_mins(1), |_, b| {
         b["backup"]["last_base_backup"]["id"].is_string()
     });
     s
@@ -248,7 +248,7 @@ fn wait_archived(server: &mut Server) {
         ],
     );
     let last = last.trim().to_owned();
-    server.wait_for(Duration::from_secs(60), |_, b| {
+    server.wait_for(Duration::from_mins(1), |_, b| {
         b["backup"]["pending_wal"] == 0
             && b["backup"]["archive"]["last_archived_wal"]
                 .as_str()
@@ -323,7 +323,7 @@ fn restore_on_an_empty_home_gives_back_an_identical_catalog() {
     // A replacement task: nothing on disk but the configuration.
     let second = home();
     let mut b = Server::spawn(second.path(), &refs(&env));
-    let ready = b.wait_ready(Duration::from_secs(180));
+    let ready = b.wait_ready(Duration::from_mins(3));
     assert!(ready["backup"]["restored_from"].is_string(), "{ready}");
     assert_eq!(dump(&b), before, "pg_dumpall differs after the restore");
     assert!(amcheck(&b) > 10);
@@ -341,7 +341,7 @@ fn restore_on_an_empty_home_gives_back_an_identical_catalog() {
 
     // The restored server took a fresh base backup on its new timeline; verify restores it
     // into a scratch folder and checks it without touching the target.
-    b.wait_for(Duration::from_secs(60), |_, body| {
+    b.wait_for(Duration::from_mins(1), |_, body| {
         body["backup"]["last_base_backup"]["id"].is_string()
     });
     let report = cli_json(
@@ -362,7 +362,7 @@ fn a_killed_task_loses_no_commit_acknowledged_more_than_the_rpo_before() {
     let writers = spawn_writers(&a, 4, 90.0, &log);
     // Let the writers get going (Python and DuckDB start slowly on a loaded machine), then
     // commit for a few more seconds before the kill.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while acknowledged(&log).len() < 100 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -382,7 +382,7 @@ fn a_killed_task_loses_no_commit_acknowledged_more_than_the_rpo_before() {
 
     let second = home();
     let mut b = Server::spawn(second.path(), &refs(&env));
-    b.wait_ready(Duration::from_secs(180));
+    b.wait_ready(Duration::from_mins(3));
     let present = read_commits(&b);
     let mut lost_old = Vec::new();
     let mut lost_recent = 0;
@@ -543,7 +543,7 @@ fn an_s3_outage_loses_nothing_and_the_archive_catches_up() {
     std::thread::sleep(Duration::from_secs(3));
     proxy.up.store(false, Ordering::SeqCst);
     // S3 is gone: commits go on, WAL piles up locally, readiness stays up and reports the lag.
-    let during = a.wait_for(Duration::from_secs(60), |code, b| {
+    let during = a.wait_for(Duration::from_mins(1), |code, b| {
         code == 200
             && b["backup"]["pending_wal"].as_u64() > Some(2)
             && b["backup"]["archive"]["failures"].as_u64() > Some(0)
@@ -595,7 +595,7 @@ fn a_replacement_fences_the_old_instance_and_other_clusters_are_refused() {
     assert_eq!(backup_body(&b)["lease_generation"], 2);
     // Its next archive attempt finds the newer lease (the client may already see it stop).
     let _ = client(&a, &["sql", "CREATE TABLE lake.from_old AS SELECT 1 AS x"]);
-    let status = a.wait_exit(Duration::from_secs(60));
+    let status = a.wait_exit(Duration::from_mins(1));
     assert_eq!(status.code(), Some(1), "{}", a.logs());
     assert!(a.logs().contains("superseded"), "{}", a.logs());
     let (code, stderr) = serve_fails(first.path(), &refs(&env));

@@ -99,7 +99,7 @@ fn python_client_writes_parquet_to_s3_and_reads_it_back_after_a_restart() {
     let (pg, http) = (server.pg_port, server.http_port);
     assert!(server.stop().success(), "{}", server.logs());
     let mut server = Server::spawn_on(dir.path(), pg, http, &as_refs(&env));
-    server.wait_ready(Duration::from_secs(120));
+    server.wait_ready(Duration::from_mins(2));
     let read: serde_json::Value =
         serde_json::from_str(&python(&script, &["read"], &client_env(&server))).unwrap();
     assert_eq!(read, wrote);

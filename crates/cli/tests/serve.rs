@@ -140,7 +140,7 @@ fn restart_keeps_the_lake_and_applies_a_changed_admin_password() {
             pw_file.to_str().unwrap(),
         )],
     );
-    let body = server.wait_ready(Duration::from_secs(120));
+    let body = server.wait_ready(Duration::from_mins(2));
     assert_eq!(body["lakes"]["lakehouse"]["state"], "ready");
     rt().block_on(async {
         assert!(admin_client(&server, "first-password-1", "lakehouse")
@@ -188,7 +188,7 @@ fn an_unexpected_postgres_exit_is_restarted_and_readiness_recovers() {
     let pid = server.postgres_pid();
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     server.wait_for(Duration::from_secs(30), |code, _| code == 503);
-    let body = server.wait_for(Duration::from_secs(60), |code, b| {
+    let body = server.wait_for(Duration::from_mins(1), |code, b| {
         code == 200 && b["restarts"] == 1
     });
     assert_ne!(body["postgres"]["pid"].as_i64().unwrap(), i64::from(pid));
@@ -214,7 +214,7 @@ fn a_stale_postmaster_pid_from_a_crash_is_cleared() {
     )
     .unwrap();
     let mut server = Server::spawn_on(dir.path(), pg, http, &[]);
-    server.wait_ready(Duration::from_secs(120));
+    server.wait_ready(Duration::from_mins(2));
     assert!(server.logs().contains("stale postmaster.pid"));
     assert!(server.stop().success());
 }
@@ -484,7 +484,7 @@ fn as_pid1_it_reaps_orphans_and_forwards_sigterm() {
     }
     let mut server = Server::spawn_command(cmd, dir.path(), pg_port, http_port);
     let unshare = i32::try_from(server.child.as_ref().unwrap().id()).unwrap();
-    server.wait_ready(Duration::from_secs(120));
+    server.wait_ready(Duration::from_mins(2));
 
     let init = children_of(unshare)[0];
     let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
@@ -506,7 +506,7 @@ fn as_pid1_it_reaps_orphans_and_forwards_sigterm() {
     assert!(backends >= 3, "postgres has its auxiliary processes");
 
     kill(Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
-    server.wait_for(Duration::from_secs(60), |code, b| {
+    server.wait_for(Duration::from_mins(1), |code, b| {
         code == 200 && b["restarts"] == 1
     });
     // The orphaned backends went to PID 1, which must reap them.
@@ -528,7 +528,7 @@ fn as_pid1_it_reaps_orphans_and_forwards_sigterm() {
 
     // SIGTERM reaches PID 1 from outside its namespace, as `docker stop` sends it.
     kill(Pid::from_raw(init), Signal::SIGTERM).unwrap();
-    let status = server.wait_exit(Duration::from_secs(60));
+    let status = server.wait_exit(Duration::from_mins(1));
     assert!(status.success(), "{status}: {}", server.logs());
     assert!(server.logs().contains("stopped cleanly"));
     assert!(!postgres_running(&dir.path().join("pgdata")));

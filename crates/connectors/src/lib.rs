@@ -343,7 +343,7 @@ fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConnectorErro
 }
 
 /// How long one step of a check may take: compiling DuckDB from source for Rust takes long.
-const STEP_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+const STEP_TIMEOUT: Duration = Duration::from_mins(45);
 
 /// `doc` with each `<!-- program <lang> <file> -->` … `<!-- end -->` block filled with that
 /// example file, as docs/connecting.md shows them.

@@ -15,7 +15,7 @@ use super::{data_object, manifest_object, BackupError, BackupManifest, WAL_DIR};
 use crate::postgres::{Cluster, ControlData, SUPERUSER};
 
 /// How long a finished backup waits for its last WAL segment to reach the target.
-const WAL_WAIT: Duration = Duration::from_secs(120);
+const WAL_WAIT: Duration = Duration::from_mins(2);
 
 /// A writer that hashes and counts what passes through.
 struct Hashing<W> {

@@ -570,7 +570,7 @@ mod tests {
         let (_dir, t, now) = seeded().await;
         let young = RetentionConfig {
             count: 1,
-            max_age: Some(HumanDuration(Duration::from_secs(3 * 3600 + 60))),
+            max_age: Some(HumanDuration(Duration::from_mins(3 * 60 + 1))),
         };
         let report = apply_retention(&t, &young, now).await.unwrap();
         // b2 (3 h old), b3, b4 are younger than 3 h 1 min; b1 (4 h) goes.

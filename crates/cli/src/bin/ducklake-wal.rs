@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// How long one request may take: a WAL upload retried by the agent, or a slow download.
-const TIMEOUT: Duration = Duration::from_secs(300);
+const TIMEOUT: Duration = Duration::from_mins(5);
 /// Exit code that makes PostgreSQL's startup process stop (any code above 125).
 const FATAL: u8 = 126;
 
