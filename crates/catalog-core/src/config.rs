@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use storage::aws::{AwsContext, AwsError, ResolvedRegion, StaticKeys};
 use storage::{DataPath, S3Settings};
 
 use crate::secret::Secret;
+use crate::secrets_manager::{check_strength, SecretRef};
 
 /// The environment prefix the product reads.
 pub const ENV_PREFIX: &str = "DUCKLAKE_CATALOG_";
@@ -40,10 +42,35 @@ pub struct Config {
     pub log: LogConfig,
     /// Continuous WAL archiving, base backups and restore (the catalog's durability).
     pub backup: BackupConfig,
+    /// AWS Marketplace metering (the paid container product).
+    pub marketplace: MarketplaceConfig,
     /// The lakes this catalog serves, one PostgreSQL database each. When empty, one lake named
     /// `lakehouse` (or `DUCKLAKE_CATALOG_LAKE_NAME`) with data path `DUCKLAKE_CATALOG_DATA_PATH`
     /// or `<home>/lakes/<name>/`.
     pub lakes: Vec<LakeConfig>,
+    /// The process's AWS identity, set by [`Config::prepare_aws`]; not configuration.
+    #[serde(skip)]
+    aws: Option<AwsContext>,
+}
+
+/// `[marketplace]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketplaceConfig {
+    /// The AWS Marketplace product code. When set, `RegisterUsage` is called at start and the
+    /// server does not start unless the account is entitled. Unset: nothing is called.
+    pub product_code: Option<String>,
+    /// The public key version from the product's metering instructions.
+    pub public_key_version: i32,
+}
+
+impl Default for MarketplaceConfig {
+    fn default() -> Self {
+        MarketplaceConfig {
+            product_code: None,
+            public_key_version: 1,
+        }
+    }
 }
 
 /// `[postgres]`
@@ -67,6 +94,13 @@ pub struct PostgresConfig {
     pub admin_password: Option<Secret>,
     /// File whose content is the admin password (the `_FILE` convention).
     pub admin_password_file: Option<PathBuf>,
+    /// AWS Secrets Manager secret holding the admin password: an ARN or name, optionally with
+    /// the JSON key (`ARN:password`, `NAME:password`, or `{ secret = "…", key = "password" }`).
+    /// Read at start, then every `admin_password_refresh` and on SIGHUP; a rotated value is
+    /// applied with `ALTER ROLE` without restarting PostgreSQL or dropping connections.
+    pub admin_password_secret: Option<SecretRef>,
+    /// How often `admin_password_secret` is read again (`5m`); `0s`: only on SIGHUP.
+    pub admin_password_refresh: HumanDuration,
     /// OS user PostgreSQL runs as when the server runs as root (PostgreSQL refuses root).
     pub os_user: String,
     /// PEM certificate for TLS. Default: a self-signed one generated at first boot.
@@ -199,7 +233,7 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             target: None,
-            base_interval: HumanDuration(std::time::Duration::from_secs(24 * 3600)),
+            base_interval: HumanDuration(std::time::Duration::from_hours(24)),
             retention: RetentionConfig::default(),
             compression: CompressionKind::Zstd,
             archive_timeout: HumanDuration(std::time::Duration::from_secs(1)),
@@ -256,7 +290,9 @@ impl Default for Config {
             duckdb: DuckdbConfig::default(),
             log: LogConfig::default(),
             backup: BackupConfig::default(),
+            marketplace: MarketplaceConfig::default(),
             lakes: Vec::new(),
+            aws: None,
         }
     }
 }
@@ -271,6 +307,8 @@ impl Default for PostgresConfig {
             admin_user: "admin".into(),
             admin_password: None,
             admin_password_file: None,
+            admin_password_secret: None,
+            admin_password_refresh: HumanDuration(std::time::Duration::from_mins(5)),
             os_user: "postgres".into(),
             tls_cert_file: None,
             tls_key_file: None,
@@ -464,14 +502,7 @@ impl Config {
                 ),
             ));
         }
-        if let Some(pw) = &pg.admin_password {
-            if pw.expose().is_empty() {
-                return Err(ConfigError::invalid(
-                    "postgres.admin_password",
-                    "must not be empty",
-                ));
-            }
-        }
+        self.validate_secrets()?;
         if pg.tls_cert_file.is_some() != pg.tls_key_file.is_some() {
             return Err(ConfigError::invalid(
                 "postgres.tls_cert_file",
@@ -538,6 +569,39 @@ impl Config {
         Ok(())
     }
 
+    /// The admin password's sources and the Marketplace settings.
+    fn validate_secrets(&self) -> Result<(), ConfigError> {
+        if let Some(pw) = &self.postgres.admin_password {
+            let key = if self.postgres.admin_password_file.is_some() {
+                "postgres.admin_password_file"
+            } else {
+                "postgres.admin_password"
+            };
+            check_strength(pw, key).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+            if self.postgres.admin_password_secret.is_some() {
+                return Err(ConfigError::invalid(
+                    "postgres.admin_password_secret",
+                    format!("set either {key} or admin_password_secret, not both"),
+                ));
+            }
+        }
+        if let Some(code) = &self.marketplace.product_code {
+            if code.trim().is_empty() || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(ConfigError::invalid(
+                    "marketplace.product_code",
+                    "must be the product code from AWS Marketplace (letters and digits)",
+                ));
+            }
+        }
+        if self.marketplace.public_key_version < 1 {
+            return Err(ConfigError::invalid(
+                "marketplace.public_key_version",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_backup(&self) -> Result<(), ConfigError> {
         let b = &self.backup;
         let timeout = b.archive_timeout.0;
@@ -547,7 +611,7 @@ impl Config {
                 "must be whole seconds, at least 1s (PostgreSQL's archive_timeout)",
             ));
         }
-        if b.base_interval.0 < std::time::Duration::from_secs(60) {
+        if b.base_interval.0 < std::time::Duration::from_mins(1) {
             return Err(ConfigError::invalid(
                 "backup.base_interval",
                 "must be at least 1m",
@@ -624,18 +688,64 @@ impl Config {
             .find(|l| l.name == name)
             .ok_or_else(|| ConfigError::UnknownLake {
                 name: name.to_owned(),
-                known: self
-                    .lakes
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: self.lake_names(),
             })
+    }
+
+    /// The configured lakes' names, comma-separated, for messages.
+    pub fn lake_names(&self) -> String {
+        self.lakes
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whether anything configured calls AWS: an S3 data path or backup target, the admin
+    /// password secret, or Marketplace metering.
+    pub fn uses_aws(&self) -> bool {
+        let s3 = |p: &DataPath| matches!(p, DataPath::S3 { .. });
+        self.lakes.iter().any(|l| s3(&l.data_path))
+            || self.backup.target.as_ref().is_some_and(s3)
+            || self.postgres.admin_password_secret.is_some()
+            || self.marketplace.product_code.is_some()
+    }
+
+    /// Resolves the region and sets up the one AWS credential chain every AWS call of this
+    /// process shares; does nothing when nothing configured uses AWS.
+    pub async fn prepare_aws(&mut self) -> Result<Option<ResolvedRegion>, AwsError> {
+        if !self.uses_aws() {
+            return Ok(None);
+        }
+        let region =
+            storage::aws::resolve_region(self.s3.region.as_deref(), self.s3.endpoint.is_some())
+                .await?;
+        let keys = match (&self.s3.access_key_id, &self.s3.secret_access_key) {
+            (Some(id), Some(secret)) => Some(StaticKeys {
+                access_key_id: id.clone(),
+                secret_access_key: secret.expose().to_owned(),
+                session_token: self
+                    .s3
+                    .session_token
+                    .as_ref()
+                    .map(|t| t.expose().to_owned()),
+            }),
+            _ => None,
+        };
+        self.s3.region = Some(region.name.clone());
+        self.aws = Some(AwsContext::new(&region.name, keys.as_ref()));
+        Ok(Some(region))
+    }
+
+    /// The AWS identity [`Config::prepare_aws`] set up.
+    pub fn aws(&self) -> Option<&AwsContext> {
+        self.aws.as_ref()
     }
 
     /// S3 settings for the storage crate, secrets exposed only into that struct.
     pub fn s3_settings(&self) -> S3Settings {
         S3Settings {
+            aws: self.aws.clone(),
             region: self.s3.region.clone(),
             endpoint: self.s3.endpoint.clone(),
             allow_http: self.s3.allow_http,
@@ -919,25 +1029,28 @@ mod tests {
     fn numeric_passwords_from_env_stay_strings() {
         let c = Config::load(&sources(&[(
             "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD",
-            "123456",
+            "123456789012",
         )]))
         .unwrap();
-        assert_eq!(c.postgres.admin_password.unwrap().expose(), "123456");
+        assert_eq!(c.postgres.admin_password.unwrap().expose(), "123456789012");
     }
 
     #[test]
     fn redacted_toml_hides_every_secret() {
         let c = Config::load(&sources(&[
-            ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", "pg-secret"),
+            (
+                "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD",
+                "pg-secret-value",
+            ),
             ("DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY", "s3-secret"),
             ("DUCKLAKE_CATALOG_S3__SESSION_TOKEN", "s3-token"),
         ]))
         .unwrap();
         let shown = c.to_redacted_toml();
-        for secret in ["pg-secret", "s3-secret", "s3-token"] {
+        for secret in ["pg-secret-value", "s3-secret", "s3-token"] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("[redacted]"));
-        assert!(!format!("{c:?}").contains("pg-secret"));
+        assert!(!format!("{c:?}").contains("pg-secret-value"));
     }
 }

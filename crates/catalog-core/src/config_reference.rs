@@ -53,12 +53,22 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "postgres.admin_password",
         default: "generated once into `<home>/secrets/admin.password`",
-        meaning: "applied on every start",
+        meaning: "applied on every start; at least 12 characters",
     },
     KeyDoc {
         key: "postgres.admin_password_file",
         default: "—",
         meaning: "file holding the admin password",
+    },
+    KeyDoc {
+        key: "postgres.admin_password_secret",
+        default: "—",
+        meaning: "AWS Secrets Manager secret holding the admin password: ARN or name, optionally `:json_key` (or `{ secret = \"…\", key = \"password\" }`); rotations are applied without a restart",
+    },
+    KeyDoc {
+        key: "postgres.admin_password_refresh",
+        default: "`5m`",
+        meaning: "how often the secret is read again (`0s`: only on SIGHUP)",
     },
     KeyDoc {
         key: "postgres.os_user",
@@ -204,6 +214,16 @@ pub const KEYS: &[KeyDoc] = &[
         key: "log.level",
         default: "`info`",
         meaning: "tracing filter, e.g. `info,catalog_core=debug`",
+    },
+    KeyDoc {
+        key: "marketplace.product_code",
+        default: "—",
+        meaning: "AWS Marketplace product code: `RegisterUsage` at start, no start without entitlement",
+    },
+    KeyDoc {
+        key: "marketplace.public_key_version",
+        default: "`1`",
+        meaning: "public key version from the product's metering instructions",
     },
     KeyDoc {
         key: "lakes",

@@ -27,6 +27,17 @@ impl ConnectionInfo {
             &config.postgres.admin_password,
             &config.postgres.admin_password_file,
         ) {
+            _ if config.postgres.admin_password_secret.is_some() => (
+                None,
+                format!(
+                    "Secrets Manager secret {}",
+                    config
+                        .postgres
+                        .admin_password_secret
+                        .as_ref()
+                        .expect("checked")
+                ),
+            ),
             (Some(pw), Some(file)) => (
                 Some(pw.clone()),
                 format!("postgres.admin_password_file ({})", file.display()),
@@ -73,6 +84,27 @@ impl ConnectionInfo {
             self.lake
         )
     }
+}
+
+/// The admin password as a client needs it: from Secrets Manager (read now), the
+/// configuration, or the generated file; `None` when the generated file is not readable.
+pub async fn admin_password(
+    config: &Config,
+) -> Result<Option<Secret>, crate::secrets_manager::SecretError> {
+    if let Some(r) = &config.postgres.admin_password_secret {
+        let mut config = config.clone();
+        if config.aws().is_none() {
+            config.prepare_aws().await?;
+        }
+        let aws = config.aws().expect("prepared for the secret");
+        return Ok(Some(crate::secrets_manager::fetch(aws, r).await?.password));
+    }
+    if let Some(pw) = &config.postgres.admin_password {
+        return Ok(Some(pw.clone()));
+    }
+    Ok(read_password_file(&config.generated_password_file())
+        .ok()
+        .flatten())
 }
 
 /// The password stored in `file`: `None` when the file is missing or empty.

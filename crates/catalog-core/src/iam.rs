@@ -117,7 +117,12 @@ pub fn policy(config: &Config, role: PolicyRole, lake: Option<&str>) -> Result<P
             add(&mut places, target, "the backup target".into());
         }
     }
-    if places.is_empty() {
+    let services = if role == PolicyRole::Server {
+        service_statements(config)
+    } else {
+        Vec::new()
+    };
+    if places.is_empty() && services.is_empty() {
         let names: Vec<&str> = lakes.iter().map(|l| l.name.as_str()).collect();
         return Err(IamError::NothingOnS3 {
             what: format!(
@@ -176,10 +181,49 @@ pub fn policy(config: &Config, role: PolicyRole, lake: Option<&str>) -> Result<P
             why: format!("{why_objects}; only objects of {}", whats.join(" and ")),
         });
     }
+    statements.extend(services);
     Ok(Policy {
         version: "2012-10-17",
         statements,
     })
+}
+
+/// The server's calls beyond S3: the admin password secret and Marketplace metering. (Logs need
+/// nothing here: the ECS agent ships them with the task *execution* role.)
+fn service_statements(config: &Config) -> Vec<Statement> {
+    let mut out = Vec::new();
+    if let Some(r) = &config.postgres.admin_password_secret {
+        let resource = if r.secret.starts_with("arn:") {
+            r.secret.clone()
+        } else {
+            // A name: Secrets Manager appends `-` and six random characters to form the ARN.
+            format!(
+                "arn:aws:secretsmanager:{}:*:secret:{}-??????",
+                config.s3.region.as_deref().unwrap_or("*"),
+                r.secret
+            )
+        };
+        out.push(Statement {
+            sid: "ReadAdminPasswordSecret".into(),
+            effect: "Allow",
+            actions: vec!["secretsmanager:GetSecretValue"],
+            resources: vec![resource],
+            condition: None,
+            why: "read the admin password at start, every `postgres.admin_password_refresh` and on SIGHUP (add `kms:Decrypt` on the key if the secret uses a customer managed KMS key)".into(),
+        });
+    }
+    if config.marketplace.product_code.is_some() {
+        out.push(Statement {
+            sid: "MarketplaceRegisterUsage".into(),
+            effect: "Allow",
+            actions: vec!["aws-marketplace:RegisterUsage"],
+            // RegisterUsage has no resource-level permissions.
+            resources: vec!["*".into()],
+            condition: None,
+            why: "check the AWS Marketplace entitlement once at start".into(),
+        });
+    }
+    out
 }
 
 /// The statements as a Markdown table: id, actions, resources, why.
@@ -218,14 +262,20 @@ mod tests {
     /// The example configuration docs/iam-permissions.md shows: lake `sales` on
     /// `s3://acme-data/lakes/sales/`, backups in `s3://acme-backups/catalog/`.
     fn example_config() -> Config {
-        let mut config = Config {
-            lakes: vec![LakeConfig {
-                name: "sales".into(),
-                data_path: DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
-            }],
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.lakes = vec![LakeConfig {
+            name: "sales".into(),
+            data_path: DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
+        }];
         config.backup.target = Some(DataPath::parse("s3://acme-backups/catalog/").expect("valid"));
+        config.s3.region = Some("eu-west-1".into());
+        config.postgres.admin_password_secret = Some(
+            crate::secrets_manager::SecretRef::parse(
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:catalog/admin-AbCdEf:password",
+            )
+            .expect("valid"),
+        );
+        config.marketplace.product_code = Some("exampleproductcode".into());
         config
     }
 
@@ -233,6 +283,8 @@ mod tests {
         let mut config = example_config();
         config.lakes[0].data_path = DataPath::parse(data).unwrap();
         config.backup.target = backup.map(|b| DataPath::parse(b).unwrap());
+        config.postgres.admin_password_secret = None;
+        config.marketplace.product_code = None;
         config
     }
 
@@ -249,7 +301,14 @@ mod tests {
         let p = policy(&example_config(), PolicyRole::Server, None).unwrap();
         let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
         assert_eq!(json["Version"], "2012-10-17");
-        assert_eq!(p.statements.len(), 4, "{}", p.to_json());
+        assert_eq!(p.statements.len(), 6, "{}", p.to_json());
+        // After S3: exactly the configured secret (its ARN without the JSON key), and metering.
+        assert_eq!(
+            resources(&p, 4),
+            ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:catalog/admin-AbCdEf"]
+        );
+        assert_eq!(p.statements[4].actions, ["secretsmanager:GetSecretValue"]);
+        assert_eq!(p.statements[5].actions, ["aws-marketplace:RegisterUsage"]);
         // Buckets in name order: acme-backups, then acme-data.
         assert_eq!(resources(&p, 0), ["arn:aws:s3:::acme-backups"]);
         assert_eq!(
@@ -301,6 +360,21 @@ mod tests {
         let r = policy(&example_config(), PolicyRole::Reader, Some("sales")).unwrap();
         assert_eq!(r.statements[1].actions, ["s3:GetObject"]);
         assert_eq!(resources(&r, 1), ["arn:aws:s3:::acme-data/lakes/sales/*"]);
+    }
+
+    #[test]
+    fn a_secret_given_by_name_matches_its_arn_suffix_and_needs_no_s3() {
+        let mut config = with("/var/lib/lakes/sales", None);
+        config.postgres.admin_password_secret =
+            Some(crate::secrets_manager::SecretRef::parse("prod/catalog:password").unwrap());
+        let p = policy(&config, PolicyRole::Server, None).unwrap();
+        assert_eq!(p.statements.len(), 1);
+        assert_eq!(
+            resources(&p, 0),
+            ["arn:aws:secretsmanager:eu-west-1:*:secret:prod/catalog-??????"]
+        );
+        // Clients never read the server's secret.
+        assert!(policy(&config, PolicyRole::Reader, None).is_err());
     }
 
     #[test]

@@ -16,6 +16,23 @@ pub struct Status {
     pub last_error: Option<String>,
     /// WAL archiving and base backups; `None` when `backup.target` is unset.
     pub backup: Option<BackupStatus>,
+    /// Where the admin password comes from and, for a Secrets Manager secret, its rotations.
+    pub admin_password: Option<PasswordStatus>,
+}
+
+/// The admin password's source, never its value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PasswordStatus {
+    /// `postgres.admin_password`, `…_file`, `generated`, or `Secrets Manager secret …`.
+    pub source: String,
+    /// The Secrets Manager version in use.
+    pub version_id: Option<String>,
+    /// Rotated values applied since the server started.
+    pub rotations: u32,
+    /// When the secret was last read successfully (RFC 3339).
+    pub last_checked: Option<String>,
+    /// The last failed read or apply, one line; cleared by the next success.
+    pub last_error: Option<String>,
 }
 
 /// The durability side: archive progress and lag, base backups, fencing.

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio_util::sync::CancellationToken;
 
 use storage::BackupTarget;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::backup::agent::BackupRequest;
 use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
@@ -23,7 +23,10 @@ use crate::postgres::{
     create_home_dir, Boot, Cluster, ControlData, OsUser, PgError, RunningPostgres, ShutdownMode,
 };
 use crate::secret::Secret;
-use crate::status::{BackupStatus, BaseBackupInfo, LakeState, LakeStatus, PgState, StatusSender};
+use crate::secrets_manager::{self, SecretError, SecretRef};
+use crate::status::{
+    BackupStatus, BaseBackupInfo, LakeState, LakeStatus, PasswordStatus, PgState, StatusSender,
+};
 
 /// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,8 @@ pub enum ServeError {
     #[error("admin password: {0}")]
     Password(String),
     #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
     Backup(#[from] BackupError),
     #[error("{0}")]
     Fenced(String),
@@ -46,6 +51,8 @@ pub enum ServeError {
 pub struct Supervisor {
     config: Config,
     status: StatusSender,
+    /// Notified on SIGHUP: read the admin password secret again now.
+    reload: Arc<Notify>,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -62,7 +69,16 @@ struct Durable {
 
 impl Supervisor {
     pub fn new(config: Config, status: StatusSender) -> Self {
-        Supervisor { config, status }
+        Supervisor {
+            config,
+            status,
+            reload: Arc::new(Notify::new()),
+        }
+    }
+
+    /// What SIGHUP notifies: the admin password secret is read again at once.
+    pub fn reload_handle(&self) -> Arc<Notify> {
+        self.reload.clone()
     }
 
     /// Prepares and runs everything; returns after a clean stop. `immediate` is cancelled by a
@@ -91,13 +107,15 @@ impl Supervisor {
         shutdown: &CancellationToken,
         immediate: &CancellationToken,
     ) -> Result<(), ServeError> {
+        // Before anything is created: no cluster comes up with an unusable password.
+        let password = self.admin_password().await?;
         let extension_dir = find_extension_directory(&self.config)?;
         let agent_stop = CancellationToken::new();
         let _agent_guard = agent_stop.clone().drop_guard();
         let (cluster, boot, durable) = self.prepare(&agent_stop).await?;
         let recovering = cluster.pgdata.join("recovery.signal").exists();
         let mut fenced = durable.as_ref().map(|d| d.agent.fenced());
-        let password = self.admin_password()?;
+        let (password_tx, password) = watch::channel(password);
         let mut first = true;
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -131,8 +149,9 @@ impl Supervisor {
             let pid = running.pid();
             self.status
                 .send_modify(|s| s.postgres = PgState::Running { pid });
+            let current = password.borrow().clone();
             match self
-                .bring_up_lakes(&cluster, &password, &extension_dir)
+                .bring_up_lakes(&cluster, &current, &extension_dir)
                 .await
             {
                 Ok(()) => {}
@@ -151,6 +170,7 @@ impl Supervisor {
                 if let Some(d) = &durable {
                     self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop);
                 }
+                self.spawn_password_watch(&cluster, &password_tx, &agent_stop);
             }
             first = false;
             tokio::select! {
@@ -449,11 +469,39 @@ impl Supervisor {
         }
     }
 
-    /// The configured admin password, or the generated one (created once, stored 0600).
-    fn admin_password(&self) -> Result<Secret, ServeError> {
-        if let Some(pw) = &self.config.postgres.admin_password {
-            return Ok(pw.clone());
-        }
+    /// The admin password: from Secrets Manager, the configuration, or generated once (stored
+    /// 0600). Publishes its source (never its value) in the status.
+    async fn admin_password(&self) -> Result<Secret, ServeError> {
+        let pg = &self.config.postgres;
+        let mut status = PasswordStatus::default();
+        let password = if let Some(r) = &pg.admin_password_secret {
+            let aws = self
+                .config
+                .aws()
+                .expect("serve prepares AWS when a secret is configured");
+            let fetched = secrets_manager::fetch(aws, r).await?;
+            status.source = format!("Secrets Manager secret {r}");
+            status.version_id = fetched.version_id;
+            status.last_checked = Some(chrono::Utc::now().to_rfc3339());
+            tracing::info!(secret = %r, version = ?status.version_id, "read the admin password from Secrets Manager");
+            fetched.password
+        } else if let Some(pw) = &pg.admin_password {
+            status.source = if pg.admin_password_file.is_some() {
+                "postgres.admin_password_file".into()
+            } else {
+                "postgres.admin_password".into()
+            };
+            pw.clone()
+        } else {
+            status.source = "generated".into();
+            self.generated_password()?
+        };
+        self.status.send_modify(|s| s.admin_password = Some(status));
+        Ok(password)
+    }
+
+    /// The generated password, created once and stored 0600.
+    fn generated_password(&self) -> Result<Secret, ServeError> {
         let file: PathBuf = self.config.generated_password_file();
         let err = |what: &str, e: std::io::Error| {
             ServeError::Password(format!("{what} {}: {e}", file.display()))
@@ -461,6 +509,10 @@ impl Supervisor {
         if let Some(pw) = read_password_file(&file).map_err(|e| err("read", e))? {
             return Ok(pw);
         }
+        let secrets = file.parent().expect("the file is inside <home>/secrets");
+        create_home_dir(&self.config.home, secrets)?;
+        fs::set_permissions(secrets, fs::Permissions::from_mode(0o700))
+            .map_err(|e| err("chmod the folder of", e))?;
         let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -472,6 +524,112 @@ impl Supervisor {
         writeln!(f, "{password}").map_err(|e| err("write", e))?;
         tracing::info!(file = %file.display(), "generated the admin password and stored it (mode 0600); set postgres.admin_password or admin_password_file to choose one");
         Ok(Secret::new(password))
+    }
+
+    /// With a Secrets Manager secret: read it again every `admin_password_refresh` and on
+    /// SIGHUP, and apply a changed value with `ALTER ROLE`.
+    fn spawn_password_watch(
+        &self,
+        cluster: &Cluster,
+        current: &watch::Sender<Secret>,
+        stop: &CancellationToken,
+    ) {
+        let Some(secret) = self.config.postgres.admin_password_secret.clone() else {
+            let reload = self.reload.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = reload.notified() => tracing::info!("SIGHUP: nothing to reload (postgres.admin_password_secret is not set)"),
+                        () = stop.cancelled() => return,
+                    }
+                }
+            });
+            return;
+        };
+        let watch = PasswordWatch {
+            secret,
+            aws: self.config.aws().expect("AWS is prepared").clone(),
+            user: self.config.postgres.admin_user.clone(),
+            cluster: cluster.clone(),
+            current: current.clone(),
+            status: self.status.clone(),
+        };
+        let interval = self.config.postgres.admin_password_refresh.0;
+        let reload = self.reload.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let why = tokio::select! {
+                    () = tokio::time::sleep(interval), if !interval.is_zero() => "interval",
+                    () = reload.notified() => "SIGHUP",
+                    () = stop.cancelled() => return,
+                };
+                watch.check(why).await;
+            }
+        });
+    }
+}
+
+/// Reads the admin password secret again and applies a rotated value.
+struct PasswordWatch {
+    secret: SecretRef,
+    aws: storage::aws::AwsContext,
+    user: String,
+    cluster: Cluster,
+    current: watch::Sender<Secret>,
+    status: StatusSender,
+}
+
+impl PasswordWatch {
+    async fn check(&self, why: &str) {
+        let result = self.apply_if_rotated().await;
+        let now = chrono::Utc::now().to_rfc3339();
+        self.status.send_modify(|s| {
+            let p = s.admin_password.get_or_insert_with(PasswordStatus::default);
+            match &result {
+                Ok(fetched) => {
+                    p.last_checked = Some(now);
+                    p.last_error = None;
+                    if let Some((version, rotated)) = fetched {
+                        p.version_id.clone_from(version);
+                        p.rotations += u32::from(*rotated);
+                    }
+                }
+                Err(e) => p.last_error = Some(e.clone()),
+            }
+        });
+        match result {
+            Ok(Some((version, true))) => {
+                tracing::info!(secret = %self.secret, ?version, trigger = why, "applied the rotated admin password (ALTER ROLE; open connections stay)");
+            }
+            Ok(_) => {
+                tracing::debug!(secret = %self.secret, trigger = why, "admin password secret unchanged");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, trigger = why, "the admin password secret could not be checked; the current password stays in force");
+            }
+        }
+    }
+
+    /// `Ok(Some((version, rotated)))` after a successful read.
+    async fn apply_if_rotated(&self) -> Result<Option<(Option<String>, bool)>, String> {
+        let fetched = secrets_manager::fetch(&self.aws, &self.secret)
+            .await
+            .map_err(|e| e.to_string())?;
+        if *self.current.borrow() == fetched.password {
+            return Ok(Some((fetched.version_id, false)));
+        }
+        let client = self
+            .cluster
+            .connect_superuser("postgres")
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure_admin_role(&client, &self.user, &fetched.password)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.current.send_replace(fetched.password);
+        Ok(Some((fetched.version_id, true)))
     }
 }
 
@@ -539,7 +697,7 @@ impl BackupSchedule {
                 + if result.is_ok() {
                     self.interval
                 } else {
-                    self.interval.min(Duration::from_secs(300))
+                    self.interval.min(Duration::from_mins(5))
                 };
             if let Some(reply) = reply {
                 let _ = reply.send(result.map_err(|e| e.to_string()));

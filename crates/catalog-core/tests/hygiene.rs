@@ -34,7 +34,7 @@ fn all_keys() -> Vec<String> {
     c.duckdb.extension_directory = Some("/x".into());
     c.backup.target = Some(storage::DataPath::parse("/b").unwrap());
     c.backup.retention.max_age = Some(catalog_core::config::HumanDuration(
-        std::time::Duration::from_secs(60),
+        std::time::Duration::from_mins(1),
     ));
     c.lakes.push(LakeConfig {
         name: "l".into(),
@@ -76,7 +76,14 @@ fn configuration_doc_lists_every_key() {
         .filter(|k| {
             !matches!(
                 k.as_str(),
-                "postgres" | "http" | "s3" | "duckdb" | "log" | "backup" | "backup.retention"
+                "postgres"
+                    | "http"
+                    | "s3"
+                    | "duckdb"
+                    | "log"
+                    | "backup"
+                    | "backup.retention"
+                    | "marketplace"
             )
         })
         .filter(|k| !doc.contains(&format!("`{k}`")))

@@ -6,11 +6,12 @@ use catalog_core::config::Config;
 use catalog_core::recovery;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::commands::runtime;
+use crate::commands::{runtime, with_aws};
 use crate::{BackupCommand, Failure, Format};
 
 pub(crate) fn run(config: &Config, command: &BackupCommand) -> Result<(), Failure> {
     let rt = runtime()?;
+    let config = &with_aws(&rt, config)?;
     match command {
         BackupCommand::Now { format } => {
             let socket = config.socket_dir().join(backup::AGENT_SOCKET);
@@ -127,7 +128,9 @@ pub(crate) fn restore(
         .transpose()
         .map_err(Failure::config)?;
     init_quiet_tracing(config);
-    let report = runtime()?
+    let rt = runtime()?;
+    let config = &with_aws(&rt, config)?;
+    let report = rt
         .block_on(recovery::restore_home(config, to_time))
         .map_err(anyhow::Error::new)?;
     match format {

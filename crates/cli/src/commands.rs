@@ -63,6 +63,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             crate::backup::restore(&load()?, to_time.as_deref(), *format)
         }
         Command::Connect(args) => crate::connect::run(&load()?, args),
+        Command::Doctor { format } => doctor(load_config(cli), *format),
     }
 }
 
@@ -95,6 +96,13 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Config::load(&sources).map_err(Failure::config)
 }
 
+/// `config` with the process's AWS identity set up on `rt` (the runtime that will use it).
+pub(crate) fn with_aws(rt: &tokio::runtime::Runtime, config: &Config) -> Result<Config, Failure> {
+    let mut config = config.clone();
+    rt.block_on(config.prepare_aws()).map_err(Failure::config)?;
+    Ok(config)
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,12 +110,13 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .context("start the async runtime")?)
 }
 
-fn serve(config: Config) -> Result<(), Failure> {
+fn serve(mut config: Config) -> Result<(), Failure> {
     health::init_tracing(config.log.format, &config.log.level).map_err(Failure::config)?;
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let immediate = CancellationToken::new();
-        watch_signals(shutdown.clone(), immediate.clone())?;
+        let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+        watch_signals(shutdown.clone(), immediate.clone(), reload.clone())?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             duckdb = versions::DUCKDB_VERSION,
@@ -115,6 +124,13 @@ fn serve(config: Config) -> Result<(), Failure> {
             home = %config.home.display(),
             "starting ducklake-catalog"
         );
+        if let Some(region) = config.prepare_aws().await.map_err(Failure::config)? {
+            tracing::info!(region = %region.name, source = region.source, "AWS region");
+        }
+        // A paid container checks its entitlement before it serves anything.
+        catalog_core::marketplace::register(config.aws(), &config.marketplace)
+            .await
+            .map_err(anyhow::Error::new)?;
         let (tx, rx) = status::channel();
         let health_state = HealthState::new(rx);
         let http_stop = CancellationToken::new();
@@ -131,7 +147,15 @@ fn serve(config: Config) -> Result<(), Failure> {
             Probe::new(&config),
             http_stop.clone(),
         ));
-        let result = Supervisor::new(config, tx).run(shutdown, immediate).await;
+        let supervisor = Supervisor::new(config, tx);
+        let supervisor_reload = supervisor.reload_handle();
+        tokio::spawn(async move {
+            loop {
+                reload.notified().await;
+                supervisor_reload.notify_one();
+            }
+        });
+        let result = supervisor.run(shutdown, immediate).await;
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         let _ = checks.await;
@@ -148,16 +172,26 @@ fn serve(config: Config) -> Result<(), Failure> {
     })
 }
 
-/// First SIGTERM/SIGINT: orderly stop. Second: immediate stop.
-fn watch_signals(shutdown: CancellationToken, immediate: CancellationToken) -> anyhow::Result<()> {
+/// First SIGTERM/SIGINT: orderly stop. Second: immediate stop. SIGHUP: `reload`.
+fn watch_signals(
+    shutdown: CancellationToken,
+    immediate: CancellationToken,
+    reload: std::sync::Arc<tokio::sync::Notify>,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     tokio::spawn(async move {
         let mut seen = 0;
         loop {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "reloading the admin password secret");
+                    reload.notify_one();
+                    continue;
+                }
             };
             seen += 1;
             if seen == 1 {
@@ -170,6 +204,30 @@ fn watch_signals(shutdown: CancellationToken, immediate: CancellationToken) -> a
         }
     });
     Ok(())
+}
+
+fn doctor(config: Result<Config, Failure>, format: Format) -> Result<(), Failure> {
+    let config = config.map_err(|f| {
+        f.error
+            .downcast::<catalog_core::config::ConfigError>()
+            .unwrap_or_else(|e| catalog_core::config::ConfigError::Figment(format!("{e:#}")))
+    });
+    let report = runtime()?.block_on(catalog_core::doctor::run(config));
+    match format {
+        Format::Text => print!("{}", report.to_text()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string(&report).context("serialise the report")?
+        ),
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: crate::EXIT_FAILURE,
+            error: anyhow!("doctor: some checks failed (see above)"),
+        })
+    }
 }
 
 fn health_probe(url: &str, timeout: Duration) -> Result<(), Failure> {

@@ -39,7 +39,13 @@ pub(crate) struct ConnectArgs {
 
 pub(crate) fn run(config: &Config, args: &ConnectArgs) -> Result<(), Failure> {
     let lake = choose_lake(config, args.lake.as_deref())?;
-    let info = ConnectionInfo::for_lake(config, lake);
+    let mut info = ConnectionInfo::for_lake(config, lake);
+    if (args.show_password || args.check) && config.postgres.admin_password_secret.is_some() {
+        // The secret is read now, as a client would, with this process's AWS identity.
+        info.password = crate::commands::runtime()?
+            .block_on(catalog_core::connection::admin_password(config))
+            .map_err(anyhow::Error::new)?;
+    }
     if args.show_password && info.password.is_none() {
         return Err(anyhow!(
             "the admin password is not readable ({}); start the server once or set postgres.admin_password",
@@ -74,12 +80,7 @@ fn choose_lake<'c>(config: &'c Config, lake: Option<&str>) -> Result<&'c LakeCon
         None if config.lakes.len() == 1 => Ok(&config.lakes[0]),
         None => Err(Failure::config(anyhow!(
             "several lakes are configured ({}); choose one with --lake",
-            config
-                .lakes
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            config.lake_names()
         ))),
     }
 }

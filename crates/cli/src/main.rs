@@ -95,6 +95,14 @@ enum Command {
     /// with --lang, a complete program for that client, and with --check, run it against this
     /// server.
     Connect(connect::ConnectArgs),
+    /// Check everything a working catalog needs, in order, and print ✓/✗ with the fix for each
+    /// failure: config, PostgreSQL binaries, home, PostgreSQL TLS logins, lakes, AWS region and
+    /// credentials, data paths, the admin password secret, metering, clock skew. Works before
+    /// the first start and against a running server. Exit 0 only when every check passes.
+    Doctor {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 /// Flags that override configuration keys; global so `connect` and `health` see what `serve`

@@ -1,0 +1,548 @@
+//! `ducklake-catalog doctor`: every precondition of a working catalog, checked in order, each
+//! with a one-line fix when it fails. Usable before the first start (the checks that need a
+//! running server are skipped while the home holds no cluster) and against a running server.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use storage::aws::S3Probe;
+use storage::DataPath;
+
+use crate::config::{Config, ConfigError};
+use crate::connection::admin_password;
+use crate::postgres::{quote_ident, PgBinaries};
+use crate::versions::{DUCKLAKE_SPEC_VERSION, PG_MAJOR};
+
+/// Free space below which the home fails the check.
+const MIN_FREE_BYTES: u64 = 1 << 30;
+/// SigV4 rejects requests whose clock is off by more than 15 minutes; S3 by more than 5.
+const MAX_SKEW: Duration = Duration::from_mins(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pass,
+    Fail,
+    /// Not applicable here (nothing on S3, no cluster yet…); does not fail the report.
+    Skip,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub state: State,
+    pub detail: String,
+    /// What to do about a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// Every check, in the order they ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn new() -> Self {
+        Report {
+            ok: true,
+            checks: Vec::new(),
+        }
+    }
+
+    fn pass(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.push(name, State::Pass, detail.into(), None);
+    }
+
+    fn skip(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.push(name, State::Skip, detail.into(), None);
+    }
+
+    fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+        self.push(name, State::Fail, detail.into(), Some(fix.into()));
+    }
+
+    /// A failure whose message is the product's own one-line error: `cause; fix`.
+    fn fail_with(&mut self, name: impl Into<String>, error: &dyn std::fmt::Display) {
+        let text = crate::one_line(&error.to_string());
+        match text.split_once("; ") {
+            Some((cause, fix)) => self.fail(name, cause, fix),
+            None => self.fail(name, text, "see docs/troubleshooting.md"),
+        }
+    }
+
+    fn push(&mut self, name: impl Into<String>, state: State, detail: String, fix: Option<String>) {
+        self.ok &= state != State::Fail;
+        self.checks.push(Check {
+            name: name.into(),
+            state,
+            detail,
+            fix,
+        });
+    }
+
+    /// The table people read: `✓`, `✗` or `-`, the check, what was found, and the fix.
+    pub fn to_text(&self) -> String {
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for c in &self.checks {
+            let mark = match c.state {
+                State::Pass => "✓",
+                State::Fail => "✗",
+                State::Skip => "-",
+            };
+            let _ = writeln!(out, "{mark} {:width$}  {}", c.name, c.detail);
+            if let Some(fix) = &c.fix {
+                let _ = writeln!(out, "  {:width$}  fix: {fix}", "");
+            }
+        }
+        let failed = self
+            .checks
+            .iter()
+            .filter(|c| c.state == State::Fail)
+            .count();
+        if failed == 0 {
+            out.push_str("all checks passed\n");
+        } else {
+            let _ = writeln!(out, "{failed} check(s) failed");
+        }
+        out
+    }
+}
+
+/// Runs every check. `config` is what loading the configuration gave; when it failed, that is
+/// the only line.
+pub async fn run(config: Result<Config, ConfigError>) -> Report {
+    let mut report = Report::new();
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            report.fail_with("config", &e);
+            return report;
+        }
+    };
+    report.pass(
+        "config",
+        format!(
+            "valid; {} lake(s): {}",
+            config.lakes.len(),
+            config.lake_names()
+        ),
+    );
+    match PgBinaries::find(config.postgres.bin_dir.as_deref()) {
+        Ok(b) => report.pass(
+            "postgres binaries",
+            format!("PostgreSQL {PG_MAJOR} in {}", b.bin_dir.display()),
+        ),
+        Err(e) => report.fail_with("postgres binaries", &e),
+    }
+    check_home(&mut report, &config.home);
+    check_postgres(&mut report, &config).await;
+    let aws_ok = check_aws(&mut report, &mut config).await;
+    let probes = check_places(&mut report, &config, aws_ok).await;
+    check_services(&mut report, &config, aws_ok).await;
+    check_clock(&mut report, &probes);
+    report
+}
+
+fn check_home(report: &mut Report, home: &Path) {
+    // Before the first start the home may not exist: its nearest existing folder must be
+    // writable, since `serve` creates it.
+    let existing = home.ancestors().find(|p| p.exists()).unwrap_or(home);
+    let probe = existing.join(format!(".doctor-{}", std::process::id()));
+    if let Err(e) = std::fs::write(&probe, b"x") {
+        report.fail(
+            "home",
+            format!("{} is not writable ({e})", existing.display()),
+            "point home (DUCKLAKE_CATALOG_HOME) at a writable volume, owned by the server's user",
+        );
+        return;
+    }
+    let _ = std::fs::remove_file(&probe);
+    match nix::sys::statvfs::statvfs(existing) {
+        Ok(st) => {
+            let free = st.blocks_available() * st.fragment_size();
+            #[allow(clippy::cast_precision_loss)] // a GiB figure to two decimals
+            let gib = free as f64 / f64::from(1u32 << 30);
+            if free < MIN_FREE_BYTES {
+                report.fail(
+                    "home",
+                    format!("{}: only {gib:.2} GiB free", home.display()),
+                    "give the volume at least 1 GiB free (WAL is kept until archived)",
+                );
+            } else {
+                report.pass(
+                    "home",
+                    format!("{} writable, {gib:.1} GiB free", home.display()),
+                );
+            }
+        }
+        Err(e) => report.fail(
+            "home",
+            format!("free space of {}: {e}", existing.display()),
+            "check the volume mounted at home",
+        ),
+    }
+}
+
+/// Checks PostgreSQL accepts TLS logins as the admin, and each lake's catalog.
+async fn check_postgres(report: &mut Report, config: &Config) {
+    if !config.pgdata().join("PG_VERSION").exists() {
+        report.skip(
+            "postgres",
+            "no cluster in the home yet; the first `ducklake-catalog serve` creates it",
+        );
+        return;
+    }
+    let password = match admin_password(config).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            report.fail(
+                "postgres",
+                "the admin password is not readable",
+                format!(
+                    "run doctor as the server's user, or set postgres.admin_password ({} holds the generated one)",
+                    config.generated_password_file().display()
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            report.fail_with("postgres", &e);
+            return;
+        }
+    };
+    let host = config.client_host();
+    let client = match tls_connect(config, &host, &password, "postgres").await {
+        Ok(c) => c,
+        Err(e) => {
+            report.fail(
+                "postgres",
+                format!("{host}:{}: {e}", config.postgres.port),
+                "start the server (`ducklake-catalog serve`); if it runs, check postgres.port, advertised_host and the admin password",
+            );
+            return;
+        }
+    };
+    let tls = client
+        .query_one(
+            "SELECT version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .map_or_else(
+            |_| "TLS".into(),
+            |r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1)),
+        );
+    report.pass(
+        "postgres",
+        format!(
+            "accepts TLS logins as {} on {host}:{} ({tls})",
+            config.postgres.admin_user, config.postgres.port
+        ),
+    );
+    for lake in &config.lakes {
+        let name = format!("lake {}", lake.name);
+        match lake_spec(config, &host, &password, &lake.name).await {
+            Ok(Some(v)) if v == DUCKLAKE_SPEC_VERSION => {
+                report.pass(name, format!("initialised, DuckLake spec {v}"));
+            }
+            Ok(Some(v)) => report.fail(
+                name,
+                format!("DuckLake spec {v}, this release serves {DUCKLAKE_SPEC_VERSION}"),
+                "attach once with a DuckDB client of this release (it migrates the catalog), or use the matching ducklake-catalog",
+            ),
+            Ok(None) => report.fail(
+                name,
+                "database exists but holds no DuckLake catalog",
+                "restart `ducklake-catalog serve`: it initialises every configured lake",
+            ),
+            Err(e) => report.fail(
+                name,
+                e,
+                "restart `ducklake-catalog serve`: it creates every configured lake",
+            ),
+        }
+    }
+}
+
+async fn lake_spec(
+    config: &Config,
+    host: &str,
+    password: &crate::Secret,
+    lake: &str,
+) -> Result<Option<String>, String> {
+    let client = tls_connect(config, host, password, lake).await?;
+    let exists: Option<String> = client
+        .query_one("SELECT to_regclass('public.ducklake_metadata')::text", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT value FROM {}.ducklake_metadata WHERE key = 'version' AND scope IS NULL",
+                quote_ident("public")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// A TLS connection (certificate not verified, like libpq's `sslmode=require`) as the admin.
+async fn tls_connect(
+    config: &Config,
+    host: &str,
+    password: &crate::Secret,
+    dbname: &str,
+) -> Result<tokio_postgres::Client, String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(host)
+        .port(config.postgres.port)
+        .user(&config.postgres.admin_user)
+        .password(password.expose())
+        .dbname(dbname)
+        .application_name("ducklake-catalog doctor")
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(CONNECT_TIMEOUT);
+    let (client, conn) = cfg.connect(tls::make()).await.map_err(|e| {
+        crate::one_line(
+            &std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")),
+        )
+    })?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Region and credentials, when anything configured uses AWS; `false` when those failed.
+async fn check_aws(report: &mut Report, config: &mut Config) -> bool {
+    if !config.uses_aws() {
+        report.skip(
+            "aws",
+            "nothing configured uses AWS (local data paths, no secret, no metering)",
+        );
+        return true;
+    }
+    match config.prepare_aws().await {
+        Ok(Some(region)) => report.pass(
+            "region",
+            format!("{} (from {})", region.name, region.source),
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            report.fail_with("region", &e);
+            return false;
+        }
+    }
+    let aws = config.aws().expect("prepared above");
+    match aws.credentials().await {
+        Ok(c) => {
+            report.pass(
+                "credentials",
+                format!(
+                    "from {} (access key {}…{})",
+                    c.source,
+                    &c.access_key_id[..c.access_key_id.len().min(4)],
+                    expiry_note(c.expiry)
+                ),
+            );
+            true
+        }
+        Err(e) => {
+            report.fail_with("credentials", &e);
+            false
+        }
+    }
+}
+
+/// Each data path and the backup target: the bucket's region, then list/put/get/delete.
+/// Returns what S3 answered, for the clock check.
+async fn check_places(report: &mut Report, config: &Config, aws_ok: bool) -> Vec<S3Probe> {
+    let mut places: Vec<(String, DataPath)> = config
+        .lakes
+        .iter()
+        .map(|l| (format!("data path {}", l.name), l.data_path.clone()))
+        .collect();
+    if let Some(t) = &config.backup.target {
+        places.push(("backup target".into(), t.clone()));
+    }
+    let mut probes = Vec::new();
+    let s3 = config.s3_settings();
+    for (name, path) in &places {
+        if let DataPath::S3 { bucket, .. } = path {
+            let Some(aws) = config.aws().filter(|_| aws_ok) else {
+                report.skip(
+                    name.clone(),
+                    format!("{path}: needs the AWS checks above to pass"),
+                );
+                continue;
+            };
+            let probe = aws
+                .probe_bucket(config.s3.endpoint.as_deref(), bucket)
+                .await;
+            let mismatch = probe.bucket_region.clone().filter(|r| r != aws.region());
+            // S3's clock is worth comparing whatever the bucket's region.
+            probes.push(probe);
+            if let Some(actual) = mismatch {
+                report.fail(
+                    name.clone(),
+                    format!(
+                        "{path}: bucket `{bucket}` is in {actual}, but the configured region is {}",
+                        aws.region()
+                    ),
+                    format!("set s3.region = \"{actual}\" (env DUCKLAKE_CATALOG_S3__REGION)"),
+                );
+                continue;
+            }
+        }
+        match storage::preflight(path, &s3).await {
+            Ok(()) => report.pass(name.clone(), format!("{path}: list, put, get, delete ok")),
+            Err(e) => report.fail_with(name.clone(), &e),
+        }
+    }
+    probes
+}
+
+/// The admin password secret and Marketplace metering, when configured.
+async fn check_services(report: &mut Report, config: &Config, aws_ok: bool) {
+    let aws = config.aws().filter(|_| aws_ok);
+    if let Some(r) = &config.postgres.admin_password_secret {
+        match aws {
+            None => report.skip(
+                "admin password secret",
+                "needs the AWS checks above to pass",
+            ),
+            Some(aws) => match crate::secrets_manager::fetch(aws, r).await {
+                Ok(f) => report.pass(
+                    "admin password secret",
+                    format!(
+                        "{r} readable (version {})",
+                        f.version_id.as_deref().unwrap_or("?")
+                    ),
+                ),
+                Err(e) => report.fail_with("admin password secret", &e),
+            },
+        }
+    }
+    if config.marketplace.product_code.is_some() {
+        match aws {
+            None => report.skip("marketplace", "needs the AWS checks above to pass"),
+            Some(aws) => match crate::marketplace::register(Some(aws), &config.marketplace).await {
+                Ok(Some(r)) => report.pass(
+                    "marketplace",
+                    format!("RegisterUsage accepted for product {}", r.product_code),
+                ),
+                Ok(None) => {}
+                Err(e) => report.fail_with("marketplace", &e),
+            },
+        }
+    }
+}
+
+fn expiry_note(expiry: Option<std::time::SystemTime>) -> String {
+    match expiry.and_then(|e| e.duration_since(std::time::SystemTime::now()).ok()) {
+        Some(left) => format!(", expires in {}s, refreshed before", left.as_secs()),
+        None => String::new(),
+    }
+}
+
+fn check_clock(report: &mut Report, probes: &[S3Probe]) {
+    let Some(server) = probes.iter().find_map(|p| p.server_time) else {
+        if !probes.is_empty() {
+            report.skip("clock", "S3 sent no Date header");
+        }
+        return;
+    };
+    let skew = (chrono::Utc::now() - server).num_seconds().unsigned_abs();
+    if skew > MAX_SKEW.as_secs() {
+        report.fail(
+            "clock",
+            format!("this host's clock is {skew}s off S3's (SigV4 fails past 300s)"),
+            "sync the clock (chrony/NTP; on ECS the host's time sync)",
+        );
+    } else {
+        report.pass("clock", format!("within {skew}s of S3's"));
+    }
+}
+
+/// rustls for the doctor's PostgreSQL connections, verifying nothing about the certificate
+/// (the server's own is usually self-signed), as `sslmode=require` does.
+mod tls {
+    use super::Arc;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    pub(super) fn make() -> tokio_postgres_rustls::MakeRustlsConnect {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    }
+
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
