@@ -105,7 +105,7 @@ fn task_definition_environment_is_accepted_configuration() {
         params.insert(k.into(), v.into());
     }
     let container = &t["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0];
-    let mut env: Vec<(String, String)> = container["Environment"]
+    let env: Vec<(String, String)> = container["Environment"]
         .as_sequence()
         .unwrap()
         .iter()
@@ -116,16 +116,35 @@ fn task_definition_environment_is_accepted_configuration() {
             )
         })
         .collect();
-    // Secrets arrive as environment variables holding the secret's value.
-    for s in container["Secrets"].as_sequence().unwrap() {
-        env.push((
-            s["Name"].as_str().unwrap().to_owned(),
-            "a-password-from-secrets-manager".into(),
-        ));
-    }
+    // The server reads the admin password from Secrets Manager itself (so rotations apply),
+    // with the task role; ECS injects nothing.
+    assert!(container["Secrets"].is_null());
     assert!(env.iter().all(|(k, _)| k.starts_with("DUCKLAKE_CATALOG_")));
     let config = load(&env).unwrap_or_else(|e| panic!("the task definition's environment: {e}"));
     assert_eq!(config.lakes[0].name, params["LakeName"]);
+    let secret = config.postgres.admin_password_secret.as_ref().unwrap();
+    assert_eq!(secret.secret, params["AdminPassword"]);
+    let task_role = t["Resources"]["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_sequence()
+        .unwrap();
+    assert!(task_role
+        .iter()
+        .any(|s| s["Action"] == "secretsmanager:GetSecretValue"));
+
+    // ECS's own `secrets: valueFrom` injection, the alternative docs/aws.md describes, sets the
+    // password variable itself; that is accepted configuration as well.
+    let mut injected = env.clone();
+    injected.retain(|(k, _)| k != "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD_SECRET");
+    injected.push((
+        "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD".into(),
+        "a-password-from-secrets-manager".into(),
+    ));
+    let config = load(&injected).unwrap();
+    assert_eq!(
+        config.postgres.admin_password.as_ref().unwrap().expose(),
+        "a-password-from-secrets-manager"
+    );
     assert!(config.backup.target.is_some(), "backups configured");
 
     // The health check is the image's, and PostgreSQL's stop budget fits ECS's stop timeout.

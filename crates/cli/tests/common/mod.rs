@@ -124,7 +124,7 @@ impl Server {
     /// Starts `serve` and waits until `/readyz` answers 200.
     pub fn start(home: &Path, env: &[(&str, &str)]) -> Server {
         let mut s = Self::spawn(home, env);
-        s.wait_ready(Duration::from_secs(120));
+        s.wait_ready(Duration::from_mins(2));
         s
     }
 
@@ -196,7 +196,7 @@ impl Server {
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);
-        self.wait_exit(Duration::from_secs(60))
+        self.wait_exit(Duration::from_mins(1))
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
@@ -234,7 +234,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         if self.child.is_some() {
             self.signal(Signal::SIGTERM);
-            let _ = self.wait_exit(Duration::from_secs(60));
+            let _ = self.wait_exit(Duration::from_mins(1));
         }
     }
 }
@@ -252,7 +252,7 @@ pub fn run_cli(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
 /// that comes up instead is stopped and the test fails.
 pub fn serve_fails(home: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let mut server = Server::spawn(home, env);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_mins(2);
     loop {
         if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
             server.child = None;
@@ -324,6 +324,11 @@ impl Moto {
         let port = free_port();
         let mut cmd = Command::new(venv().join("bin/moto_server"));
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Each moto records into its own file (the default is one file in the cwd).
+            .env(
+                "MOTO_RECORDER_FILEPATH",
+                std::env::temp_dir().join(format!("moto-recording-{port}")),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in env {
@@ -387,5 +392,125 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One request a [`Stub`] received.
+#[derive(Debug, Clone)]
+pub struct StubRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl StubRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A small HTTP/1.1 endpoint on loopback standing in for an AWS endpoint no emulator covers
+/// (Marketplace Metering, the ECS credentials endpoint): `answer` gets each request (and how
+/// many came before it) and returns the status and JSON body AWS documents; every request is
+/// kept for the test to check.
+pub struct Stub {
+    pub port: u16,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<StubRequest>>>,
+}
+
+impl Stub {
+    pub fn start(
+        answer: impl Fn(&StubRequest, usize) -> (u16, String) + Send + Sync + 'static,
+    ) -> Stub {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_owned();
+                let path = parts.next().unwrap_or_default().to_owned();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                    }
+                }
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let req = StubRequest {
+                    method,
+                    path,
+                    headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                };
+                let n = seen.lock().unwrap().len();
+                let (status, body) = answer(&req, n);
+                seen.lock().unwrap().push(req);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-amzn-requestid: stub-{n}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Stub { port, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<StubRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Moto {
+    /// Starts recording requests (moto's recorder keeps method, URL, headers).
+    pub fn start_recording(&self) {
+        self.python(&format!(
+            "import urllib.request\nurllib.request.urlopen(urllib.request.Request('{}/moto-api/recorder/start-recording', method='POST'))",
+            self.endpoint()
+        ));
+    }
+
+    /// The access key ids that signed the recorded S3 requests, in order.
+    pub fn recorded_access_keys(&self) -> Vec<String> {
+        let out = self.python(&format!(
+            "import urllib.request, json\nfor line in urllib.request.urlopen('{}/moto-api/recorder/download-recording').read().decode().splitlines():\n    if line.strip():\n        a = json.loads(line)['headers'].get('Authorization', '')\n        if 'Credential=' in a:\n            print(a.split('Credential=')[1].split('/')[0])",
+            self.endpoint()
+        ));
+        out.lines().map(str::to_owned).collect()
+    }
+
+    /// Runs a Python snippet with a boto3 Secrets Manager client `sm` (test keys) in scope.
+    pub fn secrets(&self, code: &str) -> String {
+        self.python(&format!(
+            "sm = boto3.client('secretsmanager', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
+            self.endpoint()
+        ))
     }
 }
