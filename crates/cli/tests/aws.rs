@@ -419,6 +419,8 @@ fn unusable_secrets_stop_the_start_with_one_line_naming_the_secret_never_the_val
         &json!({"username": "admin", "password": "json-secret-value-1"}).to_string(),
     );
     create_secret(&moto, "catalog/weak", "short");
+    // boto3 refuses an empty SecretString; a lone newline is empty once read.
+    create_secret(&moto, "catalog/blank", "\n");
     create_secret(&moto, "catalog/text", "plain-text-value-12345");
     let cases = [
         (
@@ -436,6 +438,10 @@ fn unusable_secrets_stop_the_start_with_one_line_naming_the_secret_never_the_val
         (
             "catalog/weak",
             "is too weak (5 characters); use at least 12",
+        ),
+        (
+            "catalog/blank",
+            "the admin password from Secrets Manager secret `catalog/blank` is empty",
         ),
     ];
     for (reference, expected) in cases {
