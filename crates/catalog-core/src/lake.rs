@@ -140,6 +140,9 @@ pub async fn ensure_lake(
         ))
         .await
         .map_err(|e| pg_err(PgError::sql("set the public schema's privileges")(e)))?;
+    crate::users::ensure_lake_roles(&lake_db, &lake.name, admin)
+        .await
+        .map_err(pg_err)?;
     let configured = lake.data_path.to_string();
     if let Some(info) = read_lake_info(&lake_db).await.map_err(pg_err)? {
         if info.data_path != configured {

@@ -23,6 +23,7 @@ pub mod secret;
 pub mod secrets_manager;
 pub mod status;
 pub mod supervisor;
+pub mod users;
 pub mod versions;
 
 pub use config::Config;

@@ -126,9 +126,9 @@ pub enum SecretError {
         key: String,
         keys: String,
     },
-    #[error("the admin password from {source_name} is empty; store a password of at least {MIN_PASSWORD_LEN} characters")]
+    #[error("the password from {source_name} is empty; store a password of at least {MIN_PASSWORD_LEN} characters")]
     Empty { source_name: String },
-    #[error("the admin password from {source_name} is too weak ({length} characters); use at least {MIN_PASSWORD_LEN}")]
+    #[error("the password from {source_name} is too weak ({length} characters); use at least {MIN_PASSWORD_LEN}")]
     Weak { source_name: String, length: usize },
     #[error("reading Secrets Manager secret `{secret}` failed: {detail}; check the network path to Secrets Manager (NAT or VPC endpoint) and AWS_ENDPOINT_URL_SECRETS_MANAGER if set")]
     Unreachable { secret: String, detail: String },

@@ -64,6 +64,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Connect(args) => crate::connect::run(&load()?, args),
         Command::Doctor { format } => doctor(load_config(cli), *format),
+        Command::User { command } => crate::users::run(&load()?, command),
     }
 }
 

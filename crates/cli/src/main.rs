@@ -7,6 +7,7 @@ mod backup;
 mod commands;
 mod connect;
 mod init;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,12 @@ enum Command {
     Doctor {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Per-lake credentials: readers query, writers write, neither reaches another lake or
+    /// PostgreSQL itself. Runs beside the server (same home), over its Unix socket.
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
     },
 }
 

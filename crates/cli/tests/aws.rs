@@ -441,7 +441,7 @@ fn unusable_secrets_stop_the_start_with_one_line_naming_the_secret_never_the_val
         ),
         (
             "catalog/blank",
-            "the admin password from Secrets Manager secret `catalog/blank` is empty",
+            "the password from Secrets Manager secret `catalog/blank` is empty",
         ),
     ];
     for (reference, expected) in cases {

@@ -1,0 +1,367 @@
+//! Per-lake users, proven with the real DuckDB client: a writer does every kind of operation a
+//! DuckLake client does; a reader reads any snapshot, and each kind of write it attempts is
+//! refused by PostgreSQL and changes nothing; neither reaches another lake or PostgreSQL itself.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{error_line, extensions, home, run_cli, venv, Server};
+use serde_json::Value;
+
+const ADMIN_PASSWORD: &str = "admin-password-users-1";
+
+/// Two lakes on local disk, `sales` and `hr`.
+fn start() -> (tempfile::TempDir, Server) {
+    let dir = home();
+    let config = dir.path().join("catalog.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[lakes]]\nname = \"sales\"\ndata_path = \"{0}/data/sales\"\n\n[[lakes]]\nname = \"hr\"\ndata_path = \"{0}/data/hr\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("DUCKLAKE_CATALOG_CONFIG", config.to_str().unwrap()),
+            ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ],
+    );
+    (dir, server)
+}
+
+fn cli(server: &Server, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let config = server.home.join("catalog.toml");
+    let env = [
+        ("DUCKLAKE_CATALOG_CONFIG", config.to_str().unwrap()),
+        (
+            "DUCKLAKE_CATALOG_POSTGRES__PORT",
+            &*server.pg_port.to_string(),
+        ),
+        ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ];
+    match stdin {
+        None => run_cli(&server.home, &env, args),
+        Some(input) => {
+            let mut cmd = common::base_command(&server.home, server.pg_port, server.http_port);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        }
+    }
+}
+
+/// `user create` and the password it printed.
+fn create_user(server: &Server, name: &str, lake: &str, role: &str) -> String {
+    let out = cli(
+        server,
+        &[
+            "user", "create", name, "--lake", lake, "--role", role, "--format", "json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], role);
+    v["password"].as_str().unwrap().to_owned()
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
+}
+
+/// Runs `lake_ops.py` and returns operation → outcome.
+fn ops(server: &Server, user: &str, password: &str, lake: &str, mode: &str, table: &str) -> Value {
+    let out = Command::new(venv().join("bin/python"))
+        .arg(script("lake_ops.py"))
+        .args([
+            user,
+            password,
+            &server.pg_port.to_string(),
+            lake,
+            mode,
+            table,
+        ])
+        .env("DLC_EXTENSIONS", extensions())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lake_ops.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// As the admin: a Parquet table `shared` and an inlined one `small` in `lake`.
+fn seed(server: &Server, lake: &str) {
+    let code = format!(
+        "import duckdb, os\ncon = duckdb.connect(config={{'extension_directory': os.environ['DLC_EXTENSIONS'], 'autoinstall_known_extensions': 'false'}})\ncon.execute('LOAD ducklake; LOAD postgres;')\ncon.execute(\"ATTACH 'ducklake:postgres:host=127.0.0.1 port={} user=admin password={ADMIN_PASSWORD} dbname={lake}' AS lake\")\ncon.execute('CREATE TABLE lake.shared AS SELECT i AS x FROM range(5000) r(i)')\ncon.execute('CREATE TABLE lake.small (x INTEGER)')\ncon.execute('INSERT INTO lake.small VALUES (1), (2), (3)')",
+        server.pg_port
+    );
+    let out = Command::new(venv().join("bin/python"))
+        .arg("-c")
+        .arg(code)
+        .env("DLC_EXTENSIONS", extensions())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the catalog holds, as the admin sees it: snapshots, and rows of `shared` and `small`.
+fn catalog_state(server: &Server, lake: &str) -> Vec<i64> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = common::admin_client(server, ADMIN_PASSWORD, lake)
+            .await
+            .unwrap();
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM ducklake_snapshot),
+                        (SELECT max(snapshot_id) FROM ducklake_snapshot),
+                        (SELECT count(*) FROM ducklake_table WHERE end_snapshot IS NULL),
+                        (SELECT count(*) FROM ducklake_data_file)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (0..4).map(|i| row.get::<_, i64>(i)).collect()
+    })
+}
+
+#[test]
+fn a_writer_does_every_operation_and_a_reader_only_reads() {
+    let (_dir, server) = start();
+    seed(&server, "sales");
+    let writer_pw = create_user(&server, "pipeline", "sales", "writer");
+    let reader_pw = create_user(&server, "analyst", "sales", "reader");
+
+    // Before any writer: old snapshots are there to read.
+    let read = ops(&server, "analyst", &reader_pw, "sales", "read", "shared");
+    for (operation, outcome) in read.as_object().unwrap() {
+        assert_eq!(outcome, "ok", "reader: {operation} failed: {outcome}");
+    }
+
+    let done = ops(&server, "pipeline", &writer_pw, "sales", "write", "events");
+    for (operation, outcome) in done.as_object().unwrap() {
+        assert_eq!(outcome, "ok", "writer: {operation} failed: {outcome}");
+    }
+    assert_eq!(done.as_object().unwrap().len(), 19, "{done}");
+
+    // The reader reads the admin's tables, the writer's (incl. inlined data it created) and
+    // old snapshots.
+    let read = ops(&server, "analyst", &reader_pw, "sales", "read", "events");
+    for (operation, outcome) in read.as_object().unwrap() {
+        assert_eq!(outcome, "ok", "reader: {operation} failed: {outcome}");
+    }
+
+    // Every kind of write, attached read-write: refused by PostgreSQL, nothing changed.
+    let before = catalog_state(&server, "sales");
+    let refused = ops(
+        &server,
+        "analyst",
+        &reader_pw,
+        "sales",
+        "write-attempts",
+        "shared",
+    );
+    for (operation, outcome) in refused.as_object().unwrap() {
+        if operation == "attach" {
+            assert_eq!(outcome, "ok");
+            continue;
+        }
+        let text = outcome.as_str().unwrap();
+        assert!(
+            text.contains("permission denied"),
+            "reader: {operation} was not refused by a permission check: {text}"
+        );
+    }
+    assert_eq!(refused.as_object().unwrap().len(), 10, "{refused}");
+    assert_eq!(
+        catalog_state(&server, "sales"),
+        before,
+        "a refused write changed the catalog"
+    );
+}
+
+#[test]
+fn users_reach_only_their_lake_and_never_postgres_itself() {
+    let (_dir, server) = start();
+    let writer_pw = create_user(&server, "loader", "sales", "writer");
+    let reader_pw = create_user(&server, "viewer", "sales", "reader");
+
+    // The other lake: CONNECT is the lake's own roles' only.
+    for (user, pw) in [("loader", &writer_pw), ("viewer", &reader_pw)] {
+        let other = ops(&server, user, pw, "hr", "read", "shared");
+        let attach = other["attach"].as_str().unwrap();
+        assert!(
+            attach.contains("permission denied for database"),
+            "{user}: {attach}"
+        );
+    }
+
+    // PostgreSQL itself: no role, database or superuser powers.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = connect_as(&server, "loader", &writer_pw).await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = session_user",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!((row.get(0), row.get(1), row.get(2)), (false, false, false));
+        for sql in ["CREATE ROLE intruder", "CREATE DATABASE intruder", "DROP DATABASE hr"] {
+            let err = client.batch_execute(sql).await.unwrap_err();
+            let msg = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+            assert!(
+                msg.contains("permission denied") || msg.contains("must be owner"),
+                "{sql}: {msg}"
+            );
+        }
+    });
+
+    // list, rotate (the old password stops working, the new one works), drop.
+    let list = cli(&server, &["user", "list", "--format", "json"], None);
+    let users: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        users,
+        serde_json::json!([
+            {"name": "loader", "lake": "sales", "role": "writer"},
+            {"name": "viewer", "lake": "sales", "role": "reader"},
+        ])
+    );
+    let rotated = cli(
+        &server,
+        &[
+            "user",
+            "rotate",
+            "viewer",
+            "--password-stdin",
+            "--format",
+            "json",
+        ],
+        Some("a-brand-new-viewer-pw\n"),
+    );
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let can = |user: &str, pw: &str| can_log_in(&server, user, pw);
+    assert!(can("viewer", "a-brand-new-viewer-pw"));
+    assert!(!can("viewer", &reader_pw));
+    let dropped = cli(&server, &["user", "drop", "loader"], None);
+    assert!(dropped.status.success());
+    assert!(!can("loader", &writer_pw));
+}
+
+async fn connect_as(
+    server: &Server,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.pg_port)
+        .user(user)
+        .password(password)
+        .dbname("sales")
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn can_log_in(server: &Server, user: &str, password: &str) -> bool {
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(connect_as(server, user, password))
+        .is_ok()
+}
+
+#[test]
+fn user_command_mistakes_are_one_line_naming_the_fix() {
+    let (_dir, server) = start();
+    create_user(&server, "viewer", "sales", "reader");
+    // Mistakes are one line and exit 2 (usage) or 1 (state).
+    for (command, stdin, code, needle) in [
+        (
+            "user create Bad-Name --lake sales --role reader",
+            None,
+            2,
+            "is not a valid user name",
+        ),
+        (
+            "user create admin --lake sales --role writer",
+            None,
+            2,
+            "is not a valid user name",
+        ),
+        (
+            "user create shorty --lake sales --role reader --password-stdin",
+            Some("short\n"),
+            2,
+            "is too weak (5 characters)",
+        ),
+        (
+            "user create viewer --lake sales --role reader",
+            None,
+            1,
+            "user `viewer` already exists",
+        ),
+        (
+            "user create someone --lake nope --role reader",
+            None,
+            2,
+            "no lake named `nope`",
+        ),
+        ("user rotate nobody", None, 1, "no user named `nobody`"),
+    ] {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let out = cli(&server, &args, stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(error_line(&stderr).contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn user_commands_without_a_running_server_say_so() {
+    let dir = home();
+    let out = run_cli(dir.path(), &[], &["user", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        line.contains("the server's PostgreSQL is not reachable at"),
+        "{line}"
+    );
+}
