@@ -15,6 +15,7 @@ pub mod config_reference;
 pub mod connection;
 pub mod doctor;
 pub mod iam;
+pub mod inspect;
 pub mod lake;
 pub mod marketplace;
 pub mod postgres;

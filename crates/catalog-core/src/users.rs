@@ -23,7 +23,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::{valid_identifier, Config, LakeConfig};
-use crate::postgres::{quote_ident, quote_literal, superuser_config, PgError, SUPERUSER};
+use crate::postgres::{connect_local, quote_ident, quote_literal, PgError, SUPERUSER};
 use crate::secret::Secret;
 use crate::secrets_manager::check_strength;
 
@@ -65,8 +65,8 @@ pub enum UserError {
     Exists { name: String },
     #[error("no user named `{name}`; `ducklake-catalog user list` shows them")]
     Unknown { name: String },
-    #[error("the server's PostgreSQL is not reachable at {socket} ({detail}); user commands run beside a running `ducklake-catalog serve` (same home, e.g. `docker exec`)")]
-    NotRunning { socket: String, detail: String },
+    #[error(transparent)]
+    NotRunning(#[from] crate::postgres::LocalError),
     #[error(transparent)]
     Weak(crate::secrets_manager::SecretError),
     #[error(transparent)]
@@ -123,28 +123,8 @@ pub async fn ensure_lake_roles(
         .map_err(PgError::sql(format!("grant lake {lake}'s roles their privileges")))
 }
 
-/// A superuser session on the running server's socket.
 async fn connect(config: &Config, db: &str) -> Result<tokio_postgres::Client, UserError> {
-    let socket = config.socket_dir();
-    let cfg = superuser_config(
-        &socket,
-        config.postgres.port,
-        db,
-        "ducklake-catalog user",
-        std::time::Duration::from_secs(5),
-    );
-    let (client, conn) =
-        cfg.connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| UserError::NotRunning {
-                socket: socket.display().to_string(),
-                detail: crate::one_line(
-                    &std::error::Error::source(&e)
-                        .map_or_else(|| e.to_string(), ToString::to_string),
-                ),
-            })?;
-    tokio::spawn(conn);
-    Ok(client)
+    Ok(connect_local(config, db, "ducklake-catalog user").await?)
 }
 
 fn check_name(config: &Config, name: &str) -> Result<(), UserError> {

@@ -65,6 +65,36 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Connect(args) => crate::connect::run(&load()?, args),
         Command::Doctor { format } => doctor(load_config(cli), *format),
         Command::User { command } => crate::users::run(&load()?, command),
+        Command::Snapshots { lake, format } => {
+            crate::inspect::run(&load()?, lake, &crate::inspect::View::Snapshots, *format)
+        }
+        Command::Tables {
+            lake,
+            snapshot,
+            format,
+        } => crate::inspect::run(
+            &load()?,
+            lake,
+            &crate::inspect::View::Tables {
+                snapshot: *snapshot,
+            },
+            *format,
+        ),
+        Command::Files {
+            lake,
+            table,
+            format,
+        } => crate::inspect::run(
+            &load()?,
+            lake,
+            &crate::inspect::View::Files {
+                table: table.clone(),
+            },
+            *format,
+        ),
+        Command::Usage { lake, format } => {
+            crate::inspect::run(&load()?, lake, &crate::inspect::View::Usage, *format)
+        }
     }
 }
 

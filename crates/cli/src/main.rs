@@ -7,6 +7,7 @@ mod backup;
 mod commands;
 mod connect;
 mod init;
+mod inspect;
 mod users;
 
 use std::path::PathBuf;
@@ -109,6 +110,39 @@ enum Command {
     User {
         #[command(subcommand)]
         command: users::UserCommand,
+    },
+    /// A lake's snapshots: id, time, changes, author and commit message.
+    Snapshots {
+        #[arg(long)]
+        lake: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// A lake's tables at a snapshot (default: the latest), with file counts and sizes.
+    Tables {
+        #[arg(long)]
+        lake: String,
+        #[arg(long)]
+        snapshot: Option<i64>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// A table's live data files: path, rows, bytes, snapshot range, delete files.
+    Files {
+        #[arg(long)]
+        lake: String,
+        /// `name` (schema main) or `schema.name`.
+        #[arg(long)]
+        table: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Bytes and files per table, and rows still inlined in the catalog (pending a flush).
+    Usage {
+        #[arg(long)]
+        lake: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 }
 

@@ -105,6 +105,42 @@ pub(crate) fn superuser_config(
     cfg
 }
 
+/// The running server's PostgreSQL could not be reached over its Unix socket.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's PostgreSQL is not reachable at {socket} ({detail}); commands that read or change the catalog run beside a running `ducklake-catalog serve` (same home, e.g. `docker exec`)")]
+pub struct LocalError {
+    pub socket: String,
+    pub detail: String,
+}
+
+/// A superuser session in `db` on the running server's socket (`<home>/run`), for the commands
+/// that run beside `serve`.
+pub async fn connect_local(
+    config: &crate::config::Config,
+    db: &str,
+    application_name: &str,
+) -> Result<tokio_postgres::Client, LocalError> {
+    let socket = config.socket_dir();
+    let cfg = superuser_config(
+        &socket,
+        config.postgres.port,
+        db,
+        application_name,
+        std::time::Duration::from_secs(5),
+    );
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| LocalError {
+            socket: socket.display().to_string(),
+            detail: crate::one_line(
+                &std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
+            ),
+        })?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
 /// Quotes `s` as a SQL string literal (standard_conforming_strings is on).
 pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -1,0 +1,455 @@
+//! Native inspection of a lake's DuckLake catalog — snapshots, tables, files, usage — read with
+//! SQL over the running server's Unix socket; no DuckDB needed. Only catalog spec versions this
+//! release knows are read: another version is refused with the reason, never misread.
+
+use serde::Serialize;
+
+use crate::config::{Config, LakeConfig};
+use crate::postgres::{connect_local, quote_ident, PgError};
+
+/// The DuckLake catalog spec versions whose tables this module knows.
+pub const KNOWN_SPECS: &[&str] = &["1.0"];
+
+/// Why a lake could not be inspected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InspectError {
+    #[error("lake `{lake}` has DuckLake catalog spec {found}, which this release does not read (it knows {known}); upgrade ducklake-catalog")]
+    UnknownSpec {
+        lake: String,
+        found: String,
+        known: String,
+    },
+    #[error("lake `{lake}` holds no DuckLake catalog yet; start `ducklake-catalog serve` once to create it")]
+    NoCatalog { lake: String },
+    #[error("lake `{lake}` has no table `{table}` (tables: {known})")]
+    UnknownTable {
+        lake: String,
+        table: String,
+        known: String,
+    },
+    #[error("lake `{lake}` has no snapshot {snapshot} (snapshots {first} to {last} exist)")]
+    UnknownSnapshot {
+        lake: String,
+        snapshot: i64,
+        first: i64,
+        last: i64,
+    },
+    #[error(transparent)]
+    Local(#[from] crate::postgres::LocalError),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+}
+
+/// One snapshot: `snapshots --lake L`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: i64,
+    /// UTC, RFC 3339.
+    pub time: String,
+    pub schema_version: i64,
+    /// DuckLake's change list, e.g. `created_table:"main"."events"`, `inserted_into_table:1`.
+    pub changes: Vec<String>,
+    pub author: Option<String>,
+    pub commit_message: Option<String>,
+}
+
+/// A table alive at a snapshot: `tables --lake L [--snapshot N]`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    pub id: i64,
+    /// The snapshot that created it.
+    pub created_at_snapshot: i64,
+    pub data_files: i64,
+    pub delete_files: i64,
+    /// Rows in data files (deletes not subtracted; inlined rows not included).
+    pub file_rows: i64,
+    pub bytes: i64,
+}
+
+/// A live data file: `files --lake L --table T`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DataFile {
+    pub id: i64,
+    /// Absolute: the lake's data path, schema and table folders, and the file resolved.
+    pub path: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub begin_snapshot: i64,
+    pub end_snapshot: Option<i64>,
+    pub delete_files: Vec<DeleteFile>,
+}
+
+/// A delete file of a [`DataFile`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeleteFile {
+    pub path: String,
+    pub deleted_rows: i64,
+    pub bytes: i64,
+}
+
+/// Space and pending work per table: `usage --lake L`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Usage {
+    pub schema: String,
+    pub table: String,
+    pub data_files: i64,
+    pub data_bytes: i64,
+    pub delete_files: i64,
+    pub delete_bytes: i64,
+    /// Rows still inlined in the catalog, waiting for `ducklake_flush_inlined_data`.
+    pub inlined_rows: i64,
+}
+
+/// A lake's catalog, opened for reading.
+pub struct Catalog {
+    client: tokio_postgres::Client,
+    lake: String,
+    data_path: String,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("lake", &self.lake)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The condition "alive at snapshot `$1`" for a table with begin/end snapshots.
+fn alive(alias: &str) -> String {
+    format!("{alias}.begin_snapshot <= $1 AND ({alias}.end_snapshot IS NULL OR {alias}.end_snapshot > $1)")
+}
+
+impl Catalog {
+    /// Connects to `lake`'s database and checks its spec version.
+    pub async fn open(config: &Config, lake: &LakeConfig) -> Result<Catalog, InspectError> {
+        let client = connect_local(config, &lake.name, "ducklake-catalog inspect").await?;
+        let sql = PgError::sql;
+        let exists: Option<String> = client
+            .query_one("SELECT to_regclass('public.ducklake_metadata')::text", &[])
+            .await
+            .map_err(sql("look for the DuckLake catalog"))?
+            .get(0);
+        if exists.is_none() {
+            return Err(InspectError::NoCatalog {
+                lake: lake.name.clone(),
+            });
+        }
+        let rows = client
+            .query(
+                "SELECT key, value FROM ducklake_metadata WHERE key IN ('version', 'data_path') AND scope IS NULL",
+                &[],
+            )
+            .await
+            .map_err(sql("read ducklake_metadata"))?;
+        let get = |k: &str| {
+            rows.iter()
+                .find(|r| r.get::<_, String>(0) == k)
+                .map(|r| r.get::<_, String>(1))
+                .unwrap_or_default()
+        };
+        let version = get("version");
+        if !KNOWN_SPECS.contains(&version.as_str()) {
+            return Err(InspectError::UnknownSpec {
+                lake: lake.name.clone(),
+                found: version,
+                known: KNOWN_SPECS.join(", "),
+            });
+        }
+        Ok(Catalog {
+            client,
+            lake: lake.name.clone(),
+            data_path: get("data_path"),
+        })
+    }
+
+    async fn latest_snapshot(&self) -> Result<(i64, i64), InspectError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT min(snapshot_id), max(snapshot_id) FROM ducklake_snapshot",
+                &[],
+            )
+            .await
+            .map_err(PgError::sql("read the snapshots"))?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Every snapshot, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>, InspectError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT s.snapshot_id,
+                        to_char(s.snapshot_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                        s.schema_version, c.changes_made, c.author, c.commit_message
+                 FROM ducklake_snapshot s
+                 LEFT JOIN ducklake_snapshot_changes c USING (snapshot_id)
+                 ORDER BY s.snapshot_id",
+                &[],
+            )
+            .await
+            .map_err(PgError::sql("read the snapshots"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Snapshot {
+                id: r.get(0),
+                time: r.get(1),
+                schema_version: r.get(2),
+                changes: split_changes(r.get::<_, Option<String>>(3).as_deref()),
+                author: r.get(4),
+                commit_message: r.get(5),
+            })
+            .collect())
+    }
+
+    /// The tables alive at `snapshot` (the latest when `None`), by schema and name.
+    pub async fn tables(&self, snapshot: Option<i64>) -> Result<Vec<Table>, InspectError> {
+        let (first, last) = self.latest_snapshot().await?;
+        let at = snapshot.unwrap_or(last);
+        if at < first || at > last {
+            return Err(InspectError::UnknownSnapshot {
+                lake: self.lake.clone(),
+                snapshot: at,
+                first,
+                last,
+            });
+        }
+        let sql = format!(
+            "SELECT s.schema_name, t.table_name, t.table_id, t.begin_snapshot,
+                    (SELECT count(*) FROM ducklake_data_file f WHERE f.table_id = t.table_id AND {f}),
+                    (SELECT count(*) FROM ducklake_delete_file d WHERE d.table_id = t.table_id AND {d}),
+                    (SELECT coalesce(sum(f.record_count), 0)::bigint FROM ducklake_data_file f WHERE f.table_id = t.table_id AND {f}),
+                    (SELECT coalesce(sum(f.file_size_bytes), 0)::bigint FROM ducklake_data_file f WHERE f.table_id = t.table_id AND {f})
+             FROM ducklake_table t JOIN ducklake_schema s ON s.schema_id = t.schema_id AND {s}
+             WHERE {t}
+             ORDER BY 1, 2",
+            f = alive("f"),
+            d = alive("d"),
+            s = alive("s"),
+            t = alive("t"),
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&at])
+            .await
+            .map_err(PgError::sql("read the tables"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Table {
+                schema: r.get(0),
+                name: r.get(1),
+                id: r.get(2),
+                created_at_snapshot: r.get(3),
+                data_files: r.get(4),
+                delete_files: r.get(5),
+                file_rows: r.get(6),
+                bytes: r.get(7),
+            })
+            .collect())
+    }
+
+    /// The current table named `table` (`name` or `schema.name`): its id and folder.
+    async fn find_table(&self, table: &str) -> Result<(i64, String), InspectError> {
+        let (schema, name) = table.split_once('.').unwrap_or(("main", table));
+        let (_, last) = self.latest_snapshot().await?;
+        let sql = format!(
+            "SELECT t.table_id, s.path, s.path_is_relative, t.path, t.path_is_relative
+             FROM ducklake_table t JOIN ducklake_schema s ON s.schema_id = t.schema_id
+             WHERE {} AND s.schema_name = $2 AND t.table_name = $3",
+            alive("t")
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&last, &schema, &name])
+            .await
+            .map_err(PgError::sql("find the table"))?;
+        let Some(row) = row else {
+            let known = self
+                .tables(None)
+                .await?
+                .iter()
+                .map(|t| format!("{}.{}", t.schema, t.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(InspectError::UnknownTable {
+                lake: self.lake.clone(),
+                table: table.to_owned(),
+                known,
+            });
+        };
+        let schema_dir = resolve(&self.data_path, row.get(1), row.get(2));
+        let table_dir = resolve(&schema_dir, row.get(3), row.get(4));
+        Ok((row.get(0), table_dir))
+    }
+
+    /// The live data files of `table` with their delete files, oldest first.
+    pub async fn files(&self, table: &str) -> Result<Vec<DataFile>, InspectError> {
+        let (id, dir) = self.find_table(table).await?;
+        let rows = self
+            .client
+            .query(
+                "SELECT data_file_id, path, path_is_relative, record_count, file_size_bytes, begin_snapshot, end_snapshot
+                 FROM ducklake_data_file WHERE table_id = $1 AND end_snapshot IS NULL ORDER BY data_file_id",
+                &[&id],
+            )
+            .await
+            .map_err(PgError::sql("read the data files"))?;
+        let deletes = self
+            .client
+            .query(
+                "SELECT data_file_id, path, path_is_relative, delete_count, file_size_bytes
+                 FROM ducklake_delete_file WHERE table_id = $1 AND end_snapshot IS NULL ORDER BY delete_file_id",
+                &[&id],
+            )
+            .await
+            .map_err(PgError::sql("read the delete files"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let file_id: i64 = r.get(0);
+                DataFile {
+                    id: file_id,
+                    path: resolve(&dir, r.get(1), r.get(2)),
+                    rows: r.get(3),
+                    bytes: r.get(4),
+                    begin_snapshot: r.get(5),
+                    end_snapshot: r.get(6),
+                    delete_files: deletes
+                        .iter()
+                        .filter(|d| d.get::<_, i64>(0) == file_id)
+                        .map(|d| DeleteFile {
+                            path: resolve(&dir, d.get(1), d.get(2)),
+                            deleted_rows: d.get(3),
+                            bytes: d.get(4),
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Files, bytes and inlined rows pending flush, per current table.
+    pub async fn usage(&self) -> Result<Vec<Usage>, InspectError> {
+        let mut out = Vec::new();
+        for t in self.tables(None).await? {
+            let deletes = self
+                .client
+                .query_one(
+                    "SELECT count(*), coalesce(sum(file_size_bytes), 0)::bigint FROM ducklake_delete_file
+                     WHERE table_id = $1 AND end_snapshot IS NULL",
+                    &[&t.id],
+                )
+                .await
+                .map_err(PgError::sql("read the delete files"))?;
+            let inlined = self
+                .client
+                .query(
+                    "SELECT table_name FROM ducklake_inlined_data_tables WHERE table_id = $1",
+                    &[&t.id],
+                )
+                .await
+                .map_err(PgError::sql("read the inlined data tables"))?;
+            let mut inlined_rows = 0;
+            for r in &inlined {
+                let name: String = r.get(0);
+                let exists: Option<String> = self
+                    .client
+                    .query_one(
+                        "SELECT to_regclass($1)::text",
+                        &[&format!("public.{}", quote_ident(&name))],
+                    )
+                    .await
+                    .map_err(PgError::sql("look for an inlined data table"))?
+                    .get(0);
+                if exists.is_none() {
+                    continue;
+                }
+                let n: i64 = self
+                    .client
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) FROM public.{} WHERE end_snapshot IS NULL",
+                            quote_ident(&name)
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(PgError::sql("count inlined rows"))?
+                    .get(0);
+                inlined_rows += n;
+            }
+            out.push(Usage {
+                schema: t.schema,
+                table: t.name,
+                data_files: t.data_files,
+                data_bytes: t.bytes,
+                delete_files: deletes.get(0),
+                delete_bytes: deletes.get(1),
+                inlined_rows,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// `path` under `base` when relative (DuckLake joins them as strings; folders end in `/`).
+fn resolve(base: &str, path: Option<String>, relative: Option<bool>) -> String {
+    let path = path.unwrap_or_default();
+    if relative.unwrap_or(true) {
+        format!("{base}{path}")
+    } else {
+        path
+    }
+}
+
+/// DuckLake's comma-separated change list; commas inside quoted names do not split.
+fn split_changes(raw: Option<&str>) -> Vec<String> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in raw.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    out.push(current);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_split_at_commas_outside_quotes() {
+        assert_eq!(
+            split_changes(Some(r#"created_table:"main"."a,b",inserted_into_table:3"#)),
+            vec![r#"created_table:"main"."a,b""#, "inserted_into_table:3"]
+        );
+        assert!(split_changes(None).is_empty());
+    }
+
+    #[test]
+    fn relative_paths_resolve_under_their_folder() {
+        assert_eq!(
+            resolve("s3://b/lake/main/t/", Some("f.parquet".into()), Some(true)),
+            "s3://b/lake/main/t/f.parquet"
+        );
+        assert_eq!(
+            resolve("s3://b/lake/", Some("s3://x/y.parquet".into()), Some(false)),
+            "s3://x/y.parquet"
+        );
+    }
+}
