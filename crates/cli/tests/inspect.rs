@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{error_line, extensions, home, run_cli, venv, Server};
+use common::{client_script, error_line, home, run_cli, Server};
 use serde_json::Value;
 
 const PASSWORD: &str = "admin-password-inspect-1";
@@ -39,18 +36,7 @@ fn cli(server: &Server, args: &[&str]) -> std::process::Output {
 }
 
 fn duckdb_view(server: &Server) -> Value {
-    let out = Command::new(venv().join("bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/inspect_lake.py"))
-        .args([&server.pg_port.to_string(), PASSWORD])
-        .env("DLC_EXTENSIONS", extensions())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    client_script("inspect_lake.py", &[&server.pg_port.to_string(), PASSWORD])
 }
 
 #[test]

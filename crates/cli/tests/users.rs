@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{error_line, extensions, home, run_cli, venv, Server};
@@ -89,33 +88,19 @@ fn create_user(server: &Server, name: &str, lake: &str, role: &str) -> String {
     v["password"].as_str().unwrap().to_owned()
 }
 
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
-}
-
 /// Runs `lake_ops.py` and returns operation → outcome.
 fn ops(server: &Server, user: &str, password: &str, lake: &str, mode: &str, table: &str) -> Value {
-    let out = Command::new(venv().join("bin/python"))
-        .arg(script("lake_ops.py"))
-        .args([
+    common::client_script(
+        "lake_ops.py",
+        &[
             user,
             password,
             &server.pg_port.to_string(),
             lake,
             mode,
             table,
-        ])
-        .env("DLC_EXTENSIONS", extensions())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lake_ops.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        ],
+    )
 }
 
 /// As the admin: a Parquet table `shared` and an inlined one `small` in `lake`.

@@ -514,3 +514,24 @@ impl Moto {
         ))
     }
 }
+
+/// Runs the DuckDB client script `tests/python/<name>` with `args` and the test extensions
+/// (`DLC_EXTENSIONS`), and returns the one JSON value it printed.
+pub fn client_script(name: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(venv().join("bin/python"))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(name),
+        )
+        .args(args)
+        .env("DLC_EXTENSIONS", extensions())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
