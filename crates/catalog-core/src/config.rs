@@ -44,6 +44,9 @@ pub struct Config {
     pub backup: BackupConfig,
     /// AWS Marketplace metering (the paid container product).
     pub marketplace: MarketplaceConfig,
+    /// Scheduled DuckLake maintenance of every lake (a `[lakes.maintenance]` table replaces it
+    /// for one lake).
+    pub maintenance: MaintenanceConfig,
     /// The lakes this catalog serves, one PostgreSQL database each. When empty, one lake named
     /// `lakehouse` (or `DUCKLAKE_CATALOG_LAKE_NAME`) with data path `DUCKLAKE_CATALOG_DATA_PATH`
     /// or `<home>/lakes/<name>/`.
@@ -107,8 +110,9 @@ pub struct PostgresConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key for `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
-    /// `max_connections`. Each DuckDB client keeps a pool of about 8.
-    pub max_connections: u32,
+    /// `max_connections`. Each DuckDB client keeps a pool of about 8. Default: sized to the
+    /// container's memory (10 MiB a connection after shared buffers, 25 to 800).
+    pub max_connections: Option<u32>,
     /// `shared_buffers`.
     pub shared_buffers: String,
     /// WAL segment size in MB, fixed when the cluster is created (initdb): a power of two,
@@ -242,6 +246,22 @@ impl Default for BackupConfig {
     }
 }
 
+impl BackupConfig {
+    /// How far back a point-in-time restore can go: the oldest base backup retention keeps
+    /// (`count` × `base_interval`, or `max_age` when longer). `None` without a target.
+    pub fn recovery_window(&self) -> Option<std::time::Duration> {
+        self.target.as_ref()?;
+        let by_count = self.base_interval.0 * self.retention.count;
+        Some(
+            by_count.max(
+                self.retention
+                    .max_age
+                    .map_or_else(Default::default, |a| a.0),
+            ),
+        )
+    }
+}
+
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
@@ -278,6 +298,63 @@ pub struct LakeConfig {
     pub name: String,
     /// `s3://bucket/prefix/` or an absolute local folder; stored in the lake at creation.
     pub data_path: DataPath,
+    /// This lake's maintenance, replacing `[maintenance]` (keys it omits take their defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceConfig>,
+}
+
+impl LakeConfig {
+    /// A lake with the server-wide maintenance settings.
+    pub fn new(name: String, data_path: DataPath) -> Self {
+        LakeConfig {
+            name,
+            data_path,
+            maintenance: None,
+        }
+    }
+}
+
+/// `[maintenance]`: what the server does for each lake on its own, with DuckLake's functions.
+/// On by default with conservative settings (like S3 Tables' compaction and snapshot expiry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(clippy::struct_excessive_bools)] // each is one documented on/off key
+pub struct MaintenanceConfig {
+    /// Run maintenance jobs on a schedule.
+    pub enabled: bool,
+    /// Time between the end of one job and the start of the next, per lake (`6h`).
+    pub interval: HumanDuration,
+    /// `ducklake_expire_snapshots` of snapshots older than this (`5d`); unset: never expire.
+    pub expire_snapshots_older_than: Option<HumanDuration>,
+    /// `ducklake_merge_adjacent_files`: merge small Parquet files.
+    pub merge_adjacent_files: bool,
+    /// `ducklake_flush_inlined_data`: move inlined rows into Parquet files.
+    pub flush_inlined_data: bool,
+    /// `ducklake_cleanup_old_files`: delete files scheduled for deletion longer than this
+    /// (`10d`); never less than the backups' recovery window.
+    pub cleanup_old_files_older_than: HumanDuration,
+    /// Remove the catalog garbage DuckLake leaves (stats of dropped tables, empty inlined-data
+    /// tables, duplicate deletion entries).
+    pub catalog_garbage: bool,
+    /// A job still running after this is interrupted (`30m`).
+    pub max_runtime: HumanDuration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            enabled: true,
+            interval: HumanDuration(std::time::Duration::from_hours(6)),
+            expire_snapshots_older_than: Some(HumanDuration(std::time::Duration::from_hours(
+                5 * 24,
+            ))),
+            merge_adjacent_files: true,
+            flush_inlined_data: true,
+            cleanup_old_files_older_than: HumanDuration(std::time::Duration::from_hours(10 * 24)),
+            catalog_garbage: true,
+            max_runtime: HumanDuration(std::time::Duration::from_mins(30)),
+        }
+    }
 }
 
 impl Default for Config {
@@ -291,6 +368,7 @@ impl Default for Config {
             log: LogConfig::default(),
             backup: BackupConfig::default(),
             marketplace: MarketplaceConfig::default(),
+            maintenance: MaintenanceConfig::default(),
             lakes: Vec::new(),
             aws: None,
         }
@@ -312,7 +390,7 @@ impl Default for PostgresConfig {
             os_user: "postgres".into(),
             tls_cert_file: None,
             tls_key_file: None,
-            max_connections: 200,
+            max_connections: None,
             shared_buffers: "128MB".into(),
             wal_segment_size_mb: 1,
             stop_timeout_secs: 30,
@@ -444,14 +522,12 @@ impl Config {
                 })?,
                 None => self.default_data_path(&name),
             };
-            self.lakes.push(LakeConfig { name, data_path });
+            self.lakes.push(LakeConfig::new(name, data_path));
         }
         if self.lakes.is_empty() {
             let data_path = self.default_data_path(DEFAULT_LAKE);
-            self.lakes.push(LakeConfig {
-                name: DEFAULT_LAKE.into(),
-                data_path,
-            });
+            self.lakes
+                .push(LakeConfig::new(DEFAULT_LAKE.into(), data_path));
         }
         // Every secret `x` may come from `x_file` instead.
         let secrets = [
@@ -485,6 +561,14 @@ impl Config {
         let pg = &self.postgres;
         if pg.port == 0 {
             return Err(ConfigError::invalid("postgres.port", "must be 1-65535"));
+        }
+        if let Some(n) = self.postgres.max_connections {
+            if !(10..=10_000).contains(&n) {
+                return Err(ConfigError::invalid(
+                    "postgres.max_connections",
+                    "must be 10-10000 (or unset: sized to the container's memory)",
+                ));
+            }
         }
         if pg.listen_address.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -538,6 +622,7 @@ impl Config {
             }
         }
         self.validate_backup()?;
+        self.validate_all_maintenance()?;
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
         for (i, lake) in self.lakes.iter().enumerate() {
@@ -598,6 +683,48 @@ impl Config {
                 "marketplace.public_key_version",
                 "must be at least 1",
             ));
+        }
+        Ok(())
+    }
+
+    /// `[maintenance]` and each lake's own.
+    fn validate_all_maintenance(&self) -> Result<(), ConfigError> {
+        let maintained = std::iter::once(("maintenance".to_owned(), &self.maintenance)).chain(
+            self.lakes.iter().enumerate().filter_map(|(i, l)| {
+                l.maintenance
+                    .as_ref()
+                    .map(|m| (format!("lakes[{i}].maintenance"), m))
+            }),
+        );
+        for (key, m) in maintained {
+            self.validate_maintenance(&key, m)?;
+        }
+        Ok(())
+    }
+
+    fn validate_maintenance(&self, key: &str, m: &MaintenanceConfig) -> Result<(), ConfigError> {
+        if m.interval.0 < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                format!("{key}.interval"),
+                "must be at least 1s",
+            ));
+        }
+        if m.max_runtime.0 < std::time::Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_runtime"),
+                "must be at least 10s",
+            ));
+        }
+        if let Some(window) = self.backup.recovery_window() {
+            if m.enabled && m.cleanup_old_files_older_than.0 < window {
+                return Err(ConfigError::invalid(
+                    format!("{key}.cleanup_old_files_older_than"),
+                    format!(
+                        "must be at least the backups' recovery window ({}: backup.retention.count × backup.base_interval, or max_age), or a point-in-time restore would name deleted files; raise it or shorten the retention",
+                        humantime::format_duration(window)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -771,12 +898,12 @@ impl Config {
 }
 
 /// True when one path is inside the other.
-fn overlaps(a: &DataPath, b: &DataPath) -> bool {
+pub(crate) fn overlaps(a: &DataPath, b: &DataPath) -> bool {
     let (a, b) = (a.to_string(), b.to_string());
     a.starts_with(&b) || b.starts_with(&a)
 }
 
-const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
+pub(crate) const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
 /// A name safe as a PostgreSQL identifier without quoting surprises.
 pub(crate) fn valid_identifier(name: &str) -> bool {

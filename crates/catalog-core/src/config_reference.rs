@@ -87,8 +87,8 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "postgres.max_connections",
-        default: "`200`",
-        meaning: "each DuckDB client keeps a pool of about 8",
+        default: "sized to the container's memory: 10 MiB a connection, 25 to 800",
+        meaning: "each DuckDB client keeps a pool of about 8 connections",
     },
     KeyDoc {
         key: "postgres.shared_buffers",
@@ -226,9 +226,49 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "public key version from the product's metering instructions",
     },
     KeyDoc {
+        key: "maintenance.enabled",
+        default: "`true`",
+        meaning: "run each lake's maintenance on a schedule (see docs/maintenance.md); a `[lakes.maintenance]` table replaces `[maintenance]` for one lake",
+    },
+    KeyDoc {
+        key: "maintenance.interval",
+        default: "`6h`",
+        meaning: "time from the end of one job to the start of the next, per lake",
+    },
+    KeyDoc {
+        key: "maintenance.expire_snapshots_older_than",
+        default: "`5d`",
+        meaning: "`ducklake_expire_snapshots` of older snapshots; unset: never expire",
+    },
+    KeyDoc {
+        key: "maintenance.merge_adjacent_files",
+        default: "`true`",
+        meaning: "`ducklake_merge_adjacent_files`: merge small Parquet files",
+    },
+    KeyDoc {
+        key: "maintenance.flush_inlined_data",
+        default: "`true`",
+        meaning: "`ducklake_flush_inlined_data`: move inlined rows into Parquet",
+    },
+    KeyDoc {
+        key: "maintenance.cleanup_old_files_older_than",
+        default: "`10d`",
+        meaning: "`ducklake_cleanup_old_files` of files scheduled for deletion longer than this; at least the backups' recovery window",
+    },
+    KeyDoc {
+        key: "maintenance.catalog_garbage",
+        default: "`true`",
+        meaning: "remove stats of dropped tables, empty inlined-data tables, duplicate deletion entries",
+    },
+    KeyDoc {
+        key: "maintenance.max_runtime",
+        default: "`30m`",
+        meaning: "a job still running after this is interrupted",
+    },
+    KeyDoc {
         key: "lakes",
         default: "one lake, see below",
-        meaning: "array of `{ name, data_path }`",
+        meaning: "array of `{ name, data_path }` (and optionally a `maintenance` table); lakes can also be created by command (`lake create`)",
     },
     KeyDoc {
         key: "lakes[].name",
@@ -298,10 +338,7 @@ mod tests {
             &serde_json::to_value(Config::default()).unwrap(),
             &mut keys,
         );
-        let lake = LakeConfig {
-            name: "x".into(),
-            data_path: storage::DataPath::parse("/tmp/x").unwrap(),
-        };
+        let lake = LakeConfig::new("x".into(), storage::DataPath::parse("/tmp/x").unwrap());
         leaves("lakes[]", &serde_json::to_value(lake).unwrap(), &mut keys);
         let documented: BTreeSet<String> = KEYS.iter().map(|k| k.key.to_owned()).collect();
         assert_eq!(

@@ -263,10 +263,10 @@ mod tests {
     /// `s3://acme-data/lakes/sales/`, backups in `s3://acme-backups/catalog/`.
     fn example_config() -> Config {
         let mut config = Config::default();
-        config.lakes = vec![LakeConfig {
-            name: "sales".into(),
-            data_path: DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
-        }];
+        config.lakes = vec![LakeConfig::new(
+            "sales".into(),
+            DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
+        )];
         config.backup.target = Some(DataPath::parse("s3://acme-backups/catalog/").expect("valid"));
         config.s3.region = Some("eu-west-1".into());
         config.postgres.admin_password_secret = Some(

@@ -103,6 +103,29 @@ pub struct Usage {
     pub inlined_rows: i64,
 }
 
+/// A file the catalog names, in any retained snapshot: `verify`, `orphans`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CatalogFile {
+    /// `data` or `delete`.
+    pub kind: &'static str,
+    /// Absolute: the data path, schema and table folders, and the file.
+    pub path: String,
+    pub bytes: i64,
+    /// Rows of a data file; deleted rows of a delete file.
+    pub rows: i64,
+}
+
+/// A lake's size and activity at its latest snapshot: `lake list` and `lake show`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub snapshots: i64,
+    pub tables: i64,
+    pub data_files: i64,
+    pub bytes: i64,
+    /// UTC, RFC 3339; `None` before the first snapshot.
+    pub last_commit: Option<String>,
+}
+
 /// A lake's catalog, opened for reading.
 pub struct Catalog {
     client: tokio_postgres::Client,
@@ -176,6 +199,89 @@ impl Catalog {
             .await
             .map_err(PgError::sql("read the snapshots"))?;
         Ok((row.get(0), row.get(1)))
+    }
+
+    /// Counts of snapshots, live tables and data files, live bytes, and the latest commit.
+    pub async fn summary(&self) -> Result<Summary, InspectError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT (SELECT count(*) FROM ducklake_snapshot),
+                        (SELECT count(*) FROM ducklake_table WHERE end_snapshot IS NULL),
+                        (SELECT count(*) FROM ducklake_data_file WHERE end_snapshot IS NULL),
+                        (SELECT coalesce(sum(file_size_bytes), 0)::bigint FROM ducklake_data_file WHERE end_snapshot IS NULL),
+                        (SELECT to_char(max(snapshot_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM ducklake_snapshot)",
+                &[],
+            )
+            .await
+            .map_err(PgError::sql("summarise the catalog"))?;
+        Ok(Summary {
+            snapshots: row.get(0),
+            tables: row.get(1),
+            data_files: row.get(2),
+            bytes: row.get(3),
+            last_commit: row.get(4),
+        })
+    }
+
+    /// The lake's data path as the catalog recorded it.
+    pub fn data_path(&self) -> &str {
+        &self.data_path
+    }
+
+    /// Every data and delete file of every retained snapshot, with absolute paths.
+    pub async fn all_files(&self) -> Result<Vec<CatalogFile>, InspectError> {
+        let rows = self
+            .client
+            .query(
+                "WITH s AS (SELECT DISTINCT ON (schema_id) schema_id, path, path_is_relative
+                            FROM ducklake_schema ORDER BY schema_id, begin_snapshot DESC),
+                      t AS (SELECT DISTINCT ON (table_id) table_id, schema_id, path, path_is_relative
+                            FROM ducklake_table ORDER BY table_id, begin_snapshot DESC)
+                 SELECT 'data', f.path, f.path_is_relative, f.file_size_bytes, f.record_count,
+                        t.path, t.path_is_relative, s.path, s.path_is_relative
+                 FROM ducklake_data_file f JOIN t USING (table_id) JOIN s ON s.schema_id = t.schema_id
+                 UNION ALL
+                 SELECT 'delete', f.path, f.path_is_relative, f.file_size_bytes, f.delete_count,
+                        t.path, t.path_is_relative, s.path, s.path_is_relative
+                 FROM ducklake_delete_file f JOIN t USING (table_id) JOIN s ON s.schema_id = t.schema_id",
+                &[],
+            )
+            .await
+            .map_err(PgError::sql("read the catalog's files"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let schema_dir = resolve(&self.data_path, r.get(7), r.get(8));
+                let table_dir = resolve(&schema_dir, r.get(5), r.get(6));
+                CatalogFile {
+                    kind: if r.get::<_, &str>(0) == "data" {
+                        "data"
+                    } else {
+                        "delete"
+                    },
+                    path: resolve(&table_dir, r.get(1), r.get(2)),
+                    bytes: r.get::<_, Option<i64>>(3).unwrap_or_default(),
+                    rows: r.get::<_, Option<i64>>(4).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Files DuckLake scheduled for deletion (expired, not yet cleaned up), absolute.
+    pub async fn scheduled_files(&self) -> Result<Vec<String>, InspectError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT path, path_is_relative FROM ducklake_files_scheduled_for_deletion",
+                &[],
+            )
+            .await
+            .map_err(PgError::sql("read the files scheduled for deletion"))?;
+        Ok(rows
+            .iter()
+            .map(|r| resolve(&self.data_path, r.get(0), r.get(1)))
+            .collect())
     }
 
     /// Every snapshot, oldest first.

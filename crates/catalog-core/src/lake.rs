@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use storage::{preflight, StorageError};
 
 use crate::config::{Config, LakeConfig};
-use crate::postgres::{quote_ident, quote_literal, Cluster, PgError};
+use crate::postgres::{quote_ident, quote_literal, PgError, Socket};
 use crate::secret::Secret;
 use crate::versions::{DUCKDB_PLATFORM, DUCKDB_VERSION};
 
@@ -75,10 +75,11 @@ pub async fn ensure_admin_role(
         .map_err(PgError::sql("restore statement logging"))
 }
 
-/// Makes `lake` ready: storage preflight, database, privileges, DuckLake catalog.
+/// Makes `lake` ready: storage preflight, database, privileges, DuckLake catalog, tuning. Runs
+/// in `serve` and in `lake create`, over the cluster's Unix socket.
 #[tracing::instrument(skip_all, fields(lake = %lake.name))]
 pub async fn ensure_lake(
-    cluster: &Cluster,
+    socket: &Socket,
     config: &Config,
     lake: &LakeConfig,
     admin_password: &Secret,
@@ -97,10 +98,17 @@ pub async fn ensure_lake(
         })?;
 
     let admin = &config.postgres.admin_user;
-    let postgres = cluster
-        .connect_superuser("postgres")
-        .await
-        .map_err(pg_err)?;
+    let connect = |db: &str| {
+        let action = format!("connect to database {db} as {}", crate::postgres::SUPERUSER);
+        let db = db.to_owned();
+        async move {
+            socket
+                .connect_superuser(&db, "ducklake-catalog")
+                .await
+                .map_err(PgError::sql(action))
+        }
+    };
+    let postgres = connect("postgres").await.map_err(pg_err)?;
     let db_exists = postgres
         .query_opt(
             "SELECT 1 FROM pg_database WHERE datname = $1",
@@ -129,10 +137,7 @@ pub async fn ensure_lake(
         .map_err(|e| pg_err(PgError::sql("set the lake database's privileges")(e)))?;
     drop(postgres);
 
-    let lake_db = cluster
-        .connect_superuser(&lake.name)
-        .await
-        .map_err(pg_err)?;
+    let lake_db = connect(&lake.name).await.map_err(pg_err)?;
     lake_db
         .batch_execute(&format!(
             "REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT ALL ON SCHEMA public TO {}",
@@ -152,9 +157,10 @@ pub async fn ensure_lake(
                 configured,
             });
         }
+        tune(&lake_db).await.map_err(pg_err)?;
         return Ok(info);
     }
-    let conninfo = cluster.socket_conninfo(admin, Some(admin_password.expose()), &lake.name);
+    let conninfo = socket.conninfo(admin, Some(admin_password.expose()), &lake.name);
     let ext = extension_dir.to_path_buf();
     let data_path = configured.clone();
     let result = tokio::task::spawn_blocking(move || init_with_duckdb(&ext, &conninfo, &data_path))
@@ -172,7 +178,20 @@ pub async fn ensure_lake(
             message: "ATTACH succeeded but no ducklake_metadata table was created".into(),
         })?;
     tracing::info!(data_path = %info.data_path, spec_version = %info.spec_version, "initialised the DuckLake catalog");
+    // The catalog's tables are new: grant them to the lake's roles, then tune.
+    crate::users::ensure_lake_roles(&lake_db, &lake.name, admin)
+        .await
+        .map_err(pg_err)?;
+    tune(&lake_db).await.map_err(pg_err)?;
     Ok(info)
+}
+
+async fn tune(lake_db: &tokio_postgres::Client) -> Result<(), PgError> {
+    let report = crate::tuning::apply(lake_db).await?;
+    if !report.created.is_empty() {
+        tracing::info!(created = ?report.created, "tuned the catalog for DuckLake's queries");
+    }
+    Ok(())
 }
 
 /// Reads the data path and format version DuckLake recorded, if the catalog exists.
@@ -210,17 +229,24 @@ fn init_with_duckdb(
     conninfo: &str,
     data_path: &str,
 ) -> Result<(), duckdb::Error> {
+    let conn = embedded_duckdb(extension_dir)?;
+    conn.execute_batch(&format!(
+        "ATTACH {} AS lake (DATA_PATH {}); DETACH lake;",
+        quote_literal(&format!("ducklake:postgres:{conninfo}")),
+        quote_literal(data_path)
+    ))
+}
+
+/// An in-memory DuckDB with the pinned ducklake and postgres extensions loaded from
+/// `extension_dir`, never from the network.
+pub(crate) fn embedded_duckdb(extension_dir: &Path) -> Result<duckdb::Connection, duckdb::Error> {
     let config = duckdb::Config::default()
         .with("extension_directory", extension_dir.to_string_lossy())?
         .with("autoinstall_known_extensions", "false")?
         .with("autoload_known_extensions", "true")?;
     let conn = duckdb::Connection::open_in_memory_with_flags(config)?;
     conn.execute_batch("LOAD ducklake; LOAD postgres;")?;
-    conn.execute_batch(&format!(
-        "ATTACH {} AS lake (DATA_PATH {}); DETACH lake;",
-        quote_literal(&format!("ducklake:postgres:{conninfo}")),
-        quote_literal(data_path)
-    ))
+    Ok(conn)
 }
 
 /// The folder holding `v<engine>/<platform>/ducklake.duckdb_extension`.
@@ -253,7 +279,7 @@ pub fn find_extension_directory(config: &Config) -> Result<PathBuf, LakeError> {
 }
 
 /// Removes the password from an error message that may quote a connection string.
-fn redact(message: &str, password: &Secret) -> String {
+pub(crate) fn redact(message: &str, password: &Secret) -> String {
     let one_line = crate::one_line(message);
     if password.expose().is_empty() {
         return one_line;

@@ -18,6 +18,18 @@ pub struct Status {
     pub backup: Option<BackupStatus>,
     /// Where the admin password comes from and, for a Secrets Manager secret, its rotations.
     pub admin_password: Option<PasswordStatus>,
+    /// Scheduled maintenance per lake: the last job and when the next is due.
+    pub maintenance: BTreeMap<String, MaintenanceStatus>,
+}
+
+/// One lake's scheduled maintenance.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MaintenanceStatus {
+    /// A job runs now.
+    pub running: bool,
+    /// When the next job is due (UTC, RFC 3339); `None` with maintenance disabled.
+    pub next_run: Option<String>,
+    pub last: Option<crate::maintenance::JobReport>,
 }
 
 /// The admin password's source, never its value.

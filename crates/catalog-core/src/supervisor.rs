@@ -16,11 +16,12 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::backup::agent::BackupRequest;
 use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
-use crate::config::{Config, RetentionConfig};
+use crate::config::{Config, LakeConfig, RetentionConfig};
 use crate::connection::{read_password_file, ConnectionInfo};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
 use crate::postgres::{
     create_home_dir, Boot, Cluster, ControlData, OsUser, PgError, RunningPostgres, ShutdownMode,
+    Socket,
 };
 use crate::secret::Secret;
 use crate::secrets_manager::{self, SecretError, SecretRef};
@@ -36,6 +37,8 @@ pub enum ServeError {
     Postgres(#[from] PgError),
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error(transparent)]
+    Lakes(#[from] crate::lakes::LakesError),
     #[error("admin password: {0}")]
     Password(String),
     #[error(transparent)]
@@ -150,11 +153,11 @@ impl Supervisor {
             self.status
                 .send_modify(|s| s.postgres = PgState::Running { pid });
             let current = password.borrow().clone();
-            match self
+            let lakes = match self
                 .bring_up_lakes(&cluster, &current, &extension_dir)
                 .await
             {
-                Ok(()) => {}
+                Ok(up) => up,
                 Err(e) if first => {
                     running.shutdown(ShutdownMode::Fast, immediate).await?;
                     return Err(e);
@@ -163,10 +166,12 @@ impl Supervisor {
                     tracing::error!(error = %e, "a lake is not ready after the restart");
                     self.status
                         .send_modify(|s| s.last_error = Some(e.to_string()));
+                    Vec::new()
                 }
-            }
+            };
             if first {
-                self.announce();
+                self.announce(&lakes);
+                self.spawn_lakes(&cluster, &password, &extension_dir, &agent_stop, shutdown);
                 if let Some(d) = &durable {
                     self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop);
                 }
@@ -417,55 +422,90 @@ impl Supervisor {
         ));
     }
 
+    /// Makes every lake ready: the configured ones (written to the registry) and those created
+    /// by command. Returns them.
     async fn bring_up_lakes(
         &self,
         cluster: &Cluster,
         password: &Secret,
         extension_dir: &std::path::Path,
-    ) -> Result<(), ServeError> {
+    ) -> Result<Vec<LakeConfig>, ServeError> {
         let client = cluster.connect_superuser("postgres").await?;
         ensure_admin_role(&client, &self.config.postgres.admin_user, password).await?;
+        enable_statement_stats(&client).await;
+        let lakes = crate::lakes::reconcile(&client, &self.config).await?;
         drop(client);
-        for lake in &self.config.lakes {
-            let mut entry = LakeStatus {
-                state: LakeState::Pending,
-                data_path: lake.data_path.to_string(),
-                spec_version: None,
-                error: None,
-            };
-            self.status.send_modify(|s| {
-                s.lakes.insert(lake.name.clone(), entry.clone());
-            });
-            let result = ensure_lake(cluster, &self.config, lake, password, extension_dir).await;
-            match &result {
-                Ok(info) => {
-                    entry.state = LakeState::Ready;
-                    entry.spec_version = Some(info.spec_version.clone());
+        for lake in &lakes {
+            bring_up_lake(
+                &cluster.socket(),
+                &self.config,
+                lake,
+                password,
+                extension_dir,
+                &self.status,
+            )
+            .await?;
+        }
+        Ok(lakes)
+    }
+
+    /// Serves lakes `lake create` adds and forgets those `lake drop` removes, while running.
+    fn spawn_lake_watch(
+        &self,
+        cluster: &Cluster,
+        password: watch::Receiver<Secret>,
+        extension_dir: std::path::PathBuf,
+        stop: &CancellationToken,
+    ) {
+        let config = self.config.clone();
+        let socket = cluster.socket();
+        let status = self.status.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(crate::lakes::WATCH_INTERVAL) => {}
+                    () = stop.cancelled() => return,
                 }
-                Err(e) => {
-                    entry.state = LakeState::Error;
-                    entry.error = Some(e.to_string());
+                let pw = password.borrow().clone();
+                if let Err(e) =
+                    watch_lakes_once(&socket, &config, &pw, &extension_dir, &status).await
+                {
+                    tracing::debug!(error = %e, "could not read the lake registry");
                 }
             }
-            self.status.send_modify(|s| {
-                s.lakes.insert(lake.name.clone(), entry);
-            });
-            result?;
-        }
-        Ok(())
+        });
+    }
+
+    /// The lake watch (until `stop`) and every lake's scheduled maintenance (until `shutdown`,
+    /// which interrupts a running job).
+    fn spawn_lakes(
+        &self,
+        cluster: &Cluster,
+        password: &watch::Receiver<Secret>,
+        extension_dir: &std::path::Path,
+        stop: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) {
+        self.spawn_lake_watch(cluster, password.clone(), extension_dir.to_path_buf(), stop);
+        let ctx = crate::maintenance::JobContext {
+            socket: cluster.socket(),
+            config: self.config.clone(),
+            admin_password: password.borrow().clone(),
+            extension_dir: extension_dir.to_path_buf(),
+        };
+        tokio::spawn(crate::maintenance::schedule(
+            ctx,
+            password.clone(),
+            self.status.clone(),
+            shutdown.clone(),
+        ));
     }
 
     /// Logs, per lake, the ATTACH string to paste into DuckDB (never the password).
-    fn announce(&self) {
-        for lake in &self.config.lakes {
-            let info = ConnectionInfo::for_lake(&self.config, lake);
-            tracing::info!(
-                lake = %lake.name,
-                data_path = %info.data_path,
-                password = %info.password_source,
-                "ready: {}  -- give the password as PGPASSWORD or run `ducklake-catalog connect --show-password`",
-                info.attach_sql(false)
-            );
+    fn announce(&self, lakes: &[LakeConfig]) {
+        for lake in lakes {
+            announce_lake(&self.config, lake);
         }
     }
 
@@ -824,6 +864,104 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => false,
         () = cancel.cancelled() => true,
+    }
+}
+
+/// Makes one lake ready, publishing its state (pending, then ready or error).
+async fn bring_up_lake(
+    socket: &Socket,
+    config: &Config,
+    lake: &LakeConfig,
+    password: &Secret,
+    extension_dir: &std::path::Path,
+    status: &StatusSender,
+) -> Result<(), LakeError> {
+    let mut entry = LakeStatus {
+        state: LakeState::Pending,
+        data_path: lake.data_path.to_string(),
+        spec_version: None,
+        error: None,
+    };
+    status.send_modify(|s| {
+        s.lakes.insert(lake.name.clone(), entry.clone());
+    });
+    let result = ensure_lake(socket, config, lake, password, extension_dir).await;
+    match &result {
+        Ok(info) => {
+            entry.state = LakeState::Ready;
+            entry.spec_version = Some(info.spec_version.clone());
+        }
+        Err(e) => {
+            entry.state = LakeState::Error;
+            entry.error = Some(e.to_string());
+        }
+    }
+    status.send_modify(|s| {
+        s.lakes.insert(lake.name.clone(), entry);
+    });
+    result.map(|_| ())
+}
+
+/// One look at the registry: bring up lakes not served yet, forget dropped ones.
+async fn watch_lakes_once(
+    socket: &Socket,
+    config: &Config,
+    password: &Secret,
+    extension_dir: &std::path::Path,
+    status: &StatusSender,
+) -> Result<(), ServeError> {
+    let client = socket
+        .connect_superuser("postgres", "ducklake-catalog")
+        .await
+        .map_err(PgError::sql("connect to read the lake registry"))?;
+    let lakes = crate::lakes::serving_now(&client, config).await?;
+    drop(client);
+    let served: Vec<String> = status.borrow().lakes.keys().cloned().collect();
+    for name in &served {
+        if !lakes.iter().any(|l| &l.name == name) {
+            tracing::info!(lake = %name, "lake dropped: no longer served");
+            status.send_modify(|s| {
+                s.lakes.remove(name);
+            });
+        }
+    }
+    for lake in lakes.iter().filter(|l| !served.contains(&l.name)) {
+        match bring_up_lake(socket, config, lake, password, extension_dir, status).await {
+            Ok(()) => announce_lake(config, lake),
+            Err(e) => tracing::error!(lake = %lake.name, error = %e, "a created lake is not ready"),
+        }
+    }
+    Ok(())
+}
+
+/// Logs the ATTACH string of `lake` (never the password).
+fn announce_lake(config: &Config, lake: &LakeConfig) {
+    let info = ConnectionInfo::for_lake(config, lake);
+    tracing::info!(
+        lake = %lake.name,
+        data_path = %info.data_path,
+        password = %info.password_source,
+        "ready: {}  -- give the password as PGPASSWORD or run `ducklake-catalog connect --show-password`",
+        info.attach_sql(false)
+    );
+}
+
+/// Records what clients run (`pg_stat_statements`), where the module is installed.
+async fn enable_statement_stats(client: &tokio_postgres::Client) {
+    let loaded: bool = client
+        .query_one(
+            "SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'",
+            &[],
+        )
+        .await
+        .is_ok_and(|r| r.get(0));
+    if loaded {
+        if let Err(e) = client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+        {
+            tracing::warn!(error = %e, "pg_stat_statements is loaded but its extension could not be created");
+        }
     }
 }
 

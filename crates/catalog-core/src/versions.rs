@@ -16,6 +16,15 @@ pub const DUCKLAKE_SPEC_VERSION: &str = "1.0";
 pub const OLDEST_CLIENT_VERSION: &str = "1.5.2";
 /// The newest release that cannot, for the test of the error such a client gets.
 pub const TOO_OLD_CLIENT_VERSION: &str = "1.5.1";
+/// Which DuckDB clients attach a catalog of each DuckLake spec version, newest first (found by
+/// attaching with each release, see [`OLDEST_CLIENT_VERSION`]); `lake list` shows it.
+pub const SPEC_CLIENTS: &[(&str, &str)] = &[
+    ("1.0", "DuckDB 1.5.2 and newer"),
+    ("0.4", "DuckDB 1.5.0-1.5.1"),
+    ("0.3", "DuckDB 1.4"),
+    ("0.2", "DuckDB 1.3"),
+    ("0.1", "DuckDB 1.3"),
+];
 /// The PostgreSQL major version the supervisor runs and accepts in a data directory.
 pub const PG_MAJOR: u32 = 15;
 /// DuckDB extensions the server and the test clients load, as `(PyPI wheel, file stem)`.

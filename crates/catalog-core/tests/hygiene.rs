@@ -36,10 +36,10 @@ fn all_keys() -> Vec<String> {
     c.backup.retention.max_age = Some(catalog_core::config::HumanDuration(
         std::time::Duration::from_mins(1),
     ));
-    c.lakes.push(LakeConfig {
-        name: "l".into(),
-        data_path: storage::DataPath::parse("/d").unwrap(),
-    });
+    c.lakes.push(LakeConfig::new(
+        "l".into(),
+        storage::DataPath::parse("/d").unwrap(),
+    ));
     let v = serde_json::to_value(&c).unwrap();
     let mut keys = Vec::new();
     walk(&v, "", &mut keys);
@@ -84,6 +84,7 @@ fn configuration_doc_lists_every_key() {
                     | "backup"
                     | "backup.retention"
                     | "marketplace"
+                    | "maintenance"
             )
         })
         .filter(|k| !doc.contains(&format!("`{k}`")))

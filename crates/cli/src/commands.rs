@@ -9,10 +9,17 @@ use health::HealthState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+use crate::inspect::View;
 use crate::{Cli, Command, ConfigCommand, Failure, Format};
 
 pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
     let load = || load_config(cli);
+    // Commands given `--lake` also find lakes created by command, when the server runs.
+    let with_lakes = || -> Result<Config, Failure> {
+        let mut config = load_config(cli)?;
+        let _ = runtime()?.block_on(catalog_core::lakes::with_registered(&mut config));
+        Ok(config)
+    };
     match &cli.command {
         Command::Serve => serve(load()?),
         Command::Health {
@@ -49,7 +56,8 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
                 crate::IamRole::Writer => PolicyRole::Writer,
                 crate::IamRole::Reader => PolicyRole::Reader,
             };
-            let policy = iam::policy(&load()?, role, lake.as_deref()).map_err(Failure::config)?;
+            let policy =
+                iam::policy(&with_lakes()?, role, lake.as_deref()).map_err(Failure::config)?;
             if *explain {
                 print!("{}", iam::explain(&policy));
             } else {
@@ -62,20 +70,25 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Restore { to_time, format } => {
             crate::backup::restore(&load()?, to_time.as_deref(), *format)
         }
-        Command::Connect(args) => crate::connect::run(&load()?, args),
+        Command::Connect(args) => crate::connect::run(&with_lakes()?, args),
         Command::Doctor { format } => doctor(load_config(cli), *format),
-        Command::User { command } => crate::users::run(&load()?, command),
+        Command::User { command } => crate::users::run(&with_lakes()?, command),
+        Command::Lake { command } => crate::lakes::run(&load()?, command),
+        upkeep @ (Command::Maintain { .. }
+        | Command::Verify { .. }
+        | Command::Orphans { .. }
+        | Command::Gc { .. }) => crate::maintain::run(&with_lakes()?, upkeep),
         Command::Snapshots { lake, format } => {
-            crate::inspect::run(&load()?, lake, &crate::inspect::View::Snapshots, *format)
+            inspect(&with_lakes()?, lake, &View::Snapshots, *format)
         }
         Command::Tables {
             lake,
             snapshot,
             format,
-        } => crate::inspect::run(
-            &load()?,
+        } => inspect(
+            &with_lakes()?,
             lake,
-            &crate::inspect::View::Tables {
+            &View::Tables {
                 snapshot: *snapshot,
             },
             *format,
@@ -84,18 +97,20 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             lake,
             table,
             format,
-        } => crate::inspect::run(
-            &load()?,
+        } => inspect(
+            &with_lakes()?,
             lake,
-            &crate::inspect::View::Files {
+            &View::Files {
                 table: table.clone(),
             },
             *format,
         ),
-        Command::Usage { lake, format } => {
-            crate::inspect::run(&load()?, lake, &crate::inspect::View::Usage, *format)
-        }
+        Command::Usage { lake, format } => inspect(&with_lakes()?, lake, &View::Usage, *format),
     }
+}
+
+fn inspect(config: &Config, lake: &str, view: &View, format: Format) -> Result<(), Failure> {
+    crate::inspect::run(config, lake, view, format)
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {

@@ -140,13 +140,19 @@ fn print<T: Serialize>(
         return Ok(());
     }
     let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    print_table(header, &body);
+    Ok(())
+}
+
+/// Prints `body` under `header`, each column as wide as its widest cell.
+pub(crate) fn print_table(header: &[&str], body: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &body {
+    for row in body {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         cells
             .iter()
             .zip(&widths)
@@ -156,9 +162,9 @@ fn print<T: Serialize>(
             .trim_end()
             .to_owned()
     };
-    println!("{}", line(header.iter().map(|h| (*h).to_owned()).collect()));
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    println!("{}", line(&header));
     for row in body {
         println!("{}", line(row));
     }
-    Ok(())
 }

@@ -8,6 +8,8 @@ mod commands;
 mod connect;
 mod init;
 mod inspect;
+mod lakes;
+mod maintain;
 mod users;
 
 use std::path::PathBuf;
@@ -110,6 +112,53 @@ enum Command {
     User {
         #[command(subcommand)]
         command: users::UserCommand,
+    },
+    /// The lakes this catalog serves: create, list, show, drop, migrate. Runs beside the
+    /// server (same home), over its Unix socket.
+    Lake {
+        #[command(subcommand)]
+        command: lakes::LakeCommand,
+    },
+    /// Run a lake's maintenance now, as the schedule does: flush inlined data, expire
+    /// snapshots, merge small files, clean up old files, remove catalog garbage.
+    Maintain {
+        #[arg(long)]
+        lake: String,
+        /// Report what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Check every file the catalog names exists under the data path with its recorded size
+    /// (and with --deep, its Parquet footer's row count). Exit 1 when any does not.
+    Verify {
+        #[arg(long)]
+        lake: String,
+        /// Also read each Parquet footer (two ranged reads a file, no download).
+        #[arg(long)]
+        deep: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List the objects under a lake's data path that no retained snapshot names.
+    Orphans {
+        #[arg(long)]
+        lake: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Delete orphaned objects older than a grace period (default 24h, so running clients'
+    /// uncommitted writes are never touched). Prints what it deletes; refuses without --yes.
+    Gc {
+        #[arg(long)]
+        lake: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        older_than: std::time::Duration,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// A lake's snapshots: id, time, changes, author and commit message.
     Snapshots {

@@ -57,6 +57,14 @@ impl PgBinaries {
         self.bin_dir.join("pg_controldata")
     }
 
+    /// Whether this installation ships the `pg_stat_statements` module (Debian's
+    /// `postgresql-15` does): the catalog then records what DuckLake clients run.
+    pub fn has_pg_stat_statements(&self) -> bool {
+        self.bin_dir
+            .parent()
+            .is_some_and(|d| d.join("lib/pg_stat_statements.so").is_file())
+    }
+
     pub fn initdb(&self) -> PathBuf {
         self.bin_dir.join("initdb")
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use nix::unistd::{Uid, User};
 
-use super::{conninfo_value, quote_literal, tls, PgBinaries, PgError, SUPERUSER};
+use super::{quote_literal, tls, PgBinaries, PgError, Socket, SUPERUSER};
 use crate::config::Config;
 use crate::versions::PG_MAJOR;
 
@@ -327,42 +327,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// Where this cluster's Unix socket is.
+    pub fn socket(&self) -> Socket {
+        Socket {
+            dir: self.socket_dir.clone(),
+            port: self.port,
+        }
+    }
+
     /// libpq connection string for `user` over the Unix socket.
     pub fn socket_conninfo(&self, user: &str, password: Option<&str>, dbname: &str) -> String {
-        let mut s = format!(
-            "host={} port={} user={} dbname={}",
-            conninfo_value(&self.socket_dir.to_string_lossy()),
-            self.port,
-            conninfo_value(user),
-            conninfo_value(dbname)
-        );
-        if let Some(pw) = password {
-            let _ = write!(s, " password={}", conninfo_value(pw));
-        }
-        s
+        self.socket().conninfo(user, password, dbname)
     }
 
     /// Connects as the internal superuser over the Unix socket.
     pub async fn connect_superuser(&self, dbname: &str) -> Result<tokio_postgres::Client, PgError> {
-        let cfg = super::superuser_config(
-            &self.socket_dir,
-            self.port,
-            dbname,
-            "ducklake-catalog",
-            std::time::Duration::from_secs(5),
-        );
-        let (client, conn) = cfg
-            .connect(tokio_postgres::NoTls)
+        self.socket()
+            .connect_superuser(dbname, "ducklake-catalog")
             .await
             .map_err(PgError::sql(format!(
                 "connect to database {dbname} as {SUPERUSER}"
-            )))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "supervisor connection closed");
-            }
-        });
-        Ok(client)
+            )))
     }
 
     /// Fails when another process already listens on the configured port.
@@ -415,7 +400,10 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
         "unix_socket_directories",
         quote_literal(&cluster.socket_dir.to_string_lossy()),
     );
-    set("max_connections", pg.max_connections.to_string());
+    let connections = pg
+        .max_connections
+        .unwrap_or_else(|| crate::tuning::connections_for_memory(crate::tuning::memory_limit()));
+    set("max_connections", connections.to_string());
     set("superuser_reserved_connections", "3".into());
     set("password_encryption", "'scram-sha-256'".into());
     set("ssl", "on".into());
@@ -437,6 +425,12 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     // Catalog queries are short: JIT compilation would only add latency (and the container
     // image leaves out LLVM).
     set("jit", "off".into());
+    // What DuckLake clients run, per statement (`cargo xtask bench catalog`, `lake show`).
+    if cluster.bins.has_pg_stat_statements() {
+        set("shared_preload_libraries", "'pg_stat_statements'".into());
+        set("pg_stat_statements.max", "5000".into());
+        set("pg_stat_statements.track", "'top'".into());
+    }
     // Logging: stderr only, parsed by the supervisor; CIS-style auditing.
     set("logging_collector", "off".into());
     set("log_destination", "'stderr'".into());

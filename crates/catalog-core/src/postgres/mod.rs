@@ -113,6 +113,62 @@ pub struct LocalError {
     pub detail: String,
 }
 
+/// Where PostgreSQL's Unix socket is: how the supervisor, and the commands that run beside
+/// `serve`, reach it as [`SUPERUSER`] (peer auth) or as the admin (password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Socket {
+    /// The running server's socket for this configuration (`<home>/run`).
+    pub fn for_config(config: &crate::config::Config) -> Socket {
+        Socket {
+            dir: config.socket_dir(),
+            port: config.postgres.port,
+        }
+    }
+
+    /// libpq connection string for `user` over the socket.
+    pub fn conninfo(&self, user: &str, password: Option<&str>, dbname: &str) -> String {
+        use std::fmt::Write as _;
+        let mut s = format!(
+            "host={} port={} user={} dbname={}",
+            conninfo_value(&self.dir.to_string_lossy()),
+            self.port,
+            conninfo_value(user),
+            conninfo_value(dbname)
+        );
+        if let Some(pw) = password {
+            let _ = write!(s, " password={}", conninfo_value(pw));
+        }
+        s
+    }
+
+    /// A superuser session in `db`, its connection driven by a background task.
+    pub async fn connect_superuser(
+        &self,
+        db: &str,
+        application_name: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let cfg = superuser_config(
+            &self.dir,
+            self.port,
+            db,
+            application_name,
+            std::time::Duration::from_secs(5),
+        );
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "superuser connection closed");
+            }
+        });
+        Ok(client)
+    }
+}
+
 /// A superuser session in `db` on the running server's socket (`<home>/run`), for the commands
 /// that run beside `serve`.
 pub async fn connect_local(
@@ -120,25 +176,16 @@ pub async fn connect_local(
     db: &str,
     application_name: &str,
 ) -> Result<tokio_postgres::Client, LocalError> {
-    let socket = config.socket_dir();
-    let cfg = superuser_config(
-        &socket,
-        config.postgres.port,
-        db,
-        application_name,
-        std::time::Duration::from_secs(5),
-    );
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
+    let socket = Socket::for_config(config);
+    socket
+        .connect_superuser(db, application_name)
         .await
         .map_err(|e| LocalError {
-            socket: socket.display().to_string(),
+            socket: socket.dir.display().to_string(),
             detail: crate::one_line(
                 &std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
             ),
-        })?;
-    tokio::spawn(conn);
-    Ok(client)
+        })
 }
 
 /// Quotes `s` as a SQL string literal (standard_conforming_strings is on).

@@ -518,14 +518,38 @@ impl Moto {
 /// Runs the DuckDB client script `tests/python/<name>` with `args` and the test extensions
 /// (`DLC_EXTENSIONS`), and returns the one JSON value it printed.
 pub fn client_script(name: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(venv().join("bin/python"))
+    client_script_with(&venv(), &extensions(), name, args)
+}
+
+/// The venv and extension folder of an older DuckDB release `cargo xtask test` installed for
+/// the compatibility tests (`OLDEST_CLIENT_VERSION`, `TOO_OLD_CLIENT_VERSION`).
+pub fn older_client(version: &str) -> (PathBuf, PathBuf) {
+    let root = std::env::var_os("DUCKLAKE_TEST_CLIENTS")
+        .map_or_else(|| cache().join("clients"), PathBuf::from)
+        .join(format!("duckdb-{version}"));
+    assert!(
+        root.join("venv/bin/python").is_file(),
+        "no DuckDB {version} client in {}: run `cargo xtask test`",
+        root.display()
+    );
+    (root.join("venv"), root.join("extensions"))
+}
+
+/// [`client_script`] with another DuckDB: the venv and extension folder given.
+pub fn client_script_with(
+    venv: &Path,
+    extensions: &Path,
+    name: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let out = Command::new(venv.join("bin/python"))
         .arg(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/python")
                 .join(name),
         )
         .args(args)
-        .env("DLC_EXTENSIONS", extensions())
+        .env("DLC_EXTENSIONS", extensions)
         .output()
         .unwrap();
     assert!(
