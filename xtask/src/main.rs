@@ -14,6 +14,10 @@
 //!   and with `--smoke` the image run for real against moto S3 (see `container_smoke`).
 //! - `cargo xtask bench startup [--runs N] [--debug]`: cold start, warm restart and idle memory
 //!   of `serve`, measured side by side.
+//! - `cargo xtask bench catalog [--scales 10000,30000,100000] [--runs N] [--writers N]`: the
+//!   tuned catalog against stock PostgreSQL for DuckLake's own queries (see `bench_catalog`).
+//! - `cargo xtask bench maintenance [--objects N] [--orphans N]`: our orphan scan against
+//!   DuckDB's, and commit latency before and after catalog garbage cleanup.
 //! - `cargo xtask bench durability [--commits N] [--restore-gb G] [--skip-walg]`: RPO, archive
 //!   write overhead and restore time against moto S3.
 //!
@@ -28,7 +32,9 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 
 mod bench;
+mod bench_catalog;
 mod bench_durability;
+mod bench_maintenance;
 mod clients;
 mod container;
 mod container_smoke;
@@ -61,7 +67,17 @@ fn main() -> Result<()> {
                 let bin = build_binary(true)?;
                 bench_durability::durability(args, &deps.venv, &deps.extensions, &bin)
             }
-            _ => bail!("usage: cargo xtask bench startup|durability [ARGS…]"),
+            Some((what, args)) if what == "catalog" => {
+                let deps = deps()?;
+                let bin = build_binary(true)?;
+                bench_catalog::catalog(args, &deps.venv, &deps.extensions, &bin)
+            }
+            Some((what, args)) if what == "maintenance" => {
+                let deps = deps()?;
+                let bin = build_binary(true)?;
+                bench_maintenance::maintenance(args, &deps.venv, &deps.extensions, &bin)
+            }
+            _ => bail!("usage: cargo xtask bench startup|durability|catalog|maintenance [ARGS…]"),
         },
         _ => {
             eprintln!("usage: cargo xtask <deps|test|ci|serve|bench|container> [ARGS…]");
