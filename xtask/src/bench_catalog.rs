@@ -59,6 +59,8 @@ pub(crate) struct Catalog {
     pub(crate) data_path: PathBuf,
     /// Superuser session in the lake's database (build, stats reset and reads).
     pub(crate) lake_db: tokio_postgres::Client,
+    /// Superuser session in `postgres`, where the `pg_stat_statements` view is.
+    stats: tokio_postgres::Client,
     client_user: &'static str,
     pub(crate) server: Child,
     pub(crate) pg_port: u16,
@@ -87,7 +89,7 @@ fn parse(args: &[String]) -> Result<Options> {
         scales: vec![10_000, 30_000, 100_000],
         runs: 20,
         writers: 4,
-        commits: 30,
+        commits: 50,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -166,8 +168,19 @@ async fn run(
     }
     let top_tuned = top_statements(&tuned, &client(&tuned), o).await?;
     let top_vanilla = top_statements(&vanilla, &client(&vanilla), o).await?;
-    let writes_tuned = measure_writes(o, &client(&tuned), "tuned")?;
-    let writes_vanilla = measure_writes(o, &client(&vanilla), "vanilla")?;
+    // Alternating rounds, so neither side always runs first on a warming machine.
+    let (mut wt, mut wv) = (Vec::new(), Vec::new());
+    for round in 0..WRITE_ROUNDS {
+        if round % 2 == 0 {
+            wt.push(measure_writes(o, &client(&tuned), "tuned", round)?);
+            wv.push(measure_writes(o, &client(&vanilla), "vanilla", round)?);
+        } else {
+            wv.push(measure_writes(o, &client(&vanilla), "vanilla", round)?);
+            wt.push(measure_writes(o, &client(&tuned), "tuned", round)?);
+        }
+    }
+    let writes_tuned = WriteResult::combine(&wt);
+    let writes_vanilla = WriteResult::combine(&wv);
     report(
         o,
         &results,
@@ -304,6 +317,8 @@ pub(crate) async fn start_tuned(
         .user("ducklake_supervisor")
         .dbname(LAKE);
     let lake_db = connect(&cfg).await?;
+    cfg.dbname("postgres");
+    let stats = connect(&cfg).await?;
     Ok(Catalog {
         name: "tuned",
         conninfo: format!(
@@ -311,6 +326,7 @@ pub(crate) async fn start_tuned(
         ),
         data_path,
         lake_db,
+        stats,
         client_user: "admin",
         server,
         pg_port: pg,
@@ -374,13 +390,16 @@ async fn start_vanilla(scratch: &Path) -> Result<Catalog> {
         .password(PASSWORD)
         .dbname("postgres");
     let postgres = connect(&cfg).await?;
+    // One statement per call: CREATE DATABASE cannot run in a transaction block.
     postgres
-        .batch_execute(&format!(
-            "CREATE DATABASE {LAKE}; CREATE EXTENSION pg_stat_statements"
-        ))
+        .batch_execute(&format!("CREATE DATABASE {LAKE}"))
+        .await?;
+    postgres
+        .batch_execute("CREATE EXTENSION pg_stat_statements")
         .await?;
     cfg.dbname(LAKE);
     let lake_db = connect(&cfg).await?;
+    let stats = postgres;
     // A process that only waits, so Catalog has a child like the tuned one; pg_ctl stops PG.
     let server = Command::new("sleep").arg("infinity").spawn()?;
     Ok(Catalog {
@@ -390,6 +409,7 @@ async fn start_vanilla(scratch: &Path) -> Result<Catalog> {
         ),
         data_path: scratch.join("vanilla-data"),
         lake_db,
+        stats,
         client_user: "bench",
         server,
         pg_port: port,
@@ -576,7 +596,7 @@ async fn measure_queries(
 }
 
 async fn reset_stats(c: &Catalog) -> Result<()> {
-    c.lake_db
+    c.stats
         .batch_execute("SELECT pg_stat_statements_reset()")
         .await
         .with_context(|| format!("reset pg_stat_statements on the {} catalog", c.name))
@@ -586,11 +606,11 @@ async fn reset_stats(c: &Catalog) -> Result<()> {
 /// many statements it ran.
 async fn server_time(c: &Catalog) -> Result<(f64, f64)> {
     let row = c
-        .lake_db
+        .stats
         .query_one(
             "SELECT coalesce(sum(total_exec_time), 0)::float8, coalesce(sum(calls), 0)::float8
              FROM pg_stat_statements
-             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bench')
                AND userid = (SELECT oid FROM pg_roles WHERE rolname = $1)",
             &[&c.client_user],
         )
@@ -606,11 +626,11 @@ async fn top_statements(c: &Catalog, env: &DriverEnv, o: &Options) -> Result<Vec
     reset_stats(c).await?;
     q.run()?;
     let rows = c
-        .lake_db
+        .stats
         .query(
             "SELECT total_exec_time::float8, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 150)
              FROM pg_stat_statements
-             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bench')
                AND userid = (SELECT oid FROM pg_roles WHERE rolname = $1)
              ORDER BY total_exec_time DESC LIMIT 5",
             &[&c.client_user],
@@ -629,18 +649,43 @@ async fn top_statements(c: &Catalog, env: &DriverEnv, o: &Options) -> Result<Vec
         .collect())
 }
 
+/// Rounds of the write workload per catalog.
+const WRITE_ROUNDS: usize = 4;
+
 /// Commit figures of `--writers` concurrent writers.
 struct WriteResult {
     commits_per_s: f64,
     p99_ms: f64,
     p50_ms: f64,
+    latencies: Vec<f64>,
+    commits: f64,
+    wall_s: f64,
 }
 
-fn measure_writes(o: &Options, env: &DriverEnv, name: &str) -> Result<WriteResult> {
+impl WriteResult {
+    /// All rounds together: commits over summed wall time, percentiles over every commit.
+    fn combine(rounds: &[WriteResult]) -> WriteResult {
+        let mut latencies: Vec<f64> = rounds.iter().flat_map(|r| r.latencies.clone()).collect();
+        latencies.sort_by(f64::total_cmp);
+        let commits: f64 = rounds.iter().map(|r| r.commits).sum();
+        let wall_s: f64 = rounds.iter().map(|r| r.wall_s).sum();
+        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+        WriteResult {
+            commits_per_s: commits / wall_s.max(1e-9),
+            p99_ms: pct(0.99),
+            p50_ms: pct(0.5),
+            commits,
+            wall_s,
+            latencies: latencies.clone(),
+        }
+    }
+}
+
+fn measure_writes(o: &Options, env: &DriverEnv, name: &str, round: usize) -> Result<WriteResult> {
     let began = Instant::now();
     let children: Vec<Child> = (0..o.writers)
         .map(|w| {
-            env.command(&["write", &format!("w{w}"), &o.commits.to_string()])
+            env.command(&["write", &format!("w{w}_{round}"), &o.commits.to_string()])
                 .stdout(Stdio::piped())
                 .spawn()
                 .context("start a writer")
@@ -670,6 +715,9 @@ fn measure_writes(o: &Options, env: &DriverEnv, name: &str) -> Result<WriteResul
         commits_per_s: total / slowest_wall.max(1e-9),
         p99_ms: pct(0.99),
         p50_ms: pct(0.5),
+        latencies: latencies.clone(),
+        commits: total,
+        wall_s: slowest_wall,
     };
     eprintln!(
         "{name}: {} writers, {total} commits in {:.1} s: {:.1} commits/s, p50 {:.0} ms, p99 {:.0} ms",
@@ -738,7 +786,7 @@ fn report(
         last.e2e[1] / first.e2e[1]
     );
     println!(
-        "  (b) {} writers × {} small commits (inlined and Parquet) at {} files:",
+        "  (b) {} writers × {} small commits (inlined and Parquet) at {} files, {WRITE_ROUNDS} alternating rounds:",
         o.writers, o.commits, last.files
     );
     println!(
