@@ -217,6 +217,8 @@ async fn link_objects(c: &Catalog) -> Result<usize> {
         )
         .await?;
     let mut n = 0;
+    // A file system caps the links to one file (ext4: 65,000); then copy once and link to that.
+    let mut source: Option<std::path::PathBuf> = None;
     for r in &rows {
         let (file, table, schema, real): (String, String, String, String) =
             (r.get(0), r.get(2), r.get(3), r.get(4));
@@ -226,8 +228,16 @@ async fn link_objects(c: &Catalog) -> Result<usize> {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::hard_link(dir.join(&real), &target)
-                .with_context(|| format!("link {}", target.display()))?;
+            let from = source.clone().unwrap_or_else(|| dir.join(&real));
+            match std::fs::hard_link(&from, &target) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(31) => {
+                    std::fs::copy(&from, &target)
+                        .with_context(|| format!("copy {}", target.display()))?;
+                    source = Some(target.clone());
+                }
+                Err(e) => return Err(e).with_context(|| format!("link {}", target.display())),
+            }
         }
         n += 1;
     }
@@ -267,8 +277,10 @@ fn commit_p50(env: &DriverEnv, table: &str, commits: usize) -> Result<f64> {
     Ok(p50(&mut l))
 }
 
-/// Clones the dropped tables' stats rows (with new table ids, each a dropped table too) until
-/// the garbage reaches `rows`: the scale of the report in DuckLake's users' catalogs.
+/// Clones the dropped tables' stats rows under table ids no live table has, until the garbage
+/// reaches `rows`: the scale reported from DuckLake users' catalogs. Only the stats are cloned,
+/// not the tables' history rows (`ducklake_table`, `ducklake_column`), which are not garbage:
+/// only snapshot expiry may remove those.
 async fn multiply_garbage(c: &Catalog, rows: i64) -> Result<()> {
     let db = &c.lake_db;
     let have = garbage_count(c).await?;
@@ -282,10 +294,6 @@ async fn multiply_garbage(c: &Catalog, rows: i64) -> Result<()> {
              SELECT DISTINCT s.table_id FROM ducklake_table_column_stats s
              WHERE NOT EXISTS (SELECT 1 FROM ducklake_table t WHERE t.table_id = s.table_id AND t.end_snapshot IS NULL);
          CREATE TEMP TABLE ids AS SELECT (SELECT max(table_id) FROM ducklake_table) AS base;
-         INSERT INTO ducklake_table (table_id, table_uuid, begin_snapshot, end_snapshot, schema_id, table_name, path, path_is_relative)
-             SELECT ids.base + g * 100000 + t.table_id, gen_random_uuid(), t.begin_snapshot, t.end_snapshot, t.schema_id,
-                    t.table_name || '_' || g, t.path, t.path_is_relative
-             FROM ducklake_table t JOIN dropped USING (table_id), ids, generate_series(1, {copies}) g;
          INSERT INTO ducklake_table_stats
              SELECT ids.base + g * 100000 + s.table_id, s.record_count, s.next_row_id, s.file_size_bytes
              FROM ducklake_table_stats s JOIN dropped USING (table_id), ids, generate_series(1, {copies}) g;
