@@ -429,19 +429,23 @@ async fn find(
         .iter()
         .find(|l| l.name == name)
         .cloned()
-        .ok_or_else(|| LakesError::Unknown {
-            name: name.to_owned(),
-            known: lakes
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        .ok_or_else(|| unknown(name, &lakes))?;
     let origin = known
         .iter()
         .find(|r| r.name == name)
         .map_or(Origin::Config, |r| r.origin);
     Ok((lake, origin))
+}
+
+fn unknown(name: &str, lakes: &[LakeConfig]) -> LakesError {
+    LakesError::Unknown {
+        name: name.to_owned(),
+        known: lakes
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// `lake show NAME`.
@@ -494,15 +498,7 @@ pub async fn drop(
     let client = connect_local(config, "postgres", "ducklake-catalog lake").await?;
     let known = registered(&client).await?;
     let Some(entry) = known.iter().find(|r| r.name == name) else {
-        let lakes = serving(config, &known);
-        return Err(LakesError::Unknown {
-            name: name.to_owned(),
-            known: lakes
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+        return Err(unknown(name, &serving(config, &known)));
     };
     let data_path = DataPath::parse(&entry.data_path).map_err(|e| {
         LakesError::Postgres(PgError::Io {

@@ -110,6 +110,37 @@ pub async fn list(path: &DataPath, s3: &S3Settings) -> Result<Vec<Listed>, Stora
         .map_err(|e| classify("data path", path, Operation::List, &e))
 }
 
+/// The keys of those `files` (absolute paths) that lie under `path`.
+fn keys_under(path: &DataPath, prefix: &str, files: &[String]) -> Vec<ObjectPath> {
+    files
+        .iter()
+        .filter_map(|f| key_of(path, prefix, f))
+        .collect()
+}
+
+/// Deletes `keys` in batches (S3 `DeleteObjects` takes up to 1,000), counting missing ones as
+/// deleted; `progress(deleted)` after each batch.
+pub(crate) async fn delete_keys(
+    store: &dyn ObjectStore,
+    path: &DataPath,
+    keys: &[ObjectPath],
+    mut progress: impl FnMut(u64),
+) -> Result<u64, StorageError> {
+    let mut deleted = 0;
+    for batch in keys.chunks(1000) {
+        let locations = futures::stream::iter(batch.iter().cloned().map(Ok)).boxed();
+        let results: Vec<_> = store.delete_stream(locations).collect().await;
+        for r in results {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(classify("data path", path, Operation::Delete, &e)),
+            }
+        }
+        progress(deleted);
+    }
+    Ok(deleted)
+}
+
 /// The total size of `files` (absolute paths under `path`); missing ones count 0.
 pub async fn object_sizes(
     path: &DataPath,
@@ -117,10 +148,7 @@ pub async fn object_sizes(
     files: &[String],
 ) -> Result<u64, StorageError> {
     let (store, prefix) = store_and_prefix(path, s3)?;
-    let keys: Vec<ObjectPath> = files
-        .iter()
-        .filter_map(|f| key_of(path, &prefix, f))
-        .collect();
+    let keys = keys_under(path, &prefix, files);
     let sizes: Vec<u64> = futures::stream::iter(keys)
         .map(|k| {
             let store = store.clone();
@@ -146,22 +174,13 @@ pub async fn delete(
     files: &[String],
 ) -> Result<u64, StorageError> {
     let (store, prefix) = store_and_prefix(path, s3)?;
-    let keys: Vec<ObjectPath> = files
-        .iter()
-        .filter_map(|f| key_of(path, &prefix, f))
-        .collect();
-    let mut deleted = 0;
-    for batch in keys.chunks(1000) {
-        let locations = futures::stream::iter(batch.iter().cloned().map(Ok)).boxed();
-        let results: Vec<_> = store.delete_stream(locations).collect().await;
-        for r in results {
-            match r {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-                Err(e) => return Err(classify("data path", path, Operation::Delete, &e)),
-            }
-        }
-    }
-    Ok(deleted)
+    delete_keys(
+        store.as_ref(),
+        path,
+        &keys_under(path, &prefix, files),
+        |_| {},
+    )
+    .await
 }
 
 /// Checks each expected file: it exists with the recorded size and, with `deep`, its Parquet

@@ -1,7 +1,7 @@
 //! Removing every object under a data path: `lake drop --delete-data`. The same
 //! [`ObjectStore`](object_store::ObjectStore) calls for local folders and S3.
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 
 use crate::store::{classify, key_prefix, open_store, Operation, S3Settings, StorageError};
@@ -26,19 +26,9 @@ pub async fn purge(
         .await
         .map_err(|e| fail(Operation::List, &e))?;
     let listed = keys.len() as u64;
-    let mut deleted = 0;
     progress(0, listed);
-    for batch in keys.chunks(1000) {
-        let locations = futures::stream::iter(batch.iter().cloned().map(Ok)).boxed();
-        let results: Vec<_> = store.delete_stream(locations).collect().await;
-        for r in results {
-            match r {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-                Err(e) => return Err(fail(Operation::Delete, &e)),
-            }
-        }
-        progress(deleted, listed);
-    }
+    let deleted =
+        crate::objects::delete_keys(store.as_ref(), path, &keys, |d| progress(d, listed)).await?;
     if let DataPath::Local(dir) = path {
         remove_empty_folders(dir);
     }
@@ -83,7 +73,7 @@ mod tests {
         assert_eq!(calls.last(), Some(&(1203, 1203)));
         assert_eq!(
             calls.len(),
-            3 + 1,
+            2 + 1,
             "one call per batch of 1,000 and one before"
         );
         assert!(!lake.exists(), "empty folders are removed too");
