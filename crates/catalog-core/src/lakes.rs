@@ -531,7 +531,7 @@ pub async fn drop(
         )
         .await
         .map_err(PgError::sql("mark the lake as dropping"))?;
-    let users_dropped = drop_catalog(&client, name).await?;
+    let users_dropped = drop_catalog(&client, name, &config.postgres.admin_user).await?;
     tracing::info!(lake = name, users = ?users_dropped, "dropped the lake's catalog");
     let objects_deleted = if delete_data {
         let n = storage::purge(&data_path, &config.s3_settings(), progress).await?;
@@ -556,17 +556,19 @@ pub async fn drop(
 }
 
 /// Drops the lake's database (ending its sessions) and its group roles and users.
-async fn drop_catalog(client: &tokio_postgres::Client, name: &str) -> Result<Vec<String>, PgError> {
-    let groups: Vec<String> = [LakeRole::Reader, LakeRole::Writer]
-        .iter()
-        .map(|r| r.group(name))
-        .collect();
+/// The admin, a member of the owner role, is never among the users dropped.
+async fn drop_catalog(
+    client: &tokio_postgres::Client,
+    name: &str,
+    admin: &str,
+) -> Result<Vec<String>, PgError> {
+    let groups: Vec<String> = LakeRole::ALL.iter().map(|r| r.group(name)).collect();
     let users: Vec<String> = client
         .query(
             "SELECT DISTINCT m.rolname::text FROM pg_auth_members a
              JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
-             WHERE g.rolname::text = ANY($1::text[]) AND m.rolcanlogin ORDER BY 1",
-            &[&groups],
+             WHERE g.rolname::text = ANY($1::text[]) AND m.rolcanlogin AND m.rolname <> $2 ORDER BY 1",
+            &[&groups, &admin],
         )
         .await
         .map_err(PgError::sql("list the lake's users"))?

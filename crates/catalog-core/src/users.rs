@@ -15,6 +15,9 @@
 //!   A writer's sessions therefore run as the `<lake>_writer` group role (`ALTER ROLE … IN
 //!   DATABASE … SET role`), so every such table has one owner, and default privileges of that
 //!   owner (and of the admin, who created the catalog) grant the rest.
+//! - An *owner* (`<lake>_owner`) is a writer that owns DuckLake's tables of its lake, so it
+//!   alone (with the admin, a member of each owner role) can alter or drop them — DuckLake's
+//!   own migration needs that; it reaches no other lake either.
 //! - Readers get SELECT only; a write reaches PostgreSQL as `permission denied` and DuckLake
 //!   rolls the whole commit back.
 
@@ -33,6 +36,9 @@ use crate::secrets_manager::check_strength;
 pub enum LakeRole {
     Reader,
     Writer,
+    /// A writer that also owns the lake's DuckLake tables: only it (and the admin, a member of
+    /// every lake's owner role) can alter or drop them, e.g. to run DuckLake's own migration.
+    Owner,
 }
 
 impl LakeRole {
@@ -40,8 +46,12 @@ impl LakeRole {
         match self {
             LakeRole::Reader => "reader",
             LakeRole::Writer => "writer",
+            LakeRole::Owner => "owner",
         }
     }
+
+    /// Every role, least privilege first.
+    pub const ALL: [LakeRole; 3] = [LakeRole::Reader, LakeRole::Writer, LakeRole::Owner];
 
     /// The group role of `lake` that grants this.
     pub fn group(self, lake: &str) -> String {
@@ -91,9 +101,11 @@ pub async fn ensure_lake_roles(
 ) -> Result<(), PgError> {
     let reader = quote_ident(&LakeRole::Reader.group(lake));
     let writer = quote_ident(&LakeRole::Writer.group(lake));
+    let owner = quote_ident(&LakeRole::Owner.group(lake));
+    let admin_name = admin;
     let admin = quote_ident(admin);
     let db = quote_ident(lake);
-    for role in [LakeRole::Reader, LakeRole::Writer] {
+    for role in LakeRole::ALL {
         let name = role.group(lake);
         let exists = client
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
@@ -117,10 +129,37 @@ pub async fn ensure_lake_roles(
              ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};
              ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {writer};
              ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA public GRANT ALL ON TABLES TO {admin};"
+             ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA public GRANT ALL ON TABLES TO {admin};
+             GRANT {writer} TO {owner};
+             GRANT {owner} TO {admin};
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {writer};"
         ))
         .await
-        .map_err(PgError::sql(format!("grant lake {lake}'s roles their privileges")))
+        .map_err(PgError::sql(format!("grant lake {lake}'s roles their privileges")))?;
+    // DuckLake's own tables (created by the admin) belong to the lake's owner role.
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tableowner = $1",
+            &[&admin_name],
+        )
+        .await
+        .map_err(PgError::sql("list the lake's tables"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for table in tables {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE public.{} OWNER TO {owner}",
+                quote_ident(&table)
+            ))
+            .await
+            .map_err(PgError::sql(format!(
+                "give {table} to the lake's owner role"
+            )))?;
+    }
+    Ok(())
 }
 
 async fn connect(config: &Config, db: &str) -> Result<tokio_postgres::Client, UserError> {
@@ -132,11 +171,10 @@ fn check_name(config: &Config, name: &str) -> Result<(), UserError> {
         || name == SUPERUSER
         || name == "postgres"
         || name.starts_with("pg_")
-        || config.lakes.iter().any(|l| {
-            [LakeRole::Reader, LakeRole::Writer]
-                .iter()
-                .any(|r| r.group(&l.name) == name)
-        });
+        || config
+            .lakes
+            .iter()
+            .any(|l| LakeRole::ALL.iter().any(|r| r.group(&l.name) == name));
     if !valid_identifier(name) || reserved {
         return Err(UserError::BadName {
             name: name.to_owned(),
@@ -194,8 +232,9 @@ pub async fn create(
         password,
     )
     .await?;
-    if role == LakeRole::Writer {
-        // One owner for every table writers create (inlined data), see the module docs.
+    if role != LakeRole::Reader {
+        // One owner for every table writers create (inlined data), see the module docs; an
+        // owner's sessions act as the owner role, which is a writer too.
         client
             .batch_execute(&format!(
                 "ALTER ROLE {user} IN DATABASE {} SET role = {}",
@@ -233,14 +272,14 @@ pub async fn list(config: &Config, lake: Option<&str>) -> Result<Vec<UserInfo>, 
         .iter()
         .filter(|l| lake.is_none_or(|n| n == l.name))
     {
-        for role in [LakeRole::Reader, LakeRole::Writer] {
+        for role in LakeRole::ALL {
             let rows = client
                 .query(
                     "SELECT m.rolname FROM pg_auth_members a
                      JOIN pg_roles g ON g.oid = a.roleid
                      JOIN pg_roles m ON m.oid = a.member
-                     WHERE g.rolname = $1 AND m.rolcanlogin ORDER BY 1",
-                    &[&role.group(&l.name)],
+                     WHERE g.rolname = $1 AND m.rolcanlogin AND m.rolname <> $2 ORDER BY 1",
+                    &[&role.group(&l.name), &config.postgres.admin_user],
                 )
                 .await
                 .map_err(PgError::sql("list users"))?;

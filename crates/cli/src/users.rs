@@ -53,6 +53,7 @@ pub(crate) enum UserCommand {
 pub(crate) enum RoleArg {
     Reader,
     Writer,
+    Owner,
 }
 
 pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure> {
@@ -69,6 +70,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
             let role = match role {
                 RoleArg::Reader => LakeRole::Reader,
                 RoleArg::Writer => LakeRole::Writer,
+                RoleArg::Owner => LakeRole::Owner,
             };
             let password = password(*password_stdin)?;
             let user = rt

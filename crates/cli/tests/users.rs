@@ -198,6 +198,63 @@ fn a_writer_does_every_operation_and_a_reader_only_reads() {
 }
 
 #[test]
+fn an_owner_does_what_a_writer_does_and_alone_can_alter_ducklakes_tables() {
+    let (_dir, server) = start();
+    seed(&server, "sales");
+    let owner_pw = create_user(&server, "steward", "sales", "owner");
+    let writer_pw = create_user(&server, "pipeline", "sales", "writer");
+    let done = ops(&server, "steward", &owner_pw, "sales", "write", "owned");
+    for (operation, outcome) in done.as_object().unwrap() {
+        assert_eq!(outcome, "ok", "owner: {operation} failed: {outcome}");
+    }
+    assert_eq!(done.as_object().unwrap().len(), 19, "{done}");
+    let other = ops(&server, "steward", &owner_pw, "hr", "read", "shared");
+    assert!(
+        other["attach"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied for database"),
+        "{other}"
+    );
+    // Altering DuckLake's own tables (what DuckLake's migration does): the owner only.
+    let alter = "ALTER TABLE ducklake_metadata SET (autovacuum_enabled = true)";
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let owner = connect_as(&server, "steward", &owner_pw).await.unwrap();
+        owner.batch_execute(alter).await.unwrap();
+        let table_owner: String = owner
+            .query_one(
+                "SELECT tableowner::text FROM pg_tables WHERE tablename = 'ducklake_metadata'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(table_owner, "sales_owner");
+        let writer = connect_as(&server, "pipeline", &writer_pw).await.unwrap();
+        let err = writer.batch_execute(alter).await.unwrap_err();
+        let msg = err
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(msg.contains("must be owner"), "writer: {msg}");
+    });
+    let list = cli(
+        &server,
+        &["user", "list", "--lake", "sales", "--format", "json"],
+        None,
+    );
+    let users: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        users,
+        serde_json::json!([
+            {"name": "pipeline", "lake": "sales", "role": "writer"},
+            {"name": "steward", "lake": "sales", "role": "owner"},
+        ]),
+        "the admin, a member of every owner role, is not listed"
+    );
+}
+
+#[test]
 fn users_reach_only_their_lake_and_never_postgres_itself() {
     let (_dir, server) = start();
     let writer_pw = create_user(&server, "loader", "sales", "writer");
