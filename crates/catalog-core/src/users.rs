@@ -102,6 +102,7 @@ pub async fn ensure_lake_roles(
     let reader = quote_ident(&LakeRole::Reader.group(lake));
     let writer = quote_ident(&LakeRole::Writer.group(lake));
     let owner = quote_ident(&LakeRole::Owner.group(lake));
+    let owner_lit = quote_literal(&LakeRole::Owner.group(lake));
     let admin_name = admin;
     let admin = quote_ident(admin);
     let db = quote_ident(lake);
@@ -122,6 +123,7 @@ pub async fn ensure_lake_roles(
     client
         .batch_execute(&format!(
             "GRANT CONNECT ON DATABASE {db} TO {reader}, {writer};
+             GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {owner};
              GRANT USAGE ON SCHEMA public TO {reader};
              GRANT USAGE, CREATE ON SCHEMA public TO {writer};
              GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader};
@@ -132,12 +134,15 @@ pub async fn ensure_lake_roles(
              ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA public GRANT ALL ON TABLES TO {admin};
              GRANT {writer} TO {owner};
              GRANT {owner} TO {admin};
+             ALTER ROLE {admin} IN DATABASE {db} SET role = {owner_lit};
              ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};
              ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {writer};"
         ))
         .await
         .map_err(PgError::sql(format!("grant lake {lake}'s roles their privileges")))?;
-    // DuckLake's own tables (created by the admin) belong to the lake's owner role.
+    // DuckLake's own tables belong to the lake's owner role: the admin's sessions in the lake
+    // act as it (above), so what they create is the owner's at once; tables of a lake made
+    // before this role existed are handed over here, once.
     let tables: Vec<String> = client
         .query(
             "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tableowner = $1",
