@@ -462,14 +462,27 @@ impl Supervisor {
         let status = self.status.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            // One session kept open (reopened after a PostgreSQL restart): a new one every few
+            // seconds would fill the connection log.
+            let mut registry: Option<tokio_postgres::Client> = None;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(crate::lakes::WATCH_INTERVAL) => {}
                     () = stop.cancelled() => return,
                 }
+                if registry
+                    .as_ref()
+                    .is_none_or(tokio_postgres::Client::is_closed)
+                {
+                    registry = socket
+                        .connect_superuser("postgres", "ducklake-catalog lake watch")
+                        .await
+                        .ok();
+                }
+                let Some(client) = &registry else { continue };
                 let pw = password.borrow().clone();
                 if let Err(e) =
-                    watch_lakes_once(&socket, &config, &pw, &extension_dir, &status).await
+                    watch_lakes_once(client, &socket, &config, &pw, &extension_dir, &status).await
                 {
                     tracing::debug!(error = %e, "could not read the lake registry");
                 }
@@ -904,18 +917,14 @@ async fn bring_up_lake(
 
 /// One look at the registry: bring up lakes not served yet, forget dropped ones.
 async fn watch_lakes_once(
+    client: &tokio_postgres::Client,
     socket: &Socket,
     config: &Config,
     password: &Secret,
     extension_dir: &std::path::Path,
     status: &StatusSender,
 ) -> Result<(), ServeError> {
-    let client = socket
-        .connect_superuser("postgres", "ducklake-catalog")
-        .await
-        .map_err(PgError::sql("connect to read the lake registry"))?;
-    let lakes = crate::lakes::serving_now(&client, config).await?;
-    drop(client);
+    let lakes = crate::lakes::serving_now(client, config).await?;
     let served: Vec<String> = status.borrow().lakes.keys().cloned().collect();
     for name in &served {
         if !lakes.iter().any(|l| &l.name == name) {
