@@ -86,6 +86,14 @@ pub enum LakesError {
         found: String,
         message: String,
     },
+    #[error("lake `{name}`'s registered data path {path} does not parse ({reason}); fix its row in ducklake_catalog.lakes")]
+    RegisteredPath {
+        name: String,
+        path: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
     #[error("the admin password is not available to this command ({0}); run it where the server's home or secret is readable")]
     Password(String),
     #[error(transparent)]
@@ -287,20 +295,27 @@ pub async fn create(
     let client = connect_local(config, "postgres", "ducklake-catalog lake").await?;
     ensure_registry(&client).await?;
     let known = registered(&client).await?;
+    // Names and paths are taken by every lake: served, and being dropped (whose data path is
+    // compared as recorded, parsed or not).
     let lakes = serving(config, &known);
-    let dropping = known.iter().filter(|r| r.dropping).map(|r| {
-        LakeConfig::new(
-            r.name.clone(),
-            DataPath::parse(&r.data_path).unwrap_or_else(|_| data_path.clone()),
-        )
-    });
-    let all: Vec<LakeConfig> = lakes.into_iter().chain(dropping).collect();
-    if all.iter().any(|l| l.name == name) {
+    let taken = |n: &str| lakes.iter().any(|l| l.name == n) || known.iter().any(|r| r.name == n);
+    if taken(name) {
         return Err(LakesError::Exists {
             name: name.to_owned(),
         });
     }
-    if let Some(other) = all.iter().find(|l| overlaps(&l.data_path, data_path)) {
+    let new_path = data_path.to_string();
+    if let Some(other) = known
+        .iter()
+        .find(|r| r.dropping && paths_overlap(&r.data_path, &new_path))
+    {
+        return Err(LakesError::PathTaken {
+            path: new_path,
+            other: other.name.clone(),
+            other_path: other.data_path.clone(),
+        });
+    }
+    if let Some(other) = lakes.iter().find(|l| overlaps(&l.data_path, data_path)) {
         return Err(LakesError::PathTaken {
             path: data_path.to_string(),
             other: other.name.clone(),
@@ -380,7 +395,7 @@ async fn listing(
     match Catalog::open(config, lake).await {
         Ok(catalog) => {
             item.spec_version = Some(crate::versions::DUCKLAKE_SPEC_VERSION.to_owned());
-            item.summary = Some(catalog.summary().await.map_err(inspect_error)?);
+            item.summary = Some(catalog.summary().await?);
         }
         Err(InspectError::UnknownSpec { found, .. }) => {
             item.note = Some(format!(
@@ -392,21 +407,10 @@ async fn listing(
         Err(InspectError::NoCatalog { .. }) => {
             item.note = Some("not initialised yet".into());
         }
-        Err(e) => return Err(inspect_error(e)),
+        Err(e) => return Err(e.into()),
     }
     item.clients = item.spec_version.as_deref().and_then(clients_for);
     Ok(item)
-}
-
-fn inspect_error(e: InspectError) -> LakesError {
-    match e {
-        InspectError::Local(l) => LakesError::NotRunning(l),
-        InspectError::Postgres(p) => LakesError::Postgres(p),
-        other => LakesError::Postgres(PgError::Io {
-            action: "inspect the lake".into(),
-            error: std::io::Error::other(other.to_string()),
-        }),
-    }
 }
 
 /// Which DuckDB clients attach a catalog of `spec`.
@@ -500,11 +504,10 @@ pub async fn drop(
     let Some(entry) = known.iter().find(|r| r.name == name) else {
         return Err(unknown(name, &serving(config, &known)));
     };
-    let data_path = DataPath::parse(&entry.data_path).map_err(|e| {
-        LakesError::Postgres(PgError::Io {
-            action: format!("parse lake {name}'s data path"),
-            error: std::io::Error::other(e.to_string()),
-        })
+    let data_path = DataPath::parse(&entry.data_path).map_err(|e| LakesError::RegisteredPath {
+        name: name.to_owned(),
+        path: entry.data_path.clone(),
+        reason: e.to_string(),
     })?;
     if !confirmed {
         let lake = LakeConfig::new(name.to_owned(), data_path.clone());
