@@ -29,7 +29,7 @@ fn once(stamp: &Path, inputs: &str, step: impl FnOnce() -> Result<()>) -> Result
     fs::write(stamp, inputs).with_context(|| format!("write {}", stamp.display()))
 }
 
-fn need(tool: &str, fix: &str) -> Result<()> {
+pub(crate) fn need(tool: &str, fix: &str) -> Result<()> {
     let ok = Command::new(tool)
         .arg(if tool == "go" { "version" } else { "--version" })
         .output()

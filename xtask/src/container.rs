@@ -225,7 +225,7 @@ fn build(engine: &Engine, tag: &str) -> Result<Built> {
     let began = Instant::now();
     engine.ensure_base()?;
     let staged = root.join("docker/prebuilt");
-    for sub in ["bin", "extensions"] {
+    for sub in ["bin", "lib", "extensions"] {
         let dir = staged.join(sub);
         if dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
@@ -236,6 +236,15 @@ fn build(engine: &Engine, tag: &str) -> Result<Built> {
         let from = bin.with_file_name(name);
         fs::copy(&from, staged.join("bin").join(name))
             .with_context(|| format!("stage {}", from.display()))?;
+    }
+    // The official libduckdb the binary links, into /usr/local/lib (the binary's ../lib),
+    // without its symbol table (the dynamic symbols it exports stay).
+    fs::create_dir_all(staged.join("lib")).context("create docker/prebuilt/lib")?;
+    let lib = staged.join("lib").join(crate::libduckdb::FILE);
+    fs::copy(bin.with_file_name(crate::libduckdb::FILE), &lib)
+        .with_context(|| format!("stage {}", crate::libduckdb::FILE))?;
+    if Command::new("strip").arg("--version").output().is_ok() {
+        run(Command::new("strip").arg("--strip-unneeded").arg(&lib))?;
     }
     // The same script the Dockerfile's build stage runs, so both paths install the same files.
     run(

@@ -329,6 +329,26 @@ fn check_identity(c: &Container<'_>) -> Result<()> {
     let owner = c.exec(&["stat", "-c", "%u", PGDATA])?;
     ensure!(owner.trim() == UID, "PGDATA is owned by uid {owner}");
     eprintln!("smoke: ok: uid {UID}, PID 1 is `{}`", pid1.trim());
+    // The image carries the official libduckdb, and the binary loads it (no LD_LIBRARY_PATH).
+    let version = c.exec(&["ducklake-catalog", "version", "--format", "json"])?;
+    let engine = serde_json::from_str::<serde_json::Value>(&version)
+        .ok()
+        .and_then(|v| v["duckdb_engine"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    ensure!(
+        engine == crate::versions::DUCKDB_VERSION,
+        "the embedded engine reports `{engine}`, not {} ({version})",
+        crate::versions::DUCKDB_VERSION
+    );
+    let linked = c.exec(&[
+        "sh",
+        "-c",
+        "ldd /usr/local/bin/ducklake-catalog | grep libduckdb",
+    ])?;
+    eprintln!(
+        "smoke: ok: the embedded engine is DuckDB {engine}, linked from {}",
+        linked.split("=>").nth(1).unwrap_or(&linked).trim()
+    );
     Ok(())
 }
 

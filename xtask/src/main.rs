@@ -1,14 +1,16 @@
 //! `cargo xtask`: the project's build system.
 //!
-//! - `cargo xtask deps`: install what the tests and a local `serve` need, from the package
-//!   registries only: PostgreSQL 15 (Debian, when missing and running as root), a Python venv
+//! - `cargo xtask deps`: install what the builds, the tests and a local `serve` need, from the
+//!   package registries only: the official DuckDB shared library the binaries link (npm, pinned
+//!   and checked, see `libduckdb`), PostgreSQL 15 (Debian, when missing and running as root), a Python venv
 //!   with the pinned `duckdb` client and CLI, its extension wheels and `moto[server]`, and a DuckDB
 //!   extension directory assembled from those wheels. Idempotent and quick when done.
 //! - `cargo xtask test [ARGS…]`: `deps`, the client examples' dependencies (npm, Go modules,
 //!   crates.io; see `clients`), then `cargo test --workspace` with the test environment set,
 //!   then `container --smoke`. The README's test command. Arguments go to
 //!   `cargo test` and skip the container test; `--no-container` skips it alone.
-//! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy --release -D warnings`, then `test`.
+//! - `cargo xtask ci`: `cargo fmt --check`, `clippy`, then `test`.
+//! - `cargo xtask clippy`: `cargo clippy --release --all-targets -D warnings` with the libduckdb.
 //! - `cargo xtask serve [ARGS…]`: `deps`, then `cargo run --release -p ducklake-catalog -- serve`.
 //! - `cargo xtask container [--tag T] [--smoke]`: the container image from docker/Dockerfile,
 //!   and with `--smoke` the image run for real against moto S3 (see `container_smoke`).
@@ -22,7 +24,8 @@
 //!   write overhead and restore time against moto S3.
 //!
 //! Builds go to a persistent target directory outside the clone (`CARGO_TARGET_DIR`, default
-//! `~/.cache/ducklake-catalog/target`) so the bundled DuckDB is compiled once per machine.
+//! `~/.cache/ducklake-catalog/target`) and link the prebuilt libduckdb (`DUCKDB_LIB_DIR`), so
+//! no build compiles DuckDB's C++ sources.
 
 use std::env;
 use std::fs;
@@ -38,10 +41,11 @@ mod bench_maintenance;
 mod clients;
 mod container;
 mod container_smoke;
+mod libduckdb;
 mod support;
 
 // The one place versions are pinned, shared with catalog-core without depending on it (which
-// would compile the bundled DuckDB before any dependency is installed).
+// would need libduckdb before `deps` fetched it).
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../crates/catalog-core/src/versions.rs"]
 mod versions;
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
         "deps" => deps().map(|_| ()),
         "test" => test(rest),
         "ci" => ci(rest),
+        "clippy" => clippy(),
         "serve" => serve(rest),
         "container" => container::container(rest),
         "bench" => match rest.split_first() {
@@ -80,7 +85,7 @@ fn main() -> Result<()> {
             _ => bail!("usage: cargo xtask bench startup|durability|catalog|maintenance [ARGS…]"),
         },
         _ => {
-            eprintln!("usage: cargo xtask <deps|test|ci|serve|bench|container> [ARGS…]");
+            eprintln!("usage: cargo xtask <deps|test|ci|clippy|serve|bench|container> [ARGS…]");
             if cmd == "help" || cmd == "--help" {
                 Ok(())
             } else {
@@ -117,10 +122,20 @@ struct Deps {
     pg_bin: PathBuf,
 }
 
-fn deps() -> Result<Deps> {
-    let pg_bin = postgres()?;
+/// The prebuilt libduckdb, fetched and placed in the target folder: what every cargo build
+/// that links DuckDB needs first.
+fn libduckdb() -> Result<PathBuf> {
     let cache = cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
+    let dir = libduckdb::fetch(&cache)?;
+    libduckdb::place(&dir, &target_dir())?;
+    Ok(dir)
+}
+
+fn deps() -> Result<Deps> {
+    libduckdb()?;
+    let pg_bin = postgres()?;
+    let cache = cache_dir();
     let venv = python_venv(&cache)?;
     let extensions = extension_dir(&cache, &venv)?;
     Ok(Deps {
@@ -279,10 +294,16 @@ fn site_packages(venv: &Path) -> Result<PathBuf> {
 fn cargo() -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", target_dir());
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env(
+            "DUCKDB_LIB_DIR",
+            cache_dir()
+                .join("libduckdb")
+                .join(versions::LIBDUCKDB_NPM_VERSION),
+        );
     // `cargo run` gave xtask its own package's variables. Passed on, they change what some
-    // build scripts see (ring tracks CARGO_MANIFEST_DIR), which would rebuild the bundled
-    // DuckDB whenever builds alternate between xtask and a plain `cargo`.
+    // build scripts see (ring tracks CARGO_MANIFEST_DIR), which would rebuild dependencies
+    // whenever builds alternate between xtask and a plain `cargo`.
     for (name, _) in env::vars_os() {
         let name = name.to_string_lossy();
         if [
@@ -328,6 +349,14 @@ fn test(args: &[String]) -> Result<()> {
 
 fn ci(args: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    clippy()?;
+    test(args)
+}
+
+/// `cargo clippy -D warnings` on every target, in release like the tests (one build of the
+/// dependencies serves both).
+fn clippy() -> Result<()> {
+    libduckdb()?;
     run(cargo().args([
         "clippy",
         "--release",
@@ -336,8 +365,7 @@ fn ci(args: &[String]) -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))?;
-    test(args)
+    ]))
 }
 
 fn serve(args: &[String]) -> Result<()> {
@@ -357,6 +385,7 @@ fn serve(args: &[String]) -> Result<()> {
 
 /// Builds the `ducklake-catalog` and `ducklake-wal` binaries; returns the first one's path.
 fn build_binary(release: bool) -> Result<PathBuf> {
+    libduckdb()?;
     let mut cmd = cargo();
     cmd.args(["build", "-p", "ducklake-catalog"]);
     if release {

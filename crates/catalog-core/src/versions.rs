@@ -8,6 +8,14 @@
 pub const DUCKDB_VERSION: &str = "1.5.5";
 /// The Rust `duckdb` crate release that bundles [`DUCKDB_VERSION`].
 pub const DUCKDB_CRATE_VERSION: &str = "1.10505.0";
+/// The official DuckDB [`DUCKDB_VERSION`] shared library the binaries link (instead of
+/// compiling DuckDB): the npm package that ships it, its exact version, and the SHA-512 of its
+/// tarball (`cargo xtask deps` refuses any other). The same file the Node.js client loads.
+pub const LIBDUCKDB_NPM_PACKAGE: &str = "@duckdb/node-bindings-linux-x64";
+/// See [`LIBDUCKDB_NPM_PACKAGE`]; must start with `<DUCKDB_VERSION>-`.
+pub const LIBDUCKDB_NPM_VERSION: &str = "1.5.5-r.5";
+/// See [`LIBDUCKDB_NPM_PACKAGE`]: hex SHA-512 of the package tarball (npm's `integrity`).
+pub const LIBDUCKDB_NPM_SHA512: &str = "902caae815e19fa4177f017cc957552ab8924873feadf556709e7a706f2a67394e669c72bd3e561a6ea332c871838762b4b94eb07b0837f0f8ed162b7235ee1d";
 /// The DuckLake catalog format version that the pinned `ducklake` extension writes.
 pub const DUCKLAKE_SPEC_VERSION: &str = "1.0";
 /// The oldest DuckDB release whose `ducklake` extension attaches a spec
