@@ -214,6 +214,9 @@ pub enum CompressionKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub std::time::Duration);
 
+/// The longest duration any key takes.
+const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Serialize for HumanDuration {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(self.0).to_string())
@@ -223,13 +226,18 @@ impl Serialize for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        humantime::parse_duration(raw.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{raw}` is not a duration ({e}); write e.g. 1s, 30m, 24h, 7d"
-                ))
-            })
+        let d = humantime::parse_duration(raw.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{raw}` is not a duration ({e}); write e.g. 1s, 30m, 24h, 7d"
+            ))
+        })?;
+        // Timers add durations to the clock: beyond this they would overflow.
+        if d > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "`{raw}` is longer than 100 years; write e.g. 6h or 30d"
+            )));
+        }
+        Ok(HumanDuration(d))
     }
 }
 
@@ -599,20 +607,38 @@ impl Config {
                 "must be a power of two from 1 to 1024",
             ));
         }
-        if pg.stop_timeout_secs == 0 || pg.start_timeout_secs == 0 {
-            return Err(ConfigError::invalid(
-                "postgres.stop_timeout_secs",
-                "must be at least 1",
-            ));
+        for (key, value, max) in [
+            ("postgres.stop_timeout_secs", pg.stop_timeout_secs, 3_600),
+            ("postgres.start_timeout_secs", pg.start_timeout_secs, 86_400),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be 1 to {max} seconds"),
+                ));
+            }
         }
-        for key in pg.settings.keys() {
-            if !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        for (key, value) in &pg.settings {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
             {
                 return Err(ConfigError::invalid(
                     format!("postgres.settings.{key}"),
                     "is not a PostgreSQL setting name",
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(
+                    format!("postgres.settings.{key}"),
+                    "contains a newline or another control character, which postgresql.conf cannot hold",
+                ));
+            }
+            if MANAGED_SETTINGS.contains(&key.to_ascii_lowercase().as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("postgres.settings.{key}"),
+                    "is managed by ducklake-catalog (security, logging to its log, or a [postgres] key); remove it",
                 ));
             }
         }
@@ -624,14 +650,31 @@ impl Config {
         self.validate_backup()?;
         self.validate_all_maintenance()?;
         let mut names = HashSet::new();
-        let mut paths = HashSet::new();
         for (i, lake) in self.lakes.iter().enumerate() {
-            if !valid_identifier(&lake.name) || RESERVED_DATABASES.contains(&lake.name.as_str()) {
+            if !valid_lake_name(&lake.name) || lake.name == pg.admin_user {
                 return Err(ConfigError::invalid(
                     format!("lakes[{i}].name"),
                     format!(
-                        "`{}` is not a valid lake name: use 1-63 lowercase letters, digits and _, starting with a letter (not postgres/template0/template1)",
+                        "`{}` is not a valid lake name: use 1-{MAX_LAKE_NAME} lowercase letters, digits and _, starting with a letter (not pg_…, ducklake_…, postgres, template0, template1 or the admin user)",
                         lake.name
+                    ),
+                ));
+            }
+            if let Some(why) = data_path_conflict(&self.home, &lake.data_path) {
+                return Err(ConfigError::invalid(
+                    format!("lakes[{i}].data_path"),
+                    format!("{} {why}", lake.data_path),
+                ));
+            }
+            if let Some(other) = self.lakes[..i]
+                .iter()
+                .find(|o| overlaps(&o.data_path, &lake.data_path))
+            {
+                return Err(ConfigError::invalid(
+                    format!("lakes[{i}].data_path"),
+                    format!(
+                        "{} overlaps lake `{}`'s data path {}: one lake's gc or drop --delete-data would delete the other's files; give each lake its own prefix",
+                        lake.data_path, other.name, other.data_path
                     ),
                 ));
             }
@@ -639,15 +682,6 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("lakes[{i}].name"),
                     format!("lake `{}` is configured twice", lake.name),
-                ));
-            }
-            if !paths.insert(lake.data_path.to_string()) {
-                return Err(ConfigError::invalid(
-                    format!("lakes[{i}].data_path"),
-                    format!(
-                        "{} is already the data path of another lake",
-                        lake.data_path
-                    ),
                 ));
             }
         }
@@ -895,6 +929,113 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config tree serialises to TOML")
     }
+}
+
+/// What the server keeps in its home, besides lakes' data: PGDATA, the socket folder, secrets,
+/// extensions, the backup lease, the serve lock. A data path may not hold or be inside any.
+const HOME_STATE: &[&str] = &[
+    "pgdata",
+    "run",
+    "secrets",
+    "extensions",
+    "bin",
+    "backup-lease.json",
+    "serve.lock",
+];
+
+/// Why `path` may not be a lake's data path on a server whose home is `home`, if it may not:
+/// deleting a lake's data (`lake drop --delete-data`, `gc`) must never reach the server's own
+/// state. A local path may not be the home or hold it, nor be or lie inside what the server
+/// keeps there ([`HOME_STATE`]); `<home>/lakes/<lake>/` (the default) and other folders of the
+/// home are fine. Symbolic links are resolved where they exist.
+pub fn data_path_conflict(home: &Path, path: &DataPath) -> Option<String> {
+    let DataPath::Local(p) = path else {
+        return None;
+    };
+    let home = resolve_existing(home);
+    let p = resolve_existing(p);
+    if home.starts_with(&p) {
+        return Some(format!(
+            "holds the server's home {} (PGDATA, secrets, backups' state): deleting the lake's data would delete the server",
+            home.display()
+        ));
+    }
+    let lakes = home.join("lakes");
+    if p == lakes {
+        return Some(format!(
+            "is the folder of every default lake ({}): use {}/<lake>/",
+            lakes.display(),
+            lakes.display()
+        ));
+    }
+    if let Some(state) = HOME_STATE
+        .iter()
+        .map(|s| home.join(s))
+        .find(|s| p.starts_with(s))
+    {
+        return Some(format!(
+            "is inside the server's own state {} (PGDATA, secrets, the socket): use {}/<lake>/ or a folder outside the home",
+            state.display(),
+            lakes.display()
+        ));
+    }
+    None
+}
+
+/// `path` with its longest existing ancestor's symbolic links resolved.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&cur) {
+            return rest.iter().rev().fold(real, |acc: PathBuf, c| acc.join(c));
+        }
+        match (cur.file_name().map(ToOwned::to_owned), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                cur = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// PostgreSQL settings `[postgres.settings]` may not override: what the security model, the
+/// supervisor's log pipeline and TLS depend on (their own `[postgres]` keys exist where a value
+/// is the user's choice).
+const MANAGED_SETTINGS: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "ssl",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "password_encryption",
+    "shared_preload_libraries",
+    "logging_collector",
+    "log_destination",
+    "log_line_prefix",
+    "lc_messages",
+    "hba_file",
+    "ident_file",
+    "data_directory",
+    "archive_command",
+    "restore_command",
+    "pg_stat_statements.track_utility",
+    "auth_delay.milliseconds",
+];
+
+/// The longest lake name: PostgreSQL's 63-byte identifiers must hold `<lake>_server`.
+pub const MAX_LAKE_NAME: usize = 56;
+
+/// Whether `name` may name a lake: an identifier of at most [`MAX_LAKE_NAME`] characters, not
+/// a database PostgreSQL or this server keeps, not starting with `pg_`.
+pub fn valid_lake_name(name: &str) -> bool {
+    valid_identifier(name)
+        && name.len() <= MAX_LAKE_NAME
+        && !name.starts_with("pg_")
+        && !name.starts_with("ducklake_")
+        && !RESERVED_DATABASES.contains(&name)
 }
 
 /// True when one path is inside the other.

@@ -25,6 +25,18 @@ pub enum FilesError {
         recorded: String,
         reason: String,
     },
+    #[error("lake `{lake}`: the catalog records data path {recorded} but the lake is registered with {registered}; someone changed ducklake_metadata: restore its data_path row (as the lake's owner) before verify, orphans or gc")]
+    DataPathChanged {
+        lake: String,
+        recorded: String,
+        registered: String,
+    },
+    #[error("lake `{lake}`: refusing to delete under {path}: it {reason}")]
+    SharedPath {
+        lake: String,
+        path: String,
+        reason: String,
+    },
     #[error("gc would delete {count} orphaned objects ({bytes} bytes) older than {grace} under {path}; run again with --yes to delete them")]
     NotConfirmed {
         count: usize,
@@ -81,12 +93,51 @@ impl GcReport {
     }
 }
 
+/// The lake's registered data path, once the catalog's own record agrees with it: a path a
+/// lake user wrote into `ducklake_metadata` is never listed, let alone deleted from.
 fn data_path(lake: &LakeConfig, catalog: &Catalog) -> Result<DataPath, FilesError> {
-    DataPath::parse(catalog.data_path()).map_err(|e| FilesError::DataPath {
+    let recorded = DataPath::parse(catalog.data_path()).map_err(|e| FilesError::DataPath {
         lake: lake.name.clone(),
         recorded: catalog.data_path().to_owned(),
         reason: e.to_string(),
-    })
+    })?;
+    if recorded != lake.data_path {
+        return Err(FilesError::DataPathChanged {
+            lake: lake.name.clone(),
+            recorded: recorded.to_string(),
+            registered: lake.data_path.to_string(),
+        });
+    }
+    Ok(lake.data_path.clone())
+}
+
+/// Refuses to delete under `lake`'s data path when it could hold what the lake does not own:
+/// the server's home, another lake's files, the backups.
+fn refuse_shared(config: &Config, lake: &LakeConfig) -> Result<(), FilesError> {
+    let refuse = |reason: String| FilesError::SharedPath {
+        lake: lake.name.clone(),
+        path: lake.data_path.to_string(),
+        reason,
+    };
+    if let Some(reason) = crate::config::data_path_conflict(&config.home, &lake.data_path) {
+        return Err(refuse(reason));
+    }
+    if let Some(other) = config
+        .lakes
+        .iter()
+        .find(|o| o.name != lake.name && crate::config::overlaps(&o.data_path, &lake.data_path))
+    {
+        return Err(refuse(format!(
+            "overlaps lake `{}`'s data path {}, whose files would look like orphans",
+            other.name, other.data_path
+        )));
+    }
+    if let Some(target) = &config.backup.target {
+        if crate::config::overlaps(target, &lake.data_path) {
+            return Err(refuse(format!("overlaps the backup target {target}")));
+        }
+    }
+    Ok(())
 }
 
 /// Checks every file of every retained snapshot; `progress(checked, total)`.
@@ -96,7 +147,7 @@ pub async fn verify(
     deep: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport, FilesError> {
-    let catalog = Catalog::open(config, lake).await?;
+    let catalog = Catalog::open_local(config, lake).await?;
     let path = data_path(lake, &catalog)?;
     let files = catalog.all_files().await?;
     let expected: Vec<Expected> = files
@@ -121,7 +172,7 @@ pub async fn verify(
 /// Objects under the data path that no retained snapshot names and DuckLake has not
 /// scheduled for deletion.
 pub async fn orphans(config: &Config, lake: &LakeConfig) -> Result<OrphanReport, FilesError> {
-    let catalog = Catalog::open(config, lake).await?;
+    let catalog = Catalog::open_local(config, lake).await?;
     let path = data_path(lake, &catalog)?;
     // List first, then read the catalog: a file committed in between is then known, never
     // taken for an orphan.
@@ -156,6 +207,7 @@ pub async fn gc(
     grace: Duration,
     confirmed: bool,
 ) -> Result<GcReport, FilesError> {
+    refuse_shared(config, lake)?;
     let found = orphans(config, lake).await?;
     let (deletable, young): (Vec<Listed>, Vec<Listed>) = found
         .orphans

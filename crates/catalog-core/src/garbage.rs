@@ -71,7 +71,7 @@ async fn vacuum_shrunk(client: &tokio_postgres::Client, r: &GarbageReport) -> Re
         // client's lock 5 s at most: the plain VACUUM above already made it correct.
         let live: f64 = client
             .query_one(
-                "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = $1::text::regclass",
+                "SELECT greatest(reltuples, 0)::float8 FROM pg_catalog.pg_class WHERE oid = $1::text::regclass",
                 &[&name],
             )
             .await
@@ -97,11 +97,13 @@ async fn vacuum_shrunk(client: &tokio_postgres::Client, r: &GarbageReport) -> Re
 const NOT_LIVE: &str = "NOT EXISTS (SELECT 1 FROM public.ducklake_table t
                                     WHERE t.table_id = s.table_id AND t.end_snapshot IS NULL)";
 
-/// Removes the catalog garbage of one lake; `client` is a superuser session in the lake's
-/// database. With `dry_run` the same statements run and are rolled back, so the counts are
-/// exact.
+/// Removes the catalog garbage of one lake; `client` is a session inside the lake as its server
+/// role ([`crate::lake_session`]). Inlined-data tables are dropped only when
+/// [`crate::lake_session::inlined_data_table`] confirms DuckLake made them. With `dry_run` the
+/// same statements run and are rolled back, so the counts are exact.
 pub async fn collect(
     client: &mut tokio_postgres::Client,
+    lake: &str,
     dry_run: bool,
 ) -> Result<GarbageReport, PgError> {
     let sql = PgError::sql;
@@ -150,7 +152,7 @@ pub async fn collect(
     let candidates = tx
         .query(
             "SELECT i.table_name::text FROM public.ducklake_inlined_data_tables i
-             WHERE to_regclass('public.' || quote_ident(i.table_name)) IS NOT NULL
+             WHERE to_regclass('public.' || pg_catalog.quote_ident(i.table_name)) IS NOT NULL
                AND (NOT EXISTS (SELECT 1 FROM public.ducklake_table t
                                 WHERE t.table_id = i.table_id AND t.end_snapshot IS NULL)
                     OR i.schema_version < (SELECT max(n.schema_version) FROM public.ducklake_inlined_data_tables n
@@ -161,6 +163,9 @@ pub async fn collect(
         .map_err(sql("list the inlined-data tables"))?;
     for row in candidates {
         let name: String = row.get(0);
+        if !crate::lake_session::inlined_data_table(&tx, lake, &name).await? {
+            continue;
+        }
         let table = format!("public.{}", quote_ident(&name));
         let empty: bool = tx
             .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {table})"), &[])

@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use crate::config::{Config, LakeConfig};
-use crate::postgres::{connect_local, quote_ident, PgError};
+use crate::lake_session::PgHandle;
+use crate::postgres::PgError;
 
 /// The DuckLake catalog spec versions whose tables this module knows.
 pub const KNOWN_SPECS: &[&str] = &["1.0"];
@@ -147,12 +148,20 @@ fn alive(alias: &str) -> String {
 }
 
 impl Catalog {
-    /// Connects to `lake`'s database and checks its spec version.
-    pub async fn open(config: &Config, lake: &LakeConfig) -> Result<Catalog, InspectError> {
-        let client = connect_local(config, &lake.name, "ducklake-catalog inspect").await?;
+    /// [`Catalog::open`] on the running server of `config` (the commands beside `serve`).
+    pub async fn open_local(config: &Config, lake: &LakeConfig) -> Result<Catalog, InspectError> {
+        Catalog::open(&PgHandle::for_config(config)?, lake).await
+    }
+
+    /// Connects to `lake`'s database (as its server role) and checks its spec version.
+    pub async fn open(pg: &PgHandle, lake: &LakeConfig) -> Result<Catalog, InspectError> {
+        let client = pg.lake(&lake.name, "ducklake-catalog inspect").await?;
         let sql = PgError::sql;
         let exists: Option<String> = client
-            .query_one("SELECT to_regclass('public.ducklake_metadata')::text", &[])
+            .query_one(
+                "SELECT pg_catalog.to_regclass('public.ducklake_metadata')::text",
+                &[],
+            )
             .await
             .map_err(sql("look for the DuckLake catalog"))?
             .get(0);
@@ -163,7 +172,7 @@ impl Catalog {
         }
         let rows = client
             .query(
-                "SELECT key, value FROM ducklake_metadata WHERE key IN ('version', 'data_path') AND scope IS NULL",
+                "SELECT key, value FROM public.ducklake_metadata WHERE key IN ('version', 'data_path') AND scope IS NULL",
                 &[],
             )
             .await
@@ -193,7 +202,7 @@ impl Catalog {
         let row = self
             .client
             .query_one(
-                "SELECT min(snapshot_id), max(snapshot_id) FROM ducklake_snapshot",
+                "SELECT min(snapshot_id), max(snapshot_id) FROM public.ducklake_snapshot",
                 &[],
             )
             .await
@@ -206,11 +215,11 @@ impl Catalog {
         let row = self
             .client
             .query_one(
-                "SELECT (SELECT count(*) FROM ducklake_snapshot),
-                        (SELECT count(*) FROM ducklake_table WHERE end_snapshot IS NULL),
-                        (SELECT count(*) FROM ducklake_data_file WHERE end_snapshot IS NULL),
-                        (SELECT coalesce(sum(file_size_bytes), 0)::bigint FROM ducklake_data_file WHERE end_snapshot IS NULL),
-                        (SELECT to_char(max(snapshot_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM ducklake_snapshot)",
+                "SELECT (SELECT count(*) FROM public.ducklake_snapshot),
+                        (SELECT count(*) FROM public.ducklake_table WHERE end_snapshot IS NULL),
+                        (SELECT count(*) FROM public.ducklake_data_file WHERE end_snapshot IS NULL),
+                        (SELECT coalesce(sum(file_size_bytes), 0)::bigint FROM public.ducklake_data_file WHERE end_snapshot IS NULL),
+                        (SELECT to_char(max(snapshot_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM public.ducklake_snapshot)",
                 &[],
             )
             .await
@@ -235,16 +244,16 @@ impl Catalog {
             .client
             .query(
                 "WITH s AS (SELECT DISTINCT ON (schema_id) schema_id, path, path_is_relative
-                            FROM ducklake_schema ORDER BY schema_id, begin_snapshot DESC),
+                            FROM public.ducklake_schema ORDER BY schema_id, begin_snapshot DESC),
                       t AS (SELECT DISTINCT ON (table_id) table_id, schema_id, path, path_is_relative
-                            FROM ducklake_table ORDER BY table_id, begin_snapshot DESC)
+                            FROM public.ducklake_table ORDER BY table_id, begin_snapshot DESC)
                  SELECT 'data', f.path, f.path_is_relative, f.file_size_bytes, f.record_count,
                         t.path, t.path_is_relative, s.path, s.path_is_relative
-                 FROM ducklake_data_file f JOIN t USING (table_id) JOIN s ON s.schema_id = t.schema_id
+                 FROM public.ducklake_data_file f JOIN t USING (table_id) JOIN s ON s.schema_id = t.schema_id
                  UNION ALL
                  SELECT 'delete', f.path, f.path_is_relative, f.file_size_bytes, f.delete_count,
                         t.path, t.path_is_relative, s.path, s.path_is_relative
-                 FROM ducklake_delete_file f JOIN t USING (table_id) JOIN s ON s.schema_id = t.schema_id",
+                 FROM public.ducklake_delete_file f JOIN t USING (table_id) JOIN s ON s.schema_id = t.schema_id",
                 &[],
             )
             .await
@@ -273,7 +282,7 @@ impl Catalog {
         let rows = self
             .client
             .query(
-                "SELECT path, path_is_relative FROM ducklake_files_scheduled_for_deletion",
+                "SELECT path, path_is_relative FROM public.ducklake_files_scheduled_for_deletion",
                 &[],
             )
             .await
@@ -292,8 +301,8 @@ impl Catalog {
                 "SELECT s.snapshot_id,
                         to_char(s.snapshot_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                         s.schema_version, c.changes_made, c.author, c.commit_message
-                 FROM ducklake_snapshot s
-                 LEFT JOIN ducklake_snapshot_changes c USING (snapshot_id)
+                 FROM public.ducklake_snapshot s
+                 LEFT JOIN public.ducklake_snapshot_changes c USING (snapshot_id)
                  ORDER BY s.snapshot_id",
                 &[],
             )
@@ -326,11 +335,11 @@ impl Catalog {
         }
         let sql = format!(
             "SELECT s.schema_name, t.table_name, t.table_id, t.begin_snapshot,
-                    (SELECT count(*) FROM ducklake_data_file f WHERE f.table_id = t.table_id AND {f}),
-                    (SELECT count(*) FROM ducklake_delete_file d WHERE d.table_id = t.table_id AND {d}),
-                    (SELECT coalesce(sum(f.record_count), 0)::bigint FROM ducklake_data_file f WHERE f.table_id = t.table_id AND {f}),
-                    (SELECT coalesce(sum(f.file_size_bytes), 0)::bigint FROM ducklake_data_file f WHERE f.table_id = t.table_id AND {f})
-             FROM ducklake_table t JOIN ducklake_schema s ON s.schema_id = t.schema_id AND {s}
+                    (SELECT count(*) FROM public.ducklake_data_file f WHERE f.table_id = t.table_id AND {f}),
+                    (SELECT count(*) FROM public.ducklake_delete_file d WHERE d.table_id = t.table_id AND {d}),
+                    (SELECT coalesce(sum(f.record_count), 0)::bigint FROM public.ducklake_data_file f WHERE f.table_id = t.table_id AND {f}),
+                    (SELECT coalesce(sum(f.file_size_bytes), 0)::bigint FROM public.ducklake_data_file f WHERE f.table_id = t.table_id AND {f})
+             FROM public.ducklake_table t JOIN public.ducklake_schema s ON s.schema_id = t.schema_id AND {s}
              WHERE {t}
              ORDER BY 1, 2",
             f = alive("f"),
@@ -364,7 +373,7 @@ impl Catalog {
         let (_, last) = self.latest_snapshot().await?;
         let sql = format!(
             "SELECT t.table_id, s.path, s.path_is_relative, t.path, t.path_is_relative
-             FROM ducklake_table t JOIN ducklake_schema s ON s.schema_id = t.schema_id
+             FROM public.ducklake_table t JOIN public.ducklake_schema s ON s.schema_id = t.schema_id
              WHERE {} AND s.schema_name = $2 AND t.table_name = $3",
             alive("t")
         );
@@ -399,7 +408,7 @@ impl Catalog {
             .client
             .query(
                 "SELECT data_file_id, path, path_is_relative, record_count, file_size_bytes, begin_snapshot, end_snapshot
-                 FROM ducklake_data_file WHERE table_id = $1 AND end_snapshot IS NULL ORDER BY data_file_id",
+                 FROM public.ducklake_data_file WHERE table_id = $1 AND end_snapshot IS NULL ORDER BY data_file_id",
                 &[&id],
             )
             .await
@@ -408,7 +417,7 @@ impl Catalog {
             .client
             .query(
                 "SELECT data_file_id, path, path_is_relative, delete_count, file_size_bytes
-                 FROM ducklake_delete_file WHERE table_id = $1 AND end_snapshot IS NULL ORDER BY delete_file_id",
+                 FROM public.ducklake_delete_file WHERE table_id = $1 AND end_snapshot IS NULL ORDER BY delete_file_id",
                 &[&id],
             )
             .await
@@ -439,55 +448,20 @@ impl Catalog {
     }
 
     /// Files, bytes and inlined rows pending flush, per current table.
-    pub async fn usage(&self) -> Result<Vec<Usage>, InspectError> {
+    pub async fn usage(&mut self) -> Result<Vec<Usage>, InspectError> {
         let mut out = Vec::new();
         for t in self.tables(None).await? {
             let deletes = self
                 .client
                 .query_one(
-                    "SELECT count(*), coalesce(sum(file_size_bytes), 0)::bigint FROM ducklake_delete_file
+                    "SELECT count(*), coalesce(sum(file_size_bytes), 0)::bigint FROM public.ducklake_delete_file
                      WHERE table_id = $1 AND end_snapshot IS NULL",
                     &[&t.id],
                 )
                 .await
                 .map_err(PgError::sql("read the delete files"))?;
-            let inlined = self
-                .client
-                .query(
-                    "SELECT table_name FROM ducklake_inlined_data_tables WHERE table_id = $1",
-                    &[&t.id],
-                )
-                .await
-                .map_err(PgError::sql("read the inlined data tables"))?;
-            let mut inlined_rows = 0;
-            for r in &inlined {
-                let name: String = r.get(0);
-                let exists: Option<String> = self
-                    .client
-                    .query_one(
-                        "SELECT to_regclass($1)::text",
-                        &[&format!("public.{}", quote_ident(&name))],
-                    )
-                    .await
-                    .map_err(PgError::sql("look for an inlined data table"))?
-                    .get(0);
-                if exists.is_none() {
-                    continue;
-                }
-                let n: i64 = self
-                    .client
-                    .query_one(
-                        &format!(
-                            "SELECT count(*) FROM public.{} WHERE end_snapshot IS NULL",
-                            quote_ident(&name)
-                        ),
-                        &[],
-                    )
-                    .await
-                    .map_err(PgError::sql("count inlined rows"))?
-                    .get(0);
-                inlined_rows += n;
-            }
+            let inlined_rows =
+                crate::lake_session::inlined_rows(&mut self.client, &self.lake, Some(t.id)).await?;
             out.push(Usage {
                 schema: t.schema,
                 table: t.name,

@@ -1,12 +1,15 @@
 //! Lakes: one PostgreSQL database each, owned by the admin role, initialised as a DuckLake
 //! catalog bound to its data path by the embedded DuckDB.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use storage::{preflight, StorageError};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LakeConfig};
-use crate::postgres::{quote_ident, quote_literal, PgError, Socket};
+use crate::duckdb_worker::{DuckDbRunner, Job};
+use crate::lake_session::PgHandle;
+use crate::postgres::{quote_ident, quote_literal, PgError};
 use crate::secret::Secret;
 use crate::versions::{DUCKDB_PLATFORM, DUCKDB_VERSION};
 
@@ -28,6 +31,12 @@ pub enum LakeError {
     DuckDb { lake: String, message: String },
     #[error("lake `{lake}`: {error}")]
     Postgres { lake: String, error: PgError },
+    #[error("lake `{lake}` cannot be created: role(s) {roles} already exist and are not this server's (a user, or another application's role); drop or rename them, or choose another lake name")]
+    RoleTaken { lake: String, roles: String },
+    #[error("DuckDB extensions for v{DUCKDB_VERSION} missing: {missing} (looked in {dir}); set duckdb.extension_directory to a folder holding every one of them, or run `cargo xtask deps`")]
+    RequiredExtensions { missing: String, dir: String },
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// What the catalog recorded for a ready lake.
@@ -38,20 +47,21 @@ pub struct LakeInfo {
 }
 
 /// Creates or updates the admin login role and sets its password (on every start, so a
-/// changed password takes effect without re-initialising).
+/// changed password takes effect without re-initialising), as a SCRAM verifier: the plaintext
+/// never reaches PostgreSQL. Also what every lake relies on: the group of lake server roles
+/// (refused over TCP by `pg_hba.conf`), and no CONNECT for PUBLIC on `postgres` and
+/// `template1`, so lake users reach their lake's database and nothing else.
 pub async fn ensure_admin_role(
     client: &tokio_postgres::Client,
     user: &str,
     password: &Secret,
 ) -> Result<(), PgError> {
     let role = quote_ident(user);
-    // Keep the password out of PostgreSQL's statement log, even when the statement fails.
-    client
-        .batch_execute("SET log_statement = 'none'; SET log_min_error_statement = 'panic'")
-        .await
-        .map_err(PgError::sql("silence statement logging"))?;
     let exists = client
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&user],
+        )
         .await
         .map_err(PgError::sql("look up the admin role"))?
         .is_some();
@@ -65,25 +75,47 @@ pub async fn ensure_admin_role(
     client
         .batch_execute(&format!(
             "ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}",
-            quote_literal(password.expose())
+            quote_literal(&crate::lake_session::scram_verifier(password.expose()))
         ))
         .await
         .map_err(PgError::sql(format!("set the password of role {user}")))?;
-    client
-        .batch_execute("RESET log_statement; RESET log_min_error_statement")
+    let servers = crate::lake_session::SERVERS_GROUP;
+    let has_servers = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&servers],
+        )
         .await
-        .map_err(PgError::sql("restore statement logging"))
+        .map_err(PgError::sql("look up the lake server group"))?
+        .is_some();
+    if !has_servers {
+        client
+            .batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(servers)))
+            .await
+            .map_err(PgError::sql(format!("create role {servers}")))?;
+    }
+    client
+        .batch_execute(&format!(
+            "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;
+             REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;
+             GRANT CONNECT ON DATABASE postgres TO {role};"
+        ))
+        .await
+        .map_err(PgError::sql(
+            "keep lake users out of postgres and template1",
+        ))
 }
 
-/// Makes `lake` ready: storage preflight, database, privileges, DuckLake catalog, tuning. Runs
-/// in `serve` and in `lake create`, over the cluster's Unix socket.
+/// Makes `lake` ready: storage preflight, database, roles, the database's guard, DuckLake
+/// catalog, privileges, tuning. Runs in `serve` and in `lake create`. Inside the lake's
+/// database only the lake's server role reads or writes ([`crate::lake_session`]); a lake whose
+/// database this call created and that fails half-way is removed again.
 #[tracing::instrument(skip_all, fields(lake = %lake.name))]
 pub async fn ensure_lake(
-    socket: &Socket,
+    pg: &PgHandle,
     config: &Config,
     lake: &LakeConfig,
-    admin_password: &Secret,
-    extension_dir: &Path,
+    runner: &DuckDbRunner,
 ) -> Result<LakeInfo, LakeError> {
     let name = lake.name.clone();
     let pg_err = |error| LakeError::Postgres {
@@ -96,60 +128,76 @@ pub async fn ensure_lake(
             lake: name.clone(),
             error,
         })?;
-
     let admin = &config.postgres.admin_user;
-    let connect = |db: &str| {
-        let action = format!("connect to database {db} as {}", crate::postgres::SUPERUSER);
-        let db = db.to_owned();
-        async move {
-            socket
-                .connect_superuser(&db, "ducklake-catalog")
-                .await
-                .map_err(PgError::sql(action))
-        }
-    };
-    let postgres = connect("postgres").await.map_err(pg_err)?;
-    let db_exists = postgres
+    let su = pg
+        .postgres("ducklake-catalog")
+        .await
+        .map_err(|e| LakeError::Unreachable(e.to_string()))?;
+    let db_exists = su
         .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
             &[&lake.name],
         )
         .await
         .map_err(|e| pg_err(PgError::sql("look up the lake database")(e)))?
         .is_some();
+    let foreign = crate::users::foreign_roles(&su, &lake.name, db_exists)
+        .await
+        .map_err(pg_err)?;
+    if !foreign.is_empty() {
+        return Err(LakeError::RoleTaken {
+            lake: name,
+            roles: foreign.join(", "),
+        });
+    }
     let db = quote_ident(&lake.name);
     if !db_exists {
-        postgres
-            .batch_execute(&format!(
-                "CREATE DATABASE {db} OWNER {} ENCODING 'UTF8'",
-                quote_ident(admin)
-            ))
-            .await
-            .map_err(|e| pg_err(PgError::sql("create the lake database")(e)))?;
-        tracing::info!(database = %lake.name, "created the lake database");
-    }
-    postgres
-        .batch_execute(&format!(
-            "ALTER DATABASE {db} OWNER TO {owner}; REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {owner}",
-            owner = quote_ident(admin)
-        ))
-        .await
-        .map_err(|e| pg_err(PgError::sql("set the lake database's privileges")(e)))?;
-    drop(postgres);
-
-    let lake_db = connect(&lake.name).await.map_err(pg_err)?;
-    lake_db
-        .batch_execute(&format!(
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT ALL ON SCHEMA public TO {}",
+        su.batch_execute(&format!(
+            "CREATE DATABASE {db} OWNER {} ENCODING 'UTF8'",
             quote_ident(admin)
         ))
         .await
-        .map_err(|e| pg_err(PgError::sql("set the public schema's privileges")(e)))?;
-    crate::users::ensure_lake_roles(&lake_db, &lake.name, admin)
+        .map_err(|e| pg_err(PgError::sql("create the lake database")(e)))?;
+        tracing::info!(database = %lake.name, "created the lake database");
+    }
+    let result = bring_up(pg, &su, config, lake, runner).await;
+    if result.is_err() && !db_exists {
+        // Nothing half-created: the database and the roles this call made go again.
+        let _ = drop_lake_objects(&su, &lake.name).await;
+    }
+    result
+}
+
+async fn bring_up(
+    pg: &PgHandle,
+    su: &tokio_postgres::Client,
+    config: &Config,
+    lake: &LakeConfig,
+    runner: &DuckDbRunner,
+) -> Result<LakeInfo, LakeError> {
+    let name = lake.name.clone();
+    let pg_err = |error| LakeError::Postgres {
+        lake: name.clone(),
+        error,
+    };
+    let admin = &config.postgres.admin_user;
+    su.batch_execute(&format!(
+        "ALTER DATABASE {} OWNER TO {}",
+        quote_ident(&lake.name),
+        quote_ident(admin)
+    ))
+    .await
+    .map_err(|e| pg_err(PgError::sql("set the lake database's owner")(e)))?;
+    crate::users::ensure_lake_roles(su, &lake.name, admin)
+        .await
+        .map_err(pg_err)?;
+    guard(pg, &lake.name, admin).await.map_err(pg_err)?;
+    let session = pg
+        .lake(&lake.name, "ducklake-catalog")
         .await
         .map_err(pg_err)?;
     let configured = lake.data_path.to_string();
-    if let Some(info) = read_lake_info(&lake_db).await.map_err(pg_err)? {
+    if let Some(info) = read_lake_info(&session).await.map_err(pg_err)? {
         if info.data_path != configured {
             return Err(LakeError::DataPathMismatch {
                 lake: name,
@@ -157,20 +205,21 @@ pub async fn ensure_lake(
                 configured,
             });
         }
-        tune(&lake_db).await.map_err(pg_err)?;
+        tune(&session).await.map_err(pg_err)?;
         return Ok(info);
     }
-    let conninfo = socket.conninfo(admin, Some(admin_password.expose()), &lake.name);
-    let ext = extension_dir.to_path_buf();
-    let data_path = configured.clone();
-    let result = tokio::task::spawn_blocking(move || init_with_duckdb(&ext, &conninfo, &data_path))
+    let job = Job::Init {
+        conninfo: pg.lake_conninfo(&lake.name),
+        data_path: configured.clone(),
+    };
+    runner
+        .run(&job, &CancellationToken::new())
         .await
-        .expect("the DuckDB initialisation task does not panic");
-    result.map_err(|e| LakeError::DuckDb {
-        lake: name.clone(),
-        message: redact(&e.to_string(), admin_password),
-    })?;
-    let info = read_lake_info(&lake_db)
+        .map_err(|e| LakeError::DuckDb {
+            lake: name.clone(),
+            message: e.to_string(),
+        })?;
+    let info = read_lake_info(&session)
         .await
         .map_err(pg_err)?
         .ok_or_else(|| LakeError::DuckDb {
@@ -178,12 +227,83 @@ pub async fn ensure_lake(
             message: "ATTACH succeeded but no ducklake_metadata table was created".into(),
         })?;
     tracing::info!(data_path = %info.data_path, spec_version = %info.spec_version, "initialised the DuckLake catalog");
-    // The catalog's tables are new: grant them to the lake's roles, then tune.
-    crate::users::ensure_lake_roles(&lake_db, &lake.name, admin)
-        .await
-        .map_err(pg_err)?;
-    tune(&lake_db).await.map_err(pg_err)?;
+    // The catalog's tables are new: guard them (the lake roles' privileges), then tune.
+    guard(pg, &lake.name, admin).await.map_err(pg_err)?;
+    tune(&session).await.map_err(pg_err)?;
     Ok(info)
+}
+
+/// The superuser's part of a lake's bring-up ([`crate::lake_session::prepare_database`]).
+pub(crate) async fn guard(pg: &PgHandle, lake: &str, admin: &str) -> Result<(), PgError> {
+    let su_lake = pg
+        .socket
+        .connect_superuser(lake, "ducklake-catalog")
+        .await
+        .map_err(PgError::sql(format!("connect to database {lake}")))?;
+    crate::lake_session::prepare_database(&su_lake, lake, admin).await
+}
+
+/// Drops a lake's database (ending its sessions) and the roles that carry the server's mark
+/// for it; returns the login users of the lake that were dropped with it. `su` is a superuser
+/// session in the `postgres` database. The admin, a member of the owner role, is never dropped.
+pub async fn drop_lake_objects(
+    su: &tokio_postgres::Client,
+    lake: &str,
+) -> Result<Vec<String>, PgError> {
+    let groups: Vec<String> = ["reader", "writer", "owner", "server"]
+        .iter()
+        .map(|k| format!("{lake}_{k}"))
+        .collect();
+    // Only roles this server made for this lake (see users::foreign_roles): a same-named role
+    // of someone else's is never touched.
+    let ours: Vec<String> = su
+        .query(
+            "SELECT rolname::text FROM pg_catalog.pg_roles
+             WHERE rolname::text = ANY($1::text[])
+               AND pg_catalog.shobj_description(oid, 'pg_authid') LIKE 'ducklake-catalog: the % role of lake ' || $2",
+            &[&groups, &lake],
+        )
+        .await
+        .map_err(PgError::sql("list the lake's roles"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let groups_only: Vec<&String> = ours.iter().filter(|r| !r.ends_with("_server")).collect();
+    let users: Vec<String> = su
+        .query(
+            "SELECT DISTINCT m.rolname::text FROM pg_catalog.pg_auth_members a
+             JOIN pg_catalog.pg_roles g ON g.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member
+             WHERE g.rolname::text = ANY($1::text[]) AND m.rolcanlogin
+               AND NOT m.rolname::text = ANY($2::text[])
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members o
+                               JOIN pg_catalog.pg_roles og ON og.oid = o.roleid
+                               WHERE o.member = m.oid AND NOT og.rolname::text = ANY($1::text[])
+                                 AND og.rolname <> $3)
+               AND NOT m.rolsuper ORDER BY 1",
+            &[&groups_only, &ours, &crate::lake_session::SERVERS_GROUP],
+        )
+        .await
+        .map_err(PgError::sql("list the lake's users"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    su.batch_execute(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(lake)
+    ))
+    .await
+    .map_err(PgError::sql(format!("drop database {lake}")))?;
+    for role in users.iter().chain(&ours) {
+        su.batch_execute(&format!(
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {};
+             DROP OWNED BY {ident}; DROP ROLE IF EXISTS {ident}",
+            quote_literal(role),
+            ident = quote_ident(role)
+        ))
+        .await
+        .map_err(PgError::sql(format!("drop role {role}")))?;
+    }
+    Ok(users)
 }
 
 async fn tune(lake_db: &tokio_postgres::Client) -> Result<(), PgError> {
@@ -223,32 +343,6 @@ async fn read_lake_info(client: &tokio_postgres::Client) -> Result<Option<LakeIn
     }))
 }
 
-/// ATTACHes the lake with its DATA_PATH once, which creates DuckLake's tables in PostgreSQL.
-fn init_with_duckdb(
-    extension_dir: &Path,
-    conninfo: &str,
-    data_path: &str,
-) -> Result<(), duckdb::Error> {
-    let conn = embedded_duckdb(extension_dir)?;
-    conn.execute_batch(&format!(
-        "ATTACH {} AS lake (DATA_PATH {}); DETACH lake;",
-        quote_literal(&format!("ducklake:postgres:{conninfo}")),
-        quote_literal(data_path)
-    ))
-}
-
-/// An in-memory DuckDB with the pinned ducklake and postgres extensions loaded from
-/// `extension_dir`, never from the network.
-pub(crate) fn embedded_duckdb(extension_dir: &Path) -> Result<duckdb::Connection, duckdb::Error> {
-    let config = duckdb::Config::default()
-        .with("extension_directory", extension_dir.to_string_lossy())?
-        .with("autoinstall_known_extensions", "false")?
-        .with("autoload_known_extensions", "true")?;
-    let conn = duckdb::Connection::open_in_memory_with_flags(config)?;
-    conn.execute_batch("LOAD ducklake; LOAD postgres;")?;
-    Ok(conn)
-}
-
 /// The folder holding `v<engine>/<platform>/ducklake.duckdb_extension`.
 pub fn find_extension_directory(config: &Config) -> Result<PathBuf, LakeError> {
     let candidates: Vec<PathBuf> = if let Some(dir) = &config.duckdb.extension_directory {
@@ -276,27 +370,4 @@ pub fn find_extension_directory(config: &Config) -> Result<PathBuf, LakeError> {
     Err(LakeError::ExtensionsMissing {
         looked: looked.join(", "),
     })
-}
-
-/// Removes the password from an error message that may quote a connection string.
-pub(crate) fn redact(message: &str, password: &Secret) -> String {
-    let one_line = crate::one_line(message);
-    if password.expose().is_empty() {
-        return one_line;
-    }
-    one_line.replace(password.expose(), crate::secret::REDACTED)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn duckdb_errors_lose_the_password() {
-        let pw = Secret::new("s3cr3t");
-        let msg =
-            "Unable to connect to Postgres at \"host=/x user=admin password=s3cr3t\":\n refused";
-        let out = redact(msg, &pw);
-        assert!(!out.contains("s3cr3t") && !out.contains('\n'), "{out}");
-    }
 }

@@ -13,18 +13,19 @@
 //! never changed behind its back (a lake for a server that has never started belongs in
 //! `[[lakes]]`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 use storage::{DataPath, StorageError};
 
-use crate::config::{overlaps, valid_identifier, Config, LakeConfig, RESERVED_DATABASES};
+use crate::config::{
+    data_path_conflict, overlaps, valid_lake_name, Config, LakeConfig, MAX_LAKE_NAME,
+};
+use crate::duckdb_worker::{DuckDbRunner, Job};
 use crate::inspect::{Catalog, InspectError, Summary};
-use crate::lake::{ensure_lake, find_extension_directory, LakeError, LakeInfo};
-use crate::postgres::{connect_local, quote_ident, quote_literal, LocalError, PgError, Socket};
-use crate::secret::Secret;
-use crate::users::LakeRole;
+use crate::lake::{ensure_lake, LakeError, LakeInfo};
+use crate::lake_session::PgHandle;
+use crate::postgres::{connect_local, LocalError, PgError};
 use crate::versions::SPEC_CLIENTS;
 
 /// How often a running server looks for lakes created or dropped by command.
@@ -54,8 +55,10 @@ pub struct RegisteredLake {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LakesError {
-    #[error("`{name}` is not a valid lake name: use 1-63 lowercase letters, digits and _, starting with a letter (not postgres/template0/template1/ducklake_catalog)")]
+    #[error("`{name}` is not a valid lake name: use 1-{MAX_LAKE_NAME} lowercase letters, digits and _, starting with a letter (not pg_…, ducklake_…, postgres, template0, template1 or the admin user)")]
     BadName { name: String },
+    #[error("data path {path} {reason}")]
+    PathUnsafe { path: String, reason: String },
     #[error("lake `{name}` already exists; choose another name (`ducklake-catalog lake list` shows them)")]
     Exists { name: String },
     #[error("data path {path} overlaps lake `{other}`'s data path {other_path}; give each lake its own prefix")]
@@ -94,8 +97,8 @@ pub enum LakesError {
     },
     #[error(transparent)]
     Inspect(#[from] InspectError),
-    #[error("the admin password is not available to this command ({0}); run it where the server's home or secret is readable")]
-    Password(String),
+    #[error("{0}")]
+    Users(String),
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error(transparent)]
@@ -263,7 +266,7 @@ fn serving(config: &Config, known: &[RegisteredLake]) -> Vec<LakeConfig> {
 /// Adds the running server's registered lakes to `config.lakes`, so commands given `--lake`
 /// find lakes created by command. Leaves `config` as it is when no server is reachable.
 pub async fn with_registered(config: &mut Config) -> Result<(), LocalError> {
-    let client = connect_local(config, "postgres", "ducklake-catalog").await?;
+    let client = connect_local(config, "ducklake-catalog").await?;
     let known = registered(&client).await.unwrap_or_default();
     config.lakes = serving(config, &known);
     Ok(())
@@ -280,19 +283,22 @@ fn paths_overlap(a: &str, b: &str) -> bool {
 /// adopted as it is (e.g. one an older client created).
 pub async fn create(
     config: &Config,
+    runner: &DuckDbRunner,
     name: &str,
     data_path: &DataPath,
 ) -> Result<LakeInfo, LakesError> {
-    if !valid_identifier(name)
-        || RESERVED_DATABASES.contains(&name)
-        || name == "ducklake_catalog"
-        || name == config.postgres.admin_user
-    {
+    if !valid_lake_name(name) || name == config.postgres.admin_user {
         return Err(LakesError::BadName {
             name: name.to_owned(),
         });
     }
-    let client = connect_local(config, "postgres", "ducklake-catalog lake").await?;
+    if let Some(reason) = data_path_conflict(&config.home, data_path) {
+        return Err(LakesError::PathUnsafe {
+            path: data_path.to_string(),
+            reason,
+        });
+    }
+    let client = connect_local(config, "ducklake-catalog lake").await?;
     ensure_registry(&client).await?;
     let known = registered(&client).await?;
     // Names and paths are taken by every lake: served, and being dropped (whose data path is
@@ -331,16 +337,8 @@ pub async fn create(
         }
     }
     let lake = LakeConfig::new(name.to_owned(), data_path.clone());
-    let password = admin_password(config).await?;
-    let extension_dir = find_extension_directory(config)?;
-    let info = ensure_lake(
-        &Socket::for_config(config),
-        config,
-        &lake,
-        &password,
-        &extension_dir,
-    )
-    .await?;
+    let pg = PgHandle::for_config(config)?;
+    let info = ensure_lake(&pg, config, &lake, runner).await?;
     client
         .execute(
             "INSERT INTO ducklake_catalog.lakes (name, data_path, origin) VALUES ($1, $2, 'command')",
@@ -352,20 +350,10 @@ pub async fn create(
     Ok(info)
 }
 
-async fn admin_password(config: &Config) -> Result<Secret, LakesError> {
-    match crate::connection::admin_password(config).await {
-        Ok(Some(pw)) => Ok(pw),
-        Ok(None) => Err(LakesError::Password(format!(
-            "{} is missing",
-            config.generated_password_file().display()
-        ))),
-        Err(e) => Err(LakesError::Password(e.to_string())),
-    }
-}
-
 /// Every lake the running server serves, with its spec version, clients and size.
 pub async fn list(config: &Config) -> Result<Vec<LakeListing>, LakesError> {
-    let client = connect_local(config, "postgres", "ducklake-catalog lake").await?;
+    let client = connect_local(config, "ducklake-catalog lake").await?;
+    let pg = PgHandle::for_config(config)?;
     let known = registered(&client).await?;
     let mut out = Vec::new();
     for lake in serving(config, &known) {
@@ -373,13 +361,13 @@ pub async fn list(config: &Config) -> Result<Vec<LakeListing>, LakesError> {
             .iter()
             .find(|r| r.name == lake.name)
             .map_or(Origin::Config, |r| r.origin);
-        out.push(listing(config, &lake, origin).await?);
+        out.push(listing(&pg, &lake, origin).await?);
     }
     Ok(out)
 }
 
 async fn listing(
-    config: &Config,
+    pg: &PgHandle,
     lake: &LakeConfig,
     origin: Origin,
 ) -> Result<LakeListing, LakesError> {
@@ -392,7 +380,7 @@ async fn listing(
         summary: None,
         note: None,
     };
-    match Catalog::open(config, lake).await {
+    match Catalog::open(pg, lake).await {
         Ok(catalog) => {
             item.spec_version = Some(crate::versions::DUCKLAKE_SPEC_VERSION.to_owned());
             item.summary = Some(catalog.summary().await?);
@@ -454,9 +442,10 @@ fn unknown(name: &str, lakes: &[LakeConfig]) -> LakesError {
 
 /// `lake show NAME`.
 pub async fn show(config: &Config, name: &str) -> Result<LakeDetail, LakesError> {
-    let client = connect_local(config, "postgres", "ducklake-catalog lake").await?;
+    let client = connect_local(config, "ducklake-catalog lake").await?;
+    let pg = PgHandle::for_config(config)?;
     let (lake, origin) = find(config, &client, name).await?;
-    let listing = listing(config, &lake, origin).await?;
+    let listing = listing(&pg, &lake, origin).await?;
     let mut with_lake = config.clone();
     with_lake.lakes = vec![lake.clone()];
     let users = crate::users::list(&with_lake, Some(name))
@@ -464,9 +453,9 @@ pub async fn show(config: &Config, name: &str) -> Result<LakeDetail, LakesError>
         .map_err(|e| match e {
             crate::users::UserError::NotRunning(l) => LakesError::NotRunning(l),
             crate::users::UserError::Postgres(p) => LakesError::Postgres(p),
-            other => LakesError::Password(other.to_string()),
+            other => LakesError::Users(other.to_string()),
         })?;
-    let lake_db = connect_local(config, name, "ducklake-catalog lake").await?;
+    let lake_db = pg.lake(name, "ducklake-catalog lake").await?;
     let indexes = crate::tuning::present(&lake_db).await?;
     let missing_indexes = crate::tuning::INDEXES
         .iter()
@@ -499,7 +488,8 @@ pub async fn drop(
             name: name.to_owned(),
         });
     }
-    let client = connect_local(config, "postgres", "ducklake-catalog lake").await?;
+    let client = connect_local(config, "ducklake-catalog lake").await?;
+    let pg = PgHandle::for_config(config)?;
     let known = registered(&client).await?;
     let Some(entry) = known.iter().find(|r| r.name == name) else {
         return Err(unknown(name, &serving(config, &known)));
@@ -509,9 +499,12 @@ pub async fn drop(
         path: entry.data_path.clone(),
         reason: e.to_string(),
     })?;
+    if delete_data {
+        refuse_shared_data(config, &known, name, &data_path)?;
+    }
     if !confirmed {
         let lake = LakeConfig::new(name.to_owned(), data_path.clone());
-        let summary = match Catalog::open(config, &lake).await {
+        let summary = match Catalog::open(&pg, &lake).await {
             Ok(c) => c.summary().await.unwrap_or_default(),
             Err(_) => Summary::default(),
         };
@@ -534,7 +527,7 @@ pub async fn drop(
         )
         .await
         .map_err(PgError::sql("mark the lake as dropping"))?;
-    let users_dropped = drop_catalog(&client, name, &config.postgres.admin_user).await?;
+    let users_dropped = crate::lake::drop_lake_objects(&client, name).await?;
     tracing::info!(lake = name, users = ?users_dropped, "dropped the lake's catalog");
     let objects_deleted = if delete_data {
         let n = storage::purge(&data_path, &config.s3_settings(), progress).await?;
@@ -558,85 +551,81 @@ pub async fn drop(
     })
 }
 
-/// Drops the lake's database (ending its sessions) and its group roles and users.
-/// The admin, a member of the owner role, is never among the users dropped.
-async fn drop_catalog(
-    client: &tokio_postgres::Client,
+/// Refuses to delete `data_path` (lake `name`'s) when it could hold data the lake does not
+/// own: the server's home, another lake's files (a nested or enclosing path), the backups.
+pub(crate) fn refuse_shared_data(
+    config: &Config,
+    known: &[RegisteredLake],
     name: &str,
-    admin: &str,
-) -> Result<Vec<String>, PgError> {
-    let groups: Vec<String> = LakeRole::ALL.iter().map(|r| r.group(name)).collect();
-    let users: Vec<String> = client
-        .query(
-            "SELECT DISTINCT m.rolname::text FROM pg_auth_members a
-             JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
-             WHERE g.rolname::text = ANY($1::text[]) AND m.rolcanlogin AND m.rolname <> $2 ORDER BY 1",
-            &[&groups, &admin],
-        )
-        .await
-        .map_err(PgError::sql("list the lake's users"))?
+    data_path: &DataPath,
+) -> Result<(), LakesError> {
+    if let Some(reason) = data_path_conflict(&config.home, data_path) {
+        return Err(LakesError::PathUnsafe {
+            path: data_path.to_string(),
+            reason: format!("{reason}; its objects were not deleted"),
+        });
+    }
+    let path = data_path.to_string();
+    if let Some(other) = serving(config, known)
         .iter()
-        .map(|r| r.get(0))
-        .collect();
-    client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(name)
-        ))
-        .await
-        .map_err(PgError::sql(format!("drop database {name}")))?;
-    for role in users.iter().chain(&groups) {
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
-            .await
-            .map_err(PgError::sql("look up a role"))?
-            .is_some();
-        if exists {
-            client
-                .batch_execute(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {};
-                     DROP ROLE {}",
-                    quote_literal(role),
-                    quote_ident(role)
-                ))
-                .await
-                .map_err(PgError::sql(format!("drop role {role}")))?;
+        .filter(|l| l.name != name)
+        .map(|l| (l.name.clone(), l.data_path.to_string()))
+        .chain(
+            known
+                .iter()
+                .filter(|r| r.name != name)
+                .map(|r| (r.name.clone(), r.data_path.clone())),
+        )
+        .find(|(_, p)| paths_overlap(p, &path))
+    {
+        return Err(LakesError::PathTaken {
+            path,
+            other: other.0,
+            other_path: other.1,
+        });
+    }
+    if let Some(target) = &config.backup.target {
+        if overlaps(target, data_path) {
+            return Err(LakesError::PathIsBackup {
+                path,
+                target: target.to_string(),
+            });
         }
     }
-    Ok(users)
+    Ok(())
 }
 
 /// `lake migrate NAME`: DuckLake's own migration of an older catalog to the embedded DuckDB's
 /// spec (an `ATTACH … (AUTOMATIC_MIGRATION)` as the admin, who owns the catalog's tables),
 /// then the grants and the tuning again. A lake already at the current spec gets only the
 /// latter.
-pub async fn migrate(config: &Config, name: &str) -> Result<MigrateReport, LakesError> {
-    let client = connect_local(config, "postgres", "ducklake-catalog lake").await?;
+pub async fn migrate(
+    config: &Config,
+    runner: &DuckDbRunner,
+    name: &str,
+) -> Result<MigrateReport, LakesError> {
+    let client = connect_local(config, "ducklake-catalog lake").await?;
     let (lake, _) = find(config, &client, name).await?;
-    let lake_db = connect_local(config, name, "ducklake-catalog lake").await?;
+    let pg = PgHandle::for_config(config)?;
+    let lake_db = pg.lake(name, "ducklake-catalog lake").await?;
     let from = spec_version(&lake_db).await?;
     let current = crate::versions::DUCKLAKE_SPEC_VERSION;
     if from != current {
-        let password = admin_password(config).await?;
-        let extension_dir = find_extension_directory(config)?;
-        let conninfo = Socket::for_config(config).conninfo(
-            &config.postgres.admin_user,
-            Some(password.expose()),
-            name,
-        );
-        let result =
-            tokio::task::spawn_blocking(move || migrate_with_duckdb(&extension_dir, &conninfo))
-                .await
-                .expect("the DuckDB migration task does not panic");
-        result.map_err(|e| LakesError::Migration {
-            name: name.to_owned(),
-            found: from.clone(),
-            message: crate::lake::redact(&e.to_string(), &password),
-        })?;
+        let job = Job::Migrate {
+            conninfo: pg.lake_conninfo(name),
+        };
+        runner
+            .run(&job, &tokio_util::sync::CancellationToken::new())
+            .await
+            .map_err(|e| LakesError::Migration {
+                name: name.to_owned(),
+                found: from.clone(),
+                message: e.to_string(),
+            })?;
         tracing::info!(lake = name, from = %from, to = current, "migrated the DuckLake catalog");
     }
     let to = spec_version(&lake_db).await?;
-    crate::users::ensure_lake_roles(&lake_db, name, &config.postgres.admin_user).await?;
+    crate::lake::guard(&pg, name, &config.postgres.admin_user).await?;
     let tuning = crate::tuning::apply(&lake_db).await?;
     Ok(MigrateReport {
         name: lake.name,
@@ -656,14 +645,6 @@ async fn spec_version(client: &tokio_postgres::Client) -> Result<String, PgError
         .map_err(PgError::sql("read the DuckLake spec version"))?
         .map(|r| r.get(0))
         .unwrap_or_default())
-}
-
-fn migrate_with_duckdb(extension_dir: &Path, conninfo: &str) -> Result<(), duckdb::Error> {
-    let conn = crate::lake::embedded_duckdb(extension_dir)?;
-    conn.execute_batch(&format!(
-        "ATTACH {} AS lake (AUTOMATIC_MIGRATION TRUE); DETACH lake;",
-        quote_literal(&format!("ducklake:postgres:{conninfo}"))
-    ))
 }
 
 /// The lakes to serve now, from the registry (no writes): the running server's watch.

@@ -8,26 +8,25 @@
 //! so a point-in-time restore finds every file its catalog names) → the catalog garbage
 //! ([`crate::garbage`]). A step that meets a client's concurrent commit (DuckLake's transaction
 //! conflict) is retried with backoff. The job holds a PostgreSQL advisory lock in the lake's
-//! database, so the server's schedule and `ducklake-catalog maintain` never overlap; it is
-//! interrupted (DuckDB's interrupt) on shutdown and after `max_runtime`.
+//! database, so the server's schedule and `ducklake-catalog maintain` never overlap. DuckDB's
+//! steps run in a worker process ([`crate::duckdb_worker`]) as the lake's server role, so a
+//! crash fails the job, not the server; the worker is killed on shutdown and after
+//! `max_runtime`. The job refuses to start while `ducklake_inlined_data_tables` names anything
+//! DuckLake would not have created ([`crate::lake_session::foreign_inlined_tables`]): DuckDB
+//! reads every table registered there.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LakeConfig, MaintenanceConfig};
+use crate::duckdb_worker::{DuckDbRunner, Job, MaintainPlan, Reply, WorkerError};
 use crate::garbage::GarbageReport;
-use crate::postgres::{quote_literal, PgError, Socket};
-use crate::secret::Secret;
+use crate::lake_session::PgHandle;
 
 /// The advisory lock (in the lake's database) a maintenance job holds.
 const LOCK_KEY: i64 = 0x0044_4c43_4d41_494e; // "DLCMAIN"
-/// Attempts of one step that meets a conflicting commit.
-const CONFLICT_ATTEMPTS: u32 = 6;
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -86,10 +85,9 @@ impl JobReport {
 /// Everything a job needs besides the lake.
 #[derive(Debug, Clone)]
 pub struct JobContext {
-    pub socket: Socket,
+    pub pg: PgHandle,
     pub config: Config,
-    pub admin_password: Secret,
-    pub extension_dir: PathBuf,
+    pub runner: DuckDbRunner,
 }
 
 /// The settings that apply to `lake`: its own `[lakes.maintenance]`, else `[maintenance]`.
@@ -125,10 +123,28 @@ pub async fn run(
         if report.outcome == Outcome::Ok {
             report.outcome = Outcome::Failed;
         }
-        report.error = Some(crate::lake::redact(&e, &ctx.admin_password));
+        report.error = Some(e.to_string());
     }
     report.duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
     report
+}
+
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::PgError),
+    #[error(transparent)]
+    DuckDb(#[from] WorkerError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("ducklake_inlined_data_tables names {0}, which DuckLake did not create (not an ordinary table of the lake's writers): the catalog was tampered with; as the lake's owner, delete those rows, then run maintenance again")]
+    Tampered(String),
+    #[error("stopped by the shutdown")]
+    Cancelled,
+    #[error("stopped after max_runtime {0}")]
+    TimedOut(String),
 }
 
 async fn run_steps(
@@ -137,87 +153,105 @@ async fn run_steps(
     dry_run: bool,
     cancel: &CancellationToken,
     report: &mut JobReport,
-) -> Result<(), String> {
+) -> Result<(), JobError> {
     let settings = settings_for(&ctx.config, lake).clone();
     let mut client = ctx
-        .socket
-        .connect_superuser(&lake.name, "ducklake-catalog maintenance")
-        .await
-        .map_err(|e| PgError::sql("connect to the lake")(e).to_string())?;
+        .pg
+        .lake(&lake.name, "ducklake-catalog maintenance")
+        .await?;
     let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+        .query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&LOCK_KEY])
         .await
-        .map_err(|e| PgError::sql("take the maintenance lock")(e).to_string())?
+        .map_err(crate::postgres::PgError::sql("take the maintenance lock"))?
         .get(0);
     if !locked {
         report.outcome = Outcome::Busy;
         return Ok(());
     }
-    if dry_run {
-        report.inlined_rows_pending = inlined_rows(&client).await?;
+    let foreign = crate::lake_session::foreign_inlined_tables(&mut client, &lake.name).await?;
+    if !foreign.is_empty() {
+        return Err(JobError::Tampered(foreign.join(", ")));
     }
-    let plan = Plan {
-        conninfo: format!(
-            "ducklake:postgres:{}",
-            ctx.socket.conninfo(
-                &ctx.config.postgres.admin_user,
-                Some(ctx.admin_password.expose()),
-                &lake.name
-            )
-        ),
+    if dry_run {
+        report.inlined_rows_pending =
+            crate::lake_session::inlined_rows(&mut client, &lake.name, None).await?;
+    }
+    let plan_cleanup_secs = cleanup_threshold(&ctx.config, &settings).as_secs();
+    let plan = MaintainPlan {
+        conninfo: ctx.pg.lake_conninfo(&lake.name),
         dry_run,
         flush: settings.flush_inlined_data,
         expire_secs: settings.expire_snapshots_older_than.map(|d| d.0.as_secs()),
         merge: settings.merge_adjacent_files,
-        cleanup_secs: cleanup_threshold(&ctx.config, &settings).as_secs(),
+        cleanup_secs: plan_cleanup_secs,
     };
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let stopped = Arc::new(AtomicBool::new(false));
-    let ext = ctx.extension_dir.clone();
-    let stop_flag = stopped.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let data_path = lake.data_path.clone();
-    let s3 = ctx.config.s3_settings();
-    let mut job = tokio::task::spawn_blocking(move || {
-        plan.execute(&ext, &handle_tx, &stop_flag, |paths| {
-            runtime.block_on(storage::object_sizes(&data_path, &s3, paths))
-        })
-    });
+    let stop = cancel.child_token();
     let deadline = tokio::time::sleep(settings.max_runtime.0);
     tokio::pin!(deadline);
-    let joined = tokio::select! {
-        r = &mut job => r,
-        () = cancel.cancelled() => {
-            report.outcome = Outcome::Cancelled;
-            interrupt(&handle_rx, &stopped);
-            job.await
-        }
-        () = &mut deadline => {
-            report.outcome = Outcome::TimedOut;
-            interrupt(&handle_rx, &stopped);
-            job.await
-        }
+    let max_runtime = settings.max_runtime.0;
+    let reply = worker_step(
+        ctx,
+        &Job::Maintain(plan),
+        &stop,
+        deadline.as_mut(),
+        max_runtime,
+        report,
+    )
+    .await?;
+    let Reply::Maintained(done) = reply else {
+        return Err(WorkerError::Failed(format!("unexpected answer {reply:?}")).into());
     };
-    let done = joined.map_err(|e| format!("the maintenance task failed: {e}"))?;
-    done.apply(report);
-    if let Some(e) = done.error {
-        return Err(e);
-    }
-    if report.outcome != Outcome::Ok {
-        return Err(match report.outcome {
-            Outcome::Cancelled => "stopped by the shutdown".into(),
-            _ => format!(
-                "stopped after max_runtime {}",
-                humantime::format_duration(settings.max_runtime.0)
-            ),
-        });
+    report.rows_flushed = done.rows_flushed;
+    report.snapshots_expired = done.snapshots_expired;
+    report.files_merged = done.files_merged;
+    report.files_created = done.files_created;
+    report.files_deleted = i64::try_from(done.old_files.len()).unwrap_or(i64::MAX);
+    report.conflicts_retried = done.retries;
+    report.bytes_deleted =
+        storage::object_sizes(&lake.data_path, &ctx.config.s3_settings(), &done.old_files).await?;
+    if !dry_run && !done.old_files.is_empty() {
+        let cleanup = Job::CleanupOldFiles {
+            conninfo: ctx.pg.lake_conninfo(&lake.name),
+            older_than_secs: plan_cleanup_secs,
+        };
+        let reply =
+            worker_step(ctx, &cleanup, &stop, deadline.as_mut(), max_runtime, report).await?;
+        let Reply::Cleaned { files } = reply else {
+            return Err(WorkerError::Failed(format!("unexpected answer {reply:?}")).into());
+        };
+        report.files_deleted = files;
     }
     if settings.catalog_garbage {
-        report.garbage = crate::garbage::collect(&mut client, dry_run)
-            .await
-            .map_err(|e| e.to_string())?;
+        report.garbage = crate::garbage::collect(&mut client, &lake.name, dry_run).await?;
     }
     Ok(())
+}
+
+/// Runs `job` in a DuckDB worker until it answers, `stop` fires (a shutdown) or `deadline`
+/// (`max_runtime`) passes; the outcome says which.
+async fn worker_step(
+    ctx: &JobContext,
+    job: &Job,
+    stop: &CancellationToken,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    max_runtime: Duration,
+    report: &mut JobReport,
+) -> Result<Reply, JobError> {
+    let reply = tokio::select! {
+        r = ctx.runner.run(job, stop) => r,
+        () = deadline => {
+            stop.cancel();
+            report.outcome = Outcome::TimedOut;
+            return Err(JobError::TimedOut(humantime::format_duration(max_runtime).to_string()));
+        }
+    };
+    match reply {
+        Err(WorkerError::Cancelled) => {
+            report.outcome = Outcome::Cancelled;
+            Err(JobError::Cancelled)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// The server's schedule: every lake's job runs `interval` after the previous one ended (the
@@ -225,7 +259,6 @@ async fn run_steps(
 /// result is logged and published in the status (`/readyz` → `maintenance`).
 pub async fn schedule(
     ctx: JobContext,
-    password: tokio::sync::watch::Receiver<Secret>,
     status: crate::status::StatusSender,
     stop: CancellationToken,
 ) {
@@ -240,11 +273,7 @@ pub async fn schedule(
             .as_ref()
             .is_none_or(tokio_postgres::Client::is_closed)
         {
-            client = ctx
-                .socket
-                .connect_superuser("postgres", "ducklake-catalog maintenance")
-                .await
-                .ok();
+            client = ctx.pg.postgres("ducklake-catalog maintenance").await.ok();
         }
         let Some(c) = &client else { continue };
         let Ok(lakes) = crate::lakes::serving_now(c, &ctx.config).await else {
@@ -269,11 +298,7 @@ pub async fn schedule(
                 continue;
             }
             publish(&status, &lake.name, |m| m.running = true);
-            let job = JobContext {
-                admin_password: password.borrow().clone(),
-                ..ctx.clone()
-            };
-            let report = run(&job, &lake, false, &stop).await;
+            let report = run(&ctx, &lake, false, &stop).await;
             log(&report);
             let next = Instant::now() + settings.interval.0;
             due.insert(lake.name.clone(), next);
@@ -332,249 +357,9 @@ fn publish(
     status.send_modify(|s| change(s.maintenance.entry(lake.to_owned()).or_default()));
 }
 
-fn interrupt(
-    handles: &std::sync::mpsc::Receiver<Arc<duckdb::InterruptHandle>>,
-    stopped: &AtomicBool,
-) {
-    stopped.store(true, Ordering::SeqCst);
-    if let Ok(h) = handles.recv_timeout(Duration::from_secs(5)) {
-        h.interrupt();
-    }
-}
-
-async fn inlined_rows(client: &tokio_postgres::Client) -> Result<i64, String> {
-    let names: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM public.ducklake_inlined_data_tables
-             WHERE to_regclass('public.' || quote_ident(table_name)) IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|e| PgError::sql("list the inlined-data tables")(e).to_string())?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut total = 0;
-    for name in names {
-        let n: i64 = client
-            .query_one(
-                &format!(
-                    "SELECT count(*) FROM public.{} WHERE end_snapshot IS NULL",
-                    crate::postgres::quote_ident(&name)
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| PgError::sql(format!("count {name}"))(e).to_string())?
-            .get(0);
-        total += n;
-    }
-    Ok(total)
-}
-
-/// The DuckDB side of a job, run on a blocking thread.
-struct Plan {
-    conninfo: String,
-    dry_run: bool,
-    flush: bool,
-    expire_secs: Option<u64>,
-    merge: bool,
-    cleanup_secs: u64,
-}
-
-/// What the DuckDB side did.
-#[derive(Default)]
-struct Done {
-    rows_flushed: i64,
-    snapshots_expired: i64,
-    files_merged: i64,
-    files_created: i64,
-    files_deleted: i64,
-    bytes_deleted: u64,
-    retries: u32,
-    error: Option<String>,
-}
-
-impl Done {
-    fn apply(&self, r: &mut JobReport) {
-        r.rows_flushed = self.rows_flushed;
-        r.snapshots_expired = self.snapshots_expired;
-        r.files_merged = self.files_merged;
-        r.files_created = self.files_created;
-        r.files_deleted = self.files_deleted;
-        r.bytes_deleted = self.bytes_deleted;
-        r.conflicts_retried = self.retries;
-    }
-}
-
-impl Plan {
-    fn execute(
-        &self,
-        extension_dir: &std::path::Path,
-        handle: &std::sync::mpsc::Sender<Arc<duckdb::InterruptHandle>>,
-        stopped: &AtomicBool,
-        sizes: impl Fn(&[String]) -> Result<u64, storage::StorageError>,
-    ) -> Done {
-        let mut done = Done::default();
-        if let Err(e) = self.steps(extension_dir, handle, stopped, &sizes, &mut done) {
-            done.error = Some(e);
-        }
-        done
-    }
-
-    fn steps(
-        &self,
-        extension_dir: &std::path::Path,
-        handle: &std::sync::mpsc::Sender<Arc<duckdb::InterruptHandle>>,
-        stopped: &AtomicBool,
-        sizes: &dyn Fn(&[String]) -> Result<u64, storage::StorageError>,
-        done: &mut Done,
-    ) -> Result<(), String> {
-        let conn = crate::lake::embedded_duckdb(extension_dir).map_err(|e| e.to_string())?;
-        let _ = handle.send(conn.interrupt_handle());
-        conn.execute_batch(&format!("ATTACH {} AS lake", quote_literal(&self.conninfo)))
-            .map_err(|e| format!("attach the lake: {e}"))?;
-        let dry = self.dry_run;
-        if self.flush && !dry {
-            done.rows_flushed = retrying(
-                &conn,
-                stopped,
-                &mut done.retries,
-                "flush inlined data",
-                |c| {
-                    c.query_row(
-                    "SELECT coalesce(sum(rows_flushed), 0)::BIGINT FROM ducklake_flush_inlined_data('lake')",
-                    [],
-                    |r| r.get(0),
-                )
-                },
-            )?;
-        }
-        if let Some(secs) = self.expire_secs {
-            done.snapshots_expired = retrying(
-                &conn,
-                stopped,
-                &mut done.retries,
-                "expire snapshots",
-                |c| {
-                    c.query_row(
-                    &format!("SELECT count(*)::BIGINT FROM ducklake_expire_snapshots('lake', older_than => {}, dry_run => {dry})", cutoff(secs)),
-                    [],
-                    |r| r.get(0),
-                )
-                },
-            )?;
-        }
-        if self.merge && !dry {
-            let (processed, created): (i64, i64) = retrying(
-                &conn,
-                stopped,
-                &mut done.retries,
-                "merge adjacent files",
-                |c| {
-                    c.query_row(
-                    "SELECT coalesce(sum(files_processed), 0)::BIGINT, coalesce(sum(files_created), 0)::BIGINT FROM ducklake_merge_adjacent_files('lake')",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                },
-            )?;
-            done.files_merged = processed;
-            done.files_created = created;
-        }
-        let secs = self.cleanup_secs;
-        let doomed: Vec<String> = retrying(
-            &conn,
-            stopped,
-            &mut done.retries,
-            "list old files",
-            |c| {
-                let mut stmt = c.prepare(&format!(
-                "SELECT path FROM ducklake_cleanup_old_files('lake', older_than => {}, dry_run => true)",
-                cutoff(secs)
-            ))?;
-                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-                rows.collect()
-            },
-        )?;
-        done.bytes_deleted = sizes(&doomed).map_err(|e| e.to_string())?;
-        done.files_deleted = i64::try_from(doomed.len()).unwrap_or(i64::MAX);
-        if !dry && !doomed.is_empty() {
-            done.files_deleted = retrying(
-                &conn,
-                stopped,
-                &mut done.retries,
-                "clean up old files",
-                |c| {
-                    c.query_row(
-                    &format!("SELECT count(*)::BIGINT FROM ducklake_cleanup_old_files('lake', older_than => {})", cutoff(secs)),
-                    [],
-                    |r| r.get(0),
-                )
-                },
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// `older_than` for `secs` ago, as a TIMESTAMPTZ literal (computed here: the embedded DuckDB
-/// has no ICU, so it cannot subtract an interval from `now()`).
-fn cutoff(secs: u64) -> String {
-    let at = chrono::Utc::now()
-        - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000));
-    format!("TIMESTAMPTZ '{}'", at.format("%Y-%m-%d %H:%M:%S%.6f+00"))
-}
-
-/// Runs `step`, retrying with backoff (0.5 s doubling) while it fails on a conflicting commit.
-fn retrying<T>(
-    conn: &duckdb::Connection,
-    stopped: &AtomicBool,
-    retries: &mut u32,
-    what: &str,
-    step: impl Fn(&duckdb::Connection) -> Result<T, duckdb::Error>,
-) -> Result<T, String> {
-    let mut wait = Duration::from_millis(500);
-    for attempt in 1..=CONFLICT_ATTEMPTS {
-        if stopped.load(Ordering::SeqCst) {
-            return Err(format!("{what}: interrupted"));
-        }
-        match step(conn) {
-            Ok(v) => return Ok(v),
-            Err(e) if is_conflict(&e.to_string()) && attempt < CONFLICT_ATTEMPTS => {
-                tracing::info!(step = what, attempt, error = %crate::one_line(&e.to_string()), "a client committed at the same time; retrying");
-                *retries += 1;
-                std::thread::sleep(wait);
-                wait *= 2;
-            }
-            Err(e) => return Err(format!("{what}: {}", crate::one_line(&e.to_string()))),
-        }
-    }
-    unreachable!("the last attempt returns")
-}
-
-/// DuckLake's words for a commit that lost against a concurrent one.
-fn is_conflict(message: &str) -> bool {
-    let m = message.to_lowercase();
-    m.contains("conflict") || m.contains("could not serialize") || m.contains("deadlock")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn conflicts_are_recognised_and_other_errors_are_not() {
-        assert!(is_conflict(
-            "TransactionContext Error: Failed to commit DuckLake transaction: Transaction conflict - attempting to insert into table with index \"1\""
-        ));
-        assert!(is_conflict(
-            "ERROR: could not serialize access due to concurrent update"
-        ));
-        assert!(!is_conflict(
-            "IO Error: Cannot open file \"x.parquet\": No such file"
-        ));
-    }
 
     #[test]
     fn cleanup_never_undercuts_the_recovery_window() {

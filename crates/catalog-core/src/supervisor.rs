@@ -18,10 +18,11 @@ use crate::backup::agent::BackupRequest;
 use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
 use crate::config::{Config, LakeConfig, RetentionConfig};
 use crate::connection::{read_password_file, ConnectionInfo};
+use crate::duckdb_worker::{missing_extensions, DuckDbRunner};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
+use crate::lake_session::{PgHandle, ServerKey};
 use crate::postgres::{
     create_home_dir, Boot, Cluster, ControlData, OsUser, PgError, RunningPostgres, ShutdownMode,
-    Socket,
 };
 use crate::secret::Secret;
 use crate::secrets_manager::{self, SecretError, SecretRef};
@@ -47,6 +48,10 @@ pub enum ServeError {
     Backup(#[from] BackupError),
     #[error("{0}")]
     Fenced(String),
+    #[error("another `ducklake-catalog serve` (pid {pid}) is running on home {home}; stop it first, or give this one its own home (nothing was changed)")]
+    AlreadyServing { pid: String, home: PathBuf },
+    #[error("the embedded DuckDB is not usable: {0}")]
+    Engine(String),
 }
 
 /// Runs PostgreSQL and the lakes until `shutdown` is cancelled.
@@ -54,6 +59,8 @@ pub enum ServeError {
 pub struct Supervisor {
     config: Config,
     status: StatusSender,
+    /// The binary whose `duckdb-worker` subcommand runs DuckDB work (this one).
+    worker_program: PathBuf,
     /// Notified on SIGHUP: read the admin password secret again now.
     reload: Arc<Notify>,
 }
@@ -71,10 +78,11 @@ struct Durable {
 }
 
 impl Supervisor {
-    pub fn new(config: Config, status: StatusSender) -> Self {
+    pub fn new(config: Config, status: StatusSender, worker_program: PathBuf) -> Self {
         Supervisor {
             config,
             status,
+            worker_program,
             reload: Arc::new(Notify::new()),
         }
     }
@@ -110,12 +118,31 @@ impl Supervisor {
         shutdown: &CancellationToken,
         immediate: &CancellationToken,
     ) -> Result<(), ServeError> {
-        // Before anything is created: no cluster comes up with an unusable password.
-        let password = self.admin_password().await?;
+        // First: one server per home. A second one changes nothing (no file, no lease).
+        let _serving = serve_lock(&self.config.home)?;
+        // Before anything is created: no cluster comes up with an unusable password or engine.
         let extension_dir = find_extension_directory(&self.config)?;
+        let missing = missing_extensions(&extension_dir);
+        if !missing.is_empty() {
+            return Err(LakeError::RequiredExtensions {
+                missing: missing.join(", "),
+                dir: extension_dir.display().to_string(),
+            }
+            .into());
+        }
+        let runner = DuckDbRunner::new(self.worker_program.clone(), extension_dir);
+        let engine = runner
+            .probe()
+            .await
+            .map_err(|e| ServeError::Engine(e.to_string()))?;
+        tracing::debug!(engine, "the DuckDB worker loads every required extension");
+        let password = self.admin_password().await?;
+        stop_orphaned_postgres(&self.config).await?;
         let agent_stop = CancellationToken::new();
         let _agent_guard = agent_stop.clone().drop_guard();
         let (cluster, boot, durable) = self.prepare(&agent_stop).await?;
+        let key = ServerKey::load_or_create(&self.config.home.join("secrets"))?;
+        let pg = PgHandle::new(cluster.socket(), key);
         let recovering = cluster.pgdata.join("recovery.signal").exists();
         let mut fenced = durable.as_ref().map(|d| d.agent.fenced());
         let (password_tx, password) = watch::channel(password);
@@ -153,10 +180,7 @@ impl Supervisor {
             self.status
                 .send_modify(|s| s.postgres = PgState::Running { pid });
             let current = password.borrow().clone();
-            let lakes = match self
-                .bring_up_lakes(&cluster, &current, &extension_dir)
-                .await
-            {
+            let lakes = match self.bring_up_lakes(&cluster, &current, &pg, &runner).await {
                 Ok(up) => up,
                 Err(e) if first => {
                     running.shutdown(ShutdownMode::Fast, immediate).await?;
@@ -171,7 +195,7 @@ impl Supervisor {
             };
             if first {
                 self.announce(&lakes);
-                self.spawn_lakes(&cluster, &password, &extension_dir, &agent_stop, shutdown);
+                self.spawn_lakes(&pg, &runner, &agent_stop, shutdown);
                 if let Some(d) = &durable {
                     self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop);
                 }
@@ -428,7 +452,8 @@ impl Supervisor {
         &self,
         cluster: &Cluster,
         password: &Secret,
-        extension_dir: &std::path::Path,
+        pg: &PgHandle,
+        runner: &DuckDbRunner,
     ) -> Result<Vec<LakeConfig>, ServeError> {
         let client = cluster.connect_superuser("postgres").await?;
         ensure_admin_role(&client, &self.config.postgres.admin_user, password).await?;
@@ -436,29 +461,16 @@ impl Supervisor {
         let lakes = crate::lakes::reconcile(&client, &self.config).await?;
         drop(client);
         for lake in &lakes {
-            bring_up_lake(
-                &cluster.socket(),
-                &self.config,
-                lake,
-                password,
-                extension_dir,
-                &self.status,
-            )
-            .await?;
+            bring_up_lake(pg, &self.config, lake, runner, &self.status).await?;
         }
         Ok(lakes)
     }
 
     /// Serves lakes `lake create` adds and forgets those `lake drop` removes, while running.
-    fn spawn_lake_watch(
-        &self,
-        cluster: &Cluster,
-        password: watch::Receiver<Secret>,
-        extension_dir: std::path::PathBuf,
-        stop: &CancellationToken,
-    ) {
+    fn spawn_lake_watch(&self, pg: &PgHandle, runner: &DuckDbRunner, stop: &CancellationToken) {
         let config = self.config.clone();
-        let socket = cluster.socket();
+        let pg = pg.clone();
+        let runner = runner.clone();
         let status = self.status.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -474,16 +486,10 @@ impl Supervisor {
                     .as_ref()
                     .is_none_or(tokio_postgres::Client::is_closed)
                 {
-                    registry = socket
-                        .connect_superuser("postgres", "ducklake-catalog lake watch")
-                        .await
-                        .ok();
+                    registry = pg.postgres("ducklake-catalog lake watch").await.ok();
                 }
                 let Some(client) = &registry else { continue };
-                let pw = password.borrow().clone();
-                if let Err(e) =
-                    watch_lakes_once(client, &socket, &config, &pw, &extension_dir, &status).await
-                {
+                if let Err(e) = watch_lakes_once(client, &pg, &config, &runner, &status).await {
                     tracing::debug!(error = %e, "could not read the lake registry");
                 }
             }
@@ -491,25 +497,22 @@ impl Supervisor {
     }
 
     /// The lake watch (until `stop`) and every lake's scheduled maintenance (until `shutdown`,
-    /// which interrupts a running job).
+    /// which stops a running job).
     fn spawn_lakes(
         &self,
-        cluster: &Cluster,
-        password: &watch::Receiver<Secret>,
-        extension_dir: &std::path::Path,
+        pg: &PgHandle,
+        runner: &DuckDbRunner,
         stop: &CancellationToken,
         shutdown: &CancellationToken,
     ) {
-        self.spawn_lake_watch(cluster, password.clone(), extension_dir.to_path_buf(), stop);
+        self.spawn_lake_watch(pg, runner, stop);
         let ctx = crate::maintenance::JobContext {
-            socket: cluster.socket(),
+            pg: pg.clone(),
             config: self.config.clone(),
-            admin_password: password.borrow().clone(),
-            extension_dir: extension_dir.to_path_buf(),
+            runner: runner.clone(),
         };
         tokio::spawn(crate::maintenance::schedule(
             ctx,
-            password.clone(),
             self.status.clone(),
             shutdown.clone(),
         ));
@@ -882,11 +885,10 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 
 /// Makes one lake ready, publishing its state (pending, then ready or error).
 async fn bring_up_lake(
-    socket: &Socket,
+    pg: &PgHandle,
     config: &Config,
     lake: &LakeConfig,
-    password: &Secret,
-    extension_dir: &std::path::Path,
+    runner: &DuckDbRunner,
     status: &StatusSender,
 ) -> Result<(), LakeError> {
     let mut entry = LakeStatus {
@@ -898,7 +900,7 @@ async fn bring_up_lake(
     status.send_modify(|s| {
         s.lakes.insert(lake.name.clone(), entry.clone());
     });
-    let result = ensure_lake(socket, config, lake, password, extension_dir).await;
+    let result = ensure_lake(pg, config, lake, runner).await;
     match &result {
         Ok(info) => {
             entry.state = LakeState::Ready;
@@ -918,10 +920,9 @@ async fn bring_up_lake(
 /// One look at the registry: bring up lakes not served yet, forget dropped ones.
 async fn watch_lakes_once(
     client: &tokio_postgres::Client,
-    socket: &Socket,
+    pg: &PgHandle,
     config: &Config,
-    password: &Secret,
-    extension_dir: &std::path::Path,
+    runner: &DuckDbRunner,
     status: &StatusSender,
 ) -> Result<(), ServeError> {
     let lakes = crate::lakes::serving_now(client, config).await?;
@@ -935,10 +936,81 @@ async fn watch_lakes_once(
         }
     }
     for lake in lakes.iter().filter(|l| !served.contains(&l.name)) {
-        match bring_up_lake(socket, config, lake, password, extension_dir, status).await {
+        match bring_up_lake(pg, config, lake, runner, status).await {
             Ok(()) => announce_lake(config, lake),
             Err(e) => tracing::error!(lake = %lake.name, error = %e, "a created lake is not ready"),
         }
+    }
+    Ok(())
+}
+
+/// The lock that makes a home one server's: `<home>/serve.lock`, held (`flock`) for as long as
+/// `serve` runs and naming its pid. Taken before anything in the home is read or written.
+fn serve_lock(home: &std::path::Path) -> Result<nix::fcntl::Flock<fs::File>, ServeError> {
+    use std::io::Read as _;
+    fs::create_dir_all(home).map_err(PgError::io(format!("create home {}", home.display())))?;
+    let path = home.join("serve.lock");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(PgError::io(format!("open {}", path.display())))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)
+                .and_then(|()| write!(lock, "{}", std::process::id()))
+                .map_err(PgError::io(format!("write {}", path.display())))?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(ServeError::AlreadyServing {
+                pid: if pid.trim().is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.trim().to_owned()
+                },
+                home: home.to_path_buf(),
+            })
+        }
+    }
+}
+
+/// A PostgreSQL still running on this home's data directory while no `serve` holds the home
+/// (its server was killed): stopped with a checkpoint (fast shutdown), so the new server
+/// supervises the only PostgreSQL there is.
+async fn stop_orphaned_postgres(config: &Config) -> Result<(), ServeError> {
+    let pidfile = config.pgdata().join("postmaster.pid");
+    let Ok(content) = fs::read_to_string(&pidfile) else {
+        return Ok(());
+    };
+    let Some(pid) = content
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return Ok(());
+    };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains("postgres") {
+        return Ok(());
+    }
+    tracing::warn!(pg_pid = pid, "a PostgreSQL left running by a server that died holds this home; stopping it (fast shutdown)");
+    let target = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGINT);
+    let deadline =
+        std::time::Instant::now() + Duration::from_secs(config.postgres.stop_timeout_secs);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if std::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGQUIT);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

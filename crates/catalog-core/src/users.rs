@@ -26,6 +26,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::{valid_identifier, Config, LakeConfig};
+use crate::lake_session::{role_marker, scram_verifier, server_role, SERVERS_GROUP};
 use crate::postgres::{connect_local, quote_ident, quote_literal, PgError, SUPERUSER};
 use crate::secret::Secret;
 use crate::secrets_manager::check_strength;
@@ -69,7 +70,7 @@ impl fmt::Display for LakeRole {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UserError {
-    #[error("`{name}` is not a valid user name: use 1-63 lowercase letters, digits and _, starting with a letter (not admin, postgres, pg_…, or a lake's group role)")]
+    #[error("`{name}` is not a valid user name: use 1-63 lowercase letters, digits and _, starting with a letter (not admin, postgres, pg_…, ducklake_…, nor ending in _reader, _writer, _owner or _server, which name a lake's own roles)")]
     BadName { name: String },
     #[error("user `{name}` already exists; choose another name, or `ducklake-catalog user rotate {name}` for a new password")]
     Exists { name: String },
@@ -91,95 +92,112 @@ pub struct UserInfo {
     pub role: LakeRole,
 }
 
-/// Grants a lake's group roles their privileges; idempotent, run on every lake bring-up (so
-/// tables a newer DuckLake adds are covered too). `client` is a superuser session in the
-/// lake's database.
+/// The kinds of role the server makes per lake: the three groups, and the server role.
+const ROLE_KINDS: [&str; 4] = ["reader", "writer", "owner", "server"];
+
+/// The lake's role names that exist but are not this server's (a user, another product's
+/// role): such a lake is refused rather than have an unrelated role become its group. A role
+/// carries [`role_marker`] when the server made it; with `adopt_unmarked`, group roles of a lake
+/// whose database already exists (made by an older release, before the marker) are adopted.
+/// `su` is a superuser session in the `postgres` database.
+pub async fn foreign_roles(
+    su: &tokio_postgres::Client,
+    lake: &str,
+    adopt_unmarked: bool,
+) -> Result<Vec<String>, PgError> {
+    let mut foreign = Vec::new();
+    for kind in ROLE_KINDS {
+        let name = format!("{lake}_{kind}");
+        let row = su
+            .query_opt(
+                "SELECT rolcanlogin, pg_catalog.shobj_description(oid, 'pg_authid') FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(PgError::sql("look up the lake's roles"))?;
+        let Some(row) = row else { continue };
+        let login: bool = row.get(0);
+        let comment: Option<String> = row.get(1);
+        let ours = comment.as_deref() == Some(role_marker(lake, kind).as_str())
+            || (adopt_unmarked && kind != "server" && !login && comment.is_none());
+        if !ours {
+            foreign.push(name);
+        }
+    }
+    Ok(foreign)
+}
+
+/// Creates the lake's roles (marked as the server's) and their memberships and database
+/// privileges; idempotent, run on every lake bring-up. `su` is a superuser session in the
+/// `postgres` database; call [`foreign_roles`] first.
 pub async fn ensure_lake_roles(
-    client: &tokio_postgres::Client,
+    su: &tokio_postgres::Client,
     lake: &str,
     admin: &str,
 ) -> Result<(), PgError> {
+    for kind in ROLE_KINDS {
+        let name = format!("{lake}_{kind}");
+        let exists = su
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(PgError::sql("look up the lake's roles"))?
+            .is_some();
+        if !exists {
+            su.batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(&name)))
+                .await
+                .map_err(PgError::sql(format!("create role {name}")))?;
+        }
+        su.batch_execute(&format!(
+            "COMMENT ON ROLE {} IS {}",
+            quote_ident(&name),
+            quote_literal(&role_marker(lake, kind))
+        ))
+        .await
+        .map_err(PgError::sql(format!("mark role {name}")))?;
+    }
     let reader = quote_ident(&LakeRole::Reader.group(lake));
     let writer = quote_ident(&LakeRole::Writer.group(lake));
     let owner = quote_ident(&LakeRole::Owner.group(lake));
     let owner_lit = quote_literal(&LakeRole::Owner.group(lake));
-    let admin_name = admin;
+    let server = quote_ident(&server_role(lake));
+    let servers = quote_ident(SERVERS_GROUP);
     let admin = quote_ident(admin);
     let db = quote_ident(lake);
-    for role in LakeRole::ALL {
-        let name = role.group(lake);
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
-            .await
-            .map_err(PgError::sql("look up the lake's group roles"))?
-            .is_some();
-        if !exists {
-            client
-                .batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(&name)))
-                .await
-                .map_err(PgError::sql(format!("create role {name}")))?;
-        }
-    }
-    client
-        .batch_execute(&format!(
-            "GRANT CONNECT ON DATABASE {db} TO {reader}, {writer};
-             GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {owner};
-             GRANT USAGE ON SCHEMA public TO {reader};
-             GRANT USAGE, CREATE ON SCHEMA public TO {writer};
-             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader};
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {writer};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {writer};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA public GRANT ALL ON TABLES TO {admin};
-             GRANT {writer} TO {owner};
-             GRANT {owner} TO {admin};
-             ALTER ROLE {admin} IN DATABASE {db} SET role = {owner_lit};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};
-             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {writer};"
-        ))
-        .await
-        .map_err(PgError::sql(format!("grant lake {lake}'s roles their privileges")))?;
-    // DuckLake's own tables belong to the lake's owner role: the admin's sessions in the lake
-    // act as it (above), so what they create is the owner's at once; tables of a lake made
-    // before this role existed are handed over here, once.
-    let tables: Vec<String> = client
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tableowner = $1",
-            &[&admin_name],
-        )
-        .await
-        .map_err(PgError::sql("list the lake's tables"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for table in tables {
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE public.{} OWNER TO {owner}",
-                quote_ident(&table)
-            ))
-            .await
-            .map_err(PgError::sql(format!(
-                "give {table} to the lake's owner role"
-            )))?;
-    }
-    Ok(())
+    su.batch_execute(&format!(
+        "REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+         GRANT CONNECT ON DATABASE {db} TO {reader}, {writer}, {server};
+         GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {owner};
+         GRANT {writer} TO {owner};
+         GRANT {owner} TO {admin};
+         GRANT {owner} TO {server};
+         GRANT {servers} TO {server};
+         ALTER ROLE {admin} IN DATABASE {db} SET role = {owner_lit};"
+    ))
+    .await
+    .map_err(PgError::sql(format!(
+        "grant lake {lake}'s roles their memberships"
+    )))
 }
 
-async fn connect(config: &Config, db: &str) -> Result<tokio_postgres::Client, UserError> {
-    Ok(connect_local(config, db, "ducklake-catalog user").await?)
+async fn connect(config: &Config) -> Result<tokio_postgres::Client, UserError> {
+    Ok(connect_local(config, "ducklake-catalog user").await?)
 }
+
+/// Suffixes of the roles the server makes per lake: no user name may end in one, so no user
+/// can ever collide with a lake created later.
+const RESERVED_SUFFIXES: [&str; 4] = ["_reader", "_writer", "_owner", "_server"];
 
 fn check_name(config: &Config, name: &str) -> Result<(), UserError> {
     let reserved = name == config.postgres.admin_user
         || name == SUPERUSER
+        || name == SERVERS_GROUP
         || name == "postgres"
         || name.starts_with("pg_")
-        || config
-            .lakes
-            .iter()
-            .any(|l| LakeRole::ALL.iter().any(|r| r.group(&l.name) == name));
+        || name.starts_with("ducklake_")
+        || RESERVED_SUFFIXES.iter().any(|s| name.ends_with(s));
     if !valid_identifier(name) || reserved {
         return Err(UserError::BadName {
             name: name.to_owned(),
@@ -188,28 +206,48 @@ fn check_name(config: &Config, name: &str) -> Result<(), UserError> {
     Ok(())
 }
 
-/// Sets `password` on `role` without it reaching PostgreSQL's statement log.
+/// Sets `password` on a role as a SCRAM verifier computed here: the plaintext never reaches
+/// PostgreSQL (its statement log, `pg_stat_statements`, an error message).
 async fn set_password(
     client: &tokio_postgres::Client,
     sql_before_password: &str,
     password: &Secret,
 ) -> Result<(), PgError> {
     client
-        .batch_execute("SET log_statement = 'none'; SET log_min_error_statement = 'panic'")
-        .await
-        .map_err(PgError::sql("silence statement logging"))?;
-    client
         .batch_execute(&format!(
             "{sql_before_password} PASSWORD {}",
-            quote_literal(password.expose())
+            quote_literal(&scram_verifier(password.expose()))
         ))
         .await
-        .map_err(PgError::sql("set the user's password"))?;
-    client
-        .batch_execute("RESET log_statement; RESET log_min_error_statement")
-        .await
-        .map_err(PgError::sql("restore statement logging"))
+        .map_err(PgError::sql("set the user's password"))
 }
+
+/// What a user may use of the server's shared resources, so a runaway client gets an error
+/// instead of starving the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserLimits {
+    /// Concurrent sessions (`CONNECTION LIMIT`).
+    pub connections: u32,
+}
+
+impl UserLimits {
+    /// The default: a quarter of `max_connections` (at least 8), so four busy users cannot
+    /// take every connection from the admin, the server and the others.
+    pub fn default_for(config: &Config) -> UserLimits {
+        let max = config.postgres.max_connections.unwrap_or_else(|| {
+            crate::tuning::connections_for_memory(crate::tuning::memory_limit())
+        });
+        UserLimits {
+            connections: (max / 4).max(8),
+        }
+    }
+}
+
+/// Per-user settings every lake user gets: a statement may run 15 minutes, and temporary files
+/// (sorts, hashes) are capped so one query cannot fill the disk the catalog lives on. A user
+/// may lower its own `statement_timeout`; `temp_file_limit` only a superuser can change.
+const USER_SETTINGS: &str = "SET statement_timeout = '15min'";
+const USER_TEMP_FILE_LIMIT: &str = "SET temp_file_limit = '1GB'";
 
 /// Creates `name`, a `role` of `lake`, with `password`.
 pub async fn create(
@@ -218,12 +256,12 @@ pub async fn create(
     lake: &LakeConfig,
     role: LakeRole,
     password: &Secret,
+    limits: UserLimits,
 ) -> Result<UserInfo, UserError> {
     check_name(config, name)?;
     check_strength(password, &format!("the new password of user {name}"))
         .map_err(UserError::Weak)?;
-    let client = connect(config, &lake.name).await?;
-    ensure_lake_roles(&client, &lake.name, &config.postgres.admin_user).await?;
+    let client = connect(config).await?;
     if role_exists(&client, name).await? {
         return Err(UserError::Exists {
             name: name.to_owned(),
@@ -233,31 +271,54 @@ pub async fn create(
     let group = quote_ident(&role.group(&lake.name));
     set_password(
         &client,
-        &format!("CREATE ROLE {user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS IN ROLE {group}"),
+        &format!(
+            "CREATE ROLE {user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} IN ROLE {group}",
+            limits.connections
+        ),
         password,
     )
     .await?;
-    if role != LakeRole::Reader {
-        // One owner for every table writers create (inlined data), see the module docs; an
-        // owner's sessions act as the owner role, which is a writer too.
-        client
-            .batch_execute(&format!(
-                "ALTER ROLE {user} IN DATABASE {} SET role = {}",
-                quote_ident(&lake.name),
-                quote_literal(&role.group(&lake.name))
-            ))
-            .await
-            .map_err(PgError::sql(format!(
-                "make {name} act as {}",
-                role.group(&lake.name)
-            )))?;
-    }
-    tracing::info!(user = name, lake = %lake.name, role = %role, "created user");
+    let db = quote_ident(&lake.name);
+    // Readers act as the reader role too, so nothing they do can use a privilege granted to
+    // their login role alone; writers' tables (inlined data) get one owner, see the module docs;
+    // an owner's sessions act as the owner role, which is a writer too.
+    client
+        .batch_execute(&format!(
+            "ALTER ROLE {user} IN DATABASE {db} SET role = {group_lit};
+             ALTER ROLE {user} {USER_SETTINGS};
+             ALTER ROLE {user} {USER_TEMP_FILE_LIMIT};",
+            group_lit = quote_literal(&role.group(&lake.name)),
+        ))
+        .await
+        .map_err(PgError::sql(format!(
+            "make {name} act as {}",
+            role.group(&lake.name)
+        )))?;
+    tracing::info!(user = name, lake = %lake.name, role = %role, connections = limits.connections, "created user");
     Ok(UserInfo {
         name: name.to_owned(),
         lake: lake.name.clone(),
         role,
     })
+}
+
+/// Changes how many sessions `name` may hold at once.
+pub async fn set_limits(
+    config: &Config,
+    name: &str,
+    limits: UserLimits,
+) -> Result<UserInfo, UserError> {
+    let info = find(config, name).await?;
+    let client = connect(config).await?;
+    client
+        .batch_execute(&format!(
+            "ALTER ROLE {} CONNECTION LIMIT {}",
+            quote_ident(name),
+            limits.connections
+        ))
+        .await
+        .map_err(PgError::sql(format!("limit {name}'s connections")))?;
+    Ok(info)
 }
 
 async fn role_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
@@ -270,7 +331,7 @@ async fn role_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool
 
 /// Every user of the configured lakes (of `lake` only, when given), by name.
 pub async fn list(config: &Config, lake: Option<&str>) -> Result<Vec<UserInfo>, UserError> {
-    let client = connect(config, "postgres").await?;
+    let client = connect(config).await?;
     let mut users = Vec::new();
     for l in config
         .lakes
@@ -283,8 +344,13 @@ pub async fn list(config: &Config, lake: Option<&str>) -> Result<Vec<UserInfo>, 
                     "SELECT m.rolname FROM pg_auth_members a
                      JOIN pg_roles g ON g.oid = a.roleid
                      JOIN pg_roles m ON m.oid = a.member
-                     WHERE g.rolname = $1 AND m.rolcanlogin AND m.rolname <> $2 ORDER BY 1",
-                    &[&role.group(&l.name), &config.postgres.admin_user],
+                     WHERE g.rolname = $1 AND m.rolcanlogin AND m.rolname <> $2
+                       AND NOT pg_has_role(m.oid, $3::text, 'MEMBER') ORDER BY 1",
+                    &[
+                        &role.group(&l.name),
+                        &config.postgres.admin_user,
+                        &SERVERS_GROUP,
+                    ],
                 )
                 .await
                 .map_err(PgError::sql("list users"))?;
@@ -304,7 +370,7 @@ pub async fn rotate(config: &Config, name: &str, password: &Secret) -> Result<Us
     check_strength(password, &format!("the new password of user {name}"))
         .map_err(UserError::Weak)?;
     let info = find(config, name).await?;
-    let client = connect(config, &info.lake).await?;
+    let client = connect(config).await?;
     set_password(
         &client,
         &format!("ALTER ROLE {}", quote_ident(name)),
@@ -316,25 +382,43 @@ pub async fn rotate(config: &Config, name: &str, password: &Secret) -> Result<Us
 }
 
 /// Drops `name`: its sessions are ended and it can no longer log in. Tables its sessions
-/// created belong to the lake's writer role, so the lake keeps them.
+/// created belong to the lake's writer role, so the lake keeps them; anything its login role
+/// itself owns goes to the lake's owner role.
 pub async fn drop(config: &Config, name: &str) -> Result<UserInfo, UserError> {
     let info = find(config, name).await?;
-    let client = connect(config, &info.lake).await?;
+    let client = connect(config).await?;
     let user = quote_ident(name);
+    let sql = |what: &str| PgError::sql(format!("drop user {name}: {what}"));
     client
         .batch_execute(&format!(
             "REVOKE ALL ON DATABASE {db} FROM {user};
              ALTER ROLE {user} NOLOGIN;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {name_lit};
-             REASSIGN OWNED BY {user} TO {admin};
-             DROP OWNED BY {user};
-             DROP ROLE {user};",
+             SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {name_lit};",
             db = quote_ident(&info.lake),
             name_lit = quote_literal(name),
-            admin = quote_ident(&config.postgres.admin_user),
         ))
         .await
-        .map_err(PgError::sql(format!("drop user {name}")))?;
+        .map_err(sql("end its sessions"))?;
+    // REASSIGN and DROP OWNED work per database: in the lake's, as a superuser, with the search
+    // path pinned. Neither runs code of the user's (lake users cannot create any, see
+    // lake_session's guard).
+    let lake_db = crate::postgres::Socket::for_config(config)
+        .connect_superuser(&info.lake, "ducklake-catalog user")
+        .await
+        .map_err(sql("connect to the lake"))?;
+    lake_db
+        .batch_execute(&format!(
+            "SET search_path = pg_catalog, pg_temp;
+             REASSIGN OWNED BY {user} TO {owner};
+             DROP OWNED BY {user};",
+            owner = quote_ident(&LakeRole::Owner.group(&info.lake)),
+        ))
+        .await
+        .map_err(sql("hand over what it owns"))?;
+    client
+        .batch_execute(&format!("DROP OWNED BY {user}; DROP ROLE {user};"))
+        .await
+        .map_err(sql("drop the role"))?;
     tracing::info!(user = name, lake = %info.lake, "dropped user");
     Ok(info)
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use catalog_core::config::{Config, Sources};
+use catalog_core::duckdb_worker::DuckDbRunner;
 use catalog_core::{status, versions, Probe, Supervisor};
 use health::HealthState;
 use tokio::signal::unix::{signal, SignalKind};
@@ -149,6 +150,14 @@ pub(crate) fn with_aws(rt: &tokio::runtime::Runtime, config: &Config) -> Result<
     Ok(config)
 }
 
+/// How this binary runs DuckDB work: its own `duckdb-worker` subcommand, with the extension
+/// folder the configuration names.
+pub(crate) fn duckdb_runner(config: &Config) -> Result<DuckDbRunner, Failure> {
+    let dir = catalog_core::lake::find_extension_directory(config).map_err(Failure::config)?;
+    let program = std::env::current_exe().context("find this program's path")?;
+    Ok(DuckDbRunner::new(program, dir))
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -193,7 +202,8 @@ fn serve(mut config: Config) -> Result<(), Failure> {
             Probe::new(&config),
             http_stop.clone(),
         ));
-        let supervisor = Supervisor::new(config, tx);
+        let program = std::env::current_exe().context("find this program's path")?;
+        let supervisor = Supervisor::new(config, tx, program);
         let supervisor_reload = supervisor.reload_handle();
         tokio::spawn(async move {
             loop {

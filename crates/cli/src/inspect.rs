@@ -20,12 +20,12 @@ pub(crate) enum View {
 pub(crate) fn run(config: &Config, lake: &str, view: &View, format: Format) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?;
     runtime()?.block_on(async {
-        let catalog = Catalog::open(config, lake).await.map_err(failure)?;
-        show(&catalog, view, format).await
+        let mut catalog = Catalog::open_local(config, lake).await.map_err(failure)?;
+        show(&mut catalog, view, format).await
     })
 }
 
-async fn show(catalog: &Catalog, view: &View, format: Format) -> Result<(), Failure> {
+async fn show(catalog: &mut Catalog, view: &View, format: Format) -> Result<(), Failure> {
     match view {
         View::Snapshots => {
             let all = catalog.snapshots().await.map_err(failure)?;

@@ -66,7 +66,12 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
             let path = DataPath::parse(data_path)
                 .map_err(|e| Failure::config(anyhow::anyhow!("--data-path: {e}")))?;
             let info = rt
-                .block_on(lakes::create(config, name, &path))
+                .block_on(lakes::create(
+                    config,
+                    &crate::commands::duckdb_runner(config)?,
+                    name,
+                    &path,
+                ))
                 .map_err(failure)?;
             match format {
                 Format::Json => println!(
@@ -95,7 +100,10 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
             yes,
         } => drop(&rt, config, name, *delete_data, *yes),
         LakeCommand::Migrate { name, format } => {
-            let r = rt.block_on(lakes::migrate(config, name)).map_err(failure)?;
+            let runner = crate::commands::duckdb_runner(config)?;
+            let r = rt
+                .block_on(lakes::migrate(config, &runner, name))
+                .map_err(failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string(&r).context("serialise")?),
                 Format::Text => {

@@ -281,6 +281,17 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    // The DuckDB worker the server starts for each unit of DuckDB work (see
+    // catalog_core::duckdb_worker): no configuration, no tracing, one job on stdin.
+    let mut args = std::env::args_os().skip(1);
+    if args
+        .next()
+        .is_some_and(|a| a == catalog_core::duckdb_worker::SUBCOMMAND)
+    {
+        let dir = args.next().map(PathBuf::from).unwrap_or_default();
+        let code = catalog_core::duckdb_worker::worker_main(&dir);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve) && init::is_pid1() {
         return init::run().unwrap_or_else(|e| {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use catalog_core::config::Config;
 use catalog_core::datafiles::{self, FilesError};
+use catalog_core::lake_session::PgHandle;
 use catalog_core::maintenance::{self, JobContext, Outcome};
-use catalog_core::postgres::Socket;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::runtime;
@@ -37,21 +37,10 @@ pub(crate) fn run(config: &Config, command: &Command) -> Result<(), Failure> {
 fn maintain(config: &Config, lake: &str, dry_run: bool, format: Format) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
     runtime()?.block_on(async {
-        let password = catalog_core::connection::admin_password(config)
-            .await
-            .context("read the admin password")?
-            .ok_or_else(|| {
-                anyhow!(
-                    "the admin password is not readable here ({} is missing); run maintain beside the server",
-                    config.generated_password_file().display()
-                )
-            })?;
         let ctx = JobContext {
-            socket: Socket::for_config(config),
+            pg: PgHandle::for_config(config).map_err(anyhow::Error::new)?,
             config: config.clone(),
-            admin_password: password,
-            extension_dir: catalog_core::lake::find_extension_directory(config)
-                .map_err(anyhow::Error::new)?,
+            runner: crate::commands::duckdb_runner(config)?,
         };
         let cancel = CancellationToken::new();
         let on_ctrl_c = cancel.clone();

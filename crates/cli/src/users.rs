@@ -26,8 +26,18 @@ pub(crate) enum UserCommand {
         /// Read the password from stdin (one line) instead of generating one.
         #[arg(long)]
         password_stdin: bool,
+        /// How many sessions the user may hold at once (default: a quarter of PostgreSQL's
+        /// max_connections, at least 8).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        max_connections: Option<u32>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Change how many sessions a user may hold at once.
+    Limit {
+        name: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        max_connections: u32,
     },
     /// List the users of every lake (or of --lake).
     List {
@@ -64,9 +74,14 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
             lake,
             role,
             password_stdin,
+            max_connections,
             format,
         } => {
             let lake = config.lake(lake).map_err(Failure::config)?;
+            let mut limits = users::UserLimits::default_for(config);
+            if let Some(n) = max_connections {
+                limits.connections = *n;
+            }
             let role = match role {
                 RoleArg::Reader => LakeRole::Reader,
                 RoleArg::Writer => LakeRole::Writer,
@@ -74,7 +89,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
             };
             let password = password(*password_stdin)?;
             let user = rt
-                .block_on(users::create(config, name, lake, role, &password))
+                .block_on(users::create(config, name, lake, role, &password, limits))
                 .map_err(failure)?;
             print_credentials(config, &user, &password, *format);
             Ok(())
@@ -107,6 +122,22 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
                 .block_on(users::rotate(config, name, &password))
                 .map_err(failure)?;
             print_credentials(config, &user, &password, *format);
+            Ok(())
+        }
+        UserCommand::Limit {
+            name,
+            max_connections,
+        } => {
+            let limits = users::UserLimits {
+                connections: *max_connections,
+            };
+            let user = rt
+                .block_on(users::set_limits(config, name, limits))
+                .map_err(failure)?;
+            println!(
+                "{} may hold {} sessions at once",
+                user.name, limits.connections
+            );
             Ok(())
         }
         UserCommand::Drop { name } => {

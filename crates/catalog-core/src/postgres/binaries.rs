@@ -60,9 +60,15 @@ impl PgBinaries {
     /// Whether this installation ships the `pg_stat_statements` module (Debian's
     /// `postgresql-15` does): the catalog then records what DuckLake clients run.
     pub fn has_pg_stat_statements(&self) -> bool {
+        self.has_library("pg_stat_statements")
+    }
+
+    /// Whether the server's `lib` folder holds the module `name` (contrib: pg_stat_statements,
+    /// passwordcheck, auth_delay).
+    pub fn has_library(&self, name: &str) -> bool {
         self.bin_dir
             .parent()
-            .is_some_and(|d| d.join("lib/pg_stat_statements.so").is_file())
+            .is_some_and(|d| d.join(format!("lib/{name}.so")).is_file())
     }
 
     pub fn initdb(&self) -> PathBuf {

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use nix::unistd::{Uid, User};
 
-use super::{quote_literal, tls, PgBinaries, PgError, Socket, SUPERUSER};
+use super::{tls, PgBinaries, PgError, Socket, SUPERUSER};
 use crate::config::Config;
 use crate::versions::PG_MAJOR;
 
@@ -379,11 +379,19 @@ const PG_HBA: &str = "\
 local    all      ducklake_supervisor               peer map=supervisor
 local    replication ducklake_supervisor            peer map=supervisor
 host     all      ducklake_supervisor  all          reject
+host     all      +ducklake_servers    all          reject
 local    all      all                               scram-sha-256
 host     all      all                  127.0.0.1/32 scram-sha-256
 host     all      all                  ::1/128      scram-sha-256
 hostssl  all      all                  all          scram-sha-256
 ";
+
+/// `v` as a quoted postgresql.conf value: PostgreSQL reads backslash escapes there, so a
+/// backslash is doubled along with a quote (a value ending in `\` would otherwise swallow the
+/// closing quote). Control characters are refused at configuration load.
+fn conf_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
 
 fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     let pg = &config.postgres;
@@ -394,11 +402,11 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     let mut set = |k: &str, v: String| {
         let _ = writeln!(s, "{k} = {v}");
     };
-    set("listen_addresses", quote_literal(&pg.listen_address));
+    set("listen_addresses", conf_value(&pg.listen_address));
     set("port", pg.port.to_string());
     set(
         "unix_socket_directories",
-        quote_literal(&cluster.socket_dir.to_string_lossy()),
+        conf_value(&cluster.socket_dir.to_string_lossy()),
     );
     let connections = pg
         .max_connections
@@ -410,7 +418,7 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     set("ssl_cert_file", "'server.crt'".into());
     set("ssl_key_file", "'server.key'".into());
     set("ssl_min_protocol_version", "'TLSv1.2'".into());
-    set("shared_buffers", quote_literal(&pg.shared_buffers));
+    set("shared_buffers", conf_value(&pg.shared_buffers));
     // DuckLake's catalog is small, hot and commit-heavy: many short transactions on narrow tables.
     set("work_mem", "'8MB'".into());
     set("maintenance_work_mem", "'64MB'".into());
@@ -426,15 +434,29 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     // image leaves out LLVM).
     set("jit", "off".into());
     // What DuckLake clients run, per statement (`cargo xtask bench catalog`, `lake show`).
-    if cluster.bins.has_pg_stat_statements() {
-        set("shared_preload_libraries", "'pg_stat_statements'".into());
+    // pg_stat_statements: what DuckLake clients run, per statement (never utility statements:
+    // `ALTER ROLE … PASSWORD` would keep what a user typed). passwordcheck: a user's own
+    // `ALTER ROLE … PASSWORD` must be a real password. auth_delay: each failed login waits,
+    // so guessing passwords is slow.
+    let libraries: Vec<&str> = ["pg_stat_statements", "passwordcheck", "auth_delay"]
+        .into_iter()
+        .filter(|l| cluster.bins.has_library(l))
+        .collect();
+    if !libraries.is_empty() {
+        set("shared_preload_libraries", conf_value(&libraries.join(",")));
+    }
+    if libraries.contains(&"pg_stat_statements") {
         set("pg_stat_statements.max", "5000".into());
         set("pg_stat_statements.track", "'top'".into());
+        set("pg_stat_statements.track_utility", "off".into());
+    }
+    if libraries.contains(&"auth_delay") {
+        set("auth_delay.milliseconds", "250".into());
     }
     // Logging: stderr only, parsed by the supervisor; CIS-style auditing.
     set("logging_collector", "off".into());
     set("log_destination", "'stderr'".into());
-    set("log_line_prefix", quote_literal(super::logs::LINE_PREFIX));
+    set("log_line_prefix", conf_value(super::logs::LINE_PREFIX));
     set("log_timezone", "'UTC'".into());
     set("timezone", "'UTC'".into());
     set("lc_messages", "'C'".into());
@@ -447,10 +469,10 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     set("datestyle", "'iso, mdy'".into());
     set("dynamic_shared_memory_type", "posix".into());
     for (k, v) in &cluster.extra_settings {
-        set(k, quote_literal(v));
+        set(k, conf_value(v));
     }
     for (k, v) in &pg.settings {
-        set(k, quote_literal(v));
+        set(k, conf_value(v));
     }
     s
 }

@@ -80,13 +80,115 @@ fn parse(line: &str) -> Option<Parsed<'_>> {
     })
 }
 
-/// Reads `stream` to its end, emitting one tracing event per line.
+/// Reads `stream` to its end, emitting one tracing event per line, passwords redacted.
 pub(crate) async fn forward(stream: impl AsyncRead + Unpin, recent: RecentLines) {
     let mut lines = BufReader::new(stream).lines();
+    let mut redactor = Redactor::default();
     while let Ok(Some(line)) = lines.next_line().await {
+        let line = redactor.line(&line);
         recent.push(&line);
         emit(&line);
     }
+}
+
+/// Hides the string constants of every log record that mentions a password: with
+/// `log_statement` on, PostgreSQL logs a user's own `ALTER ROLE … PASSWORD '…'` as typed (the
+/// server itself only ever sends SCRAM verifiers). A record is a prefixed line and the
+/// continuation lines after it; quoted (`'…'`, `E'…'`) and dollar-quoted constants are
+/// replaced, also when they span lines.
+#[derive(Debug, Default)]
+struct Redactor {
+    /// The record mentions a password.
+    active: bool,
+    /// Inside a constant that continues on the next line: its closing quote.
+    open: Option<String>,
+}
+
+impl Redactor {
+    fn line(&mut self, line: &str) -> String {
+        if parse(line).is_some() {
+            self.active = false;
+            self.open = None;
+        }
+        if !self.active && line.to_ascii_lowercase().contains("password") {
+            self.active = true;
+        }
+        if !self.active {
+            return line.to_owned();
+        }
+        let mut out = String::with_capacity(line.len());
+        let mut rest = line;
+        loop {
+            if let Some(close) = self.open.clone() {
+                match find_close(rest, &close) {
+                    Some(end) => {
+                        out.push_str(crate::secret::REDACTED);
+                        out.push_str(&close);
+                        rest = &rest[end + close.len()..];
+                        self.open = None;
+                    }
+                    None => {
+                        out.push_str(crate::secret::REDACTED);
+                        return out;
+                    }
+                }
+            }
+            let next_single = rest.find('\'');
+            let next_dollar = dollar_tag(rest);
+            let (start, close) = match (next_single, next_dollar) {
+                (Some(q), Some((d, _))) if q < d => (q, "'".to_owned()),
+                (Some(q), None) => (q, "'".to_owned()),
+                (_, Some((d, tag))) => (d, tag),
+                (None, None) => {
+                    out.push_str(rest);
+                    return out;
+                }
+            };
+            out.push_str(&rest[..start + close.len()]);
+            rest = &rest[start + close.len()..];
+            self.open = Some(close);
+        }
+    }
+}
+
+/// The end of a constant closed by `close` in `s` (a doubled `''` is a quote inside it).
+fn find_close(s: &str, close: &str) -> Option<usize> {
+    if close != "'" {
+        return s.find(close);
+    }
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\'' {
+            if bytes.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The first dollar-quote opener (`$$` or `$tag$`) in `s`: its position and the tag.
+fn dollar_tag(s: &str) -> Option<(usize, String)> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let mut j = i + 1;
+            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
+                j += 1;
+            }
+            if j < bytes.len() && bytes[j] == b'$' && !(j > i + 1 && bytes[i + 1].is_ascii_digit())
+            {
+                return Some((i, s[i..=j].to_owned()));
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 fn emit(line: &str) {
@@ -125,6 +227,39 @@ mod tests {
         let p = parse("17||||LOG:  database system is ready to accept connections").unwrap();
         assert_eq!((p.user, p.severity), ("", "LOG"));
         assert!(parse("\tcontinuation of a statement").is_none());
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        let mut r = Redactor::default();
+        for (line, secret) in [
+            (
+                "12|bob|lake|00000|LOG:  statement: ALTER ROLE bob PASSWORD 'hunter2-x'",
+                "hunter2-x",
+            ),
+            (
+                "13|bob|lake|00000|LOG:  statement: alter role bob password $p$tops3cret$p$",
+                "tops3cret",
+            ),
+            (
+                "14|bob|lake|00000|LOG:  statement: ALTER ROLE bob PASSWORD 'it''s-s3cret'",
+                "s-s3cret",
+            ),
+        ] {
+            let out = r.line(line);
+            assert!(!out.contains(secret), "{out}");
+            assert!(
+                out.contains("ALTER ROLE") || out.contains("alter role"),
+                "{out}"
+            );
+        }
+        assert!(r
+            .line("15|bob|lake|00000|LOG:  statement: ALTER ROLE bob PASSWORD")
+            .contains("PASSWORD"));
+        assert!(!r.line("  'multi").contains("multi"));
+        assert!(!r.line("line-secret'").contains("line-secret"));
+        let plain = "16|bob|lake|00000|LOG:  statement: SELECT 'visible'";
+        assert_eq!(r.line(plain), plain);
     }
 
     #[test]

@@ -113,6 +113,17 @@ pub struct LocalError {
     pub detail: String,
 }
 
+impl LocalError {
+    pub(crate) fn new(socket: &Socket, e: &tokio_postgres::Error) -> LocalError {
+        LocalError {
+            socket: socket.dir.display().to_string(),
+            detail: crate::one_line(
+                &std::error::Error::source(e).map_or_else(|| e.to_string(), ToString::to_string),
+            ),
+        }
+    }
+}
+
 /// Where PostgreSQL's Unix socket is: how the supervisor, and the commands that run beside
 /// `serve`, reach it as [`SUPERUSER`] (peer auth) or as the admin (password).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,23 +180,18 @@ impl Socket {
     }
 }
 
-/// A superuser session in `db` on the running server's socket (`<home>/run`), for the commands
-/// that run beside `serve`.
+/// A superuser session in the `postgres` database (which no lake user can reach) on the
+/// running server's socket (`<home>/run`), for the commands that run beside `serve`. Sessions
+/// inside a lake go through [`crate::lake_session`], never as a superuser.
 pub async fn connect_local(
     config: &crate::config::Config,
-    db: &str,
     application_name: &str,
 ) -> Result<tokio_postgres::Client, LocalError> {
     let socket = Socket::for_config(config);
     socket
-        .connect_superuser(db, application_name)
+        .connect_superuser("postgres", application_name)
         .await
-        .map_err(|e| LocalError {
-            socket: socket.dir.display().to_string(),
-            detail: crate::one_line(
-                &std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
-            ),
-        })
+        .map_err(|e| LocalError::new(&socket, &e))
 }
 
 /// Quotes `s` as a SQL string literal (standard_conforming_strings is on).
