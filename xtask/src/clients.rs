@@ -73,13 +73,16 @@ pub(crate) fn install(cache: &Path) -> Result<PathBuf> {
     })?;
 
     let rust_target = dir.join("rust-target");
-    let cargo_lock = fs::read_to_string(examples.join("rust/Cargo.lock"))
-        .context("read examples/rust/Cargo.lock")?;
+    let mut cargo_lock = String::new();
+    for f in ["Cargo.lock", "Cargo.toml", "build.rs"] {
+        cargo_lock += &fs::read_to_string(examples.join("rust").join(f))
+            .with_context(|| format!("read examples/rust/{f}"))?;
+    }
     once(&dir.join("rust.stamp"), &cargo_lock, || {
         eprintln!("xtask: building the Rust client example against libduckdb from npm");
         run(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--release", "--locked", "--no-default-features"])
+                .args(["build", "--release", "--locked"])
                 .current_dir(examples.join("rust"))
                 .env("CARGO_TARGET_DIR", &rust_target)
                 .env("DUCKDB_LIB_DIR", &libduckdb),

@@ -325,15 +325,22 @@ fn cargo() -> Command {
 /// Every test: `cargo test --workspace`, then the container smoke test. With arguments (a test
 /// filter, `--no-container`) only the cargo tests run.
 fn test(args: &[String]) -> Result<()> {
+    let no_container = args.iter().any(|a| a == "--no-container");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--no-container").collect();
+    // Release, like the binaries the image ships: one build of the dependencies serves clippy,
+    // the tests, the container and the benchmarks. The build starts first and compiles while
+    // the test dependencies download (a cold machine spends minutes on each).
+    libduckdb()?;
+    let building = Background::start(
+        cargo()
+            .args(["test", "--workspace", "--release", "--no-run"])
+            .args(&args),
+    )?;
     let deps = deps()?;
     // Only the tests need the other languages' clients; `serve` needs none of them.
     let clients = clients::install(&cache_dir())?;
-    let no_container = args.iter().any(|a| a == "--no-container");
-    let args: Vec<&String> = args.iter().filter(|a| *a != "--no-container").collect();
+    building.wait()?;
     let mut cmd = cargo();
-    // Release, like the binaries the image ships: one build of the bundled DuckDB serves clippy,
-    // the tests, the container and the benchmarks (a debug and a release build of it would
-    // double a cold CI run).
     cmd.args(["test", "--workspace", "--release"]).args(&args);
     cmd.env("DUCKLAKE_TEST_VENV", &deps.venv)
         .env("DUCKLAKE_TEST_EXTENSIONS", &deps.extensions)
@@ -369,9 +376,14 @@ fn clippy() -> Result<()> {
 }
 
 fn serve(args: &[String]) -> Result<()> {
+    // Build both binaries (serve installs the ducklake-wal helper from beside itself) while
+    // PostgreSQL, the venv and the extension files install.
+    libduckdb()?;
+    let building =
+        Background::start(cargo().args(["build", "-p", "ducklake-catalog", "--release"]))?;
     let deps = deps()?;
-    // Build both binaries (serve installs the ducklake-wal helper from beside itself).
-    let bin = build_binary(true)?;
+    building.wait()?;
+    let bin = target_dir().join("release").join("ducklake-catalog");
     let mut cmd = Command::new(bin);
     cmd.arg("serve").args(args);
     if env::var_os("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY").is_none() {
@@ -395,6 +407,41 @@ fn build_binary(release: bool) -> Result<PathBuf> {
     Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("ducklake-catalog"))
+}
+
+/// A command running beside the next steps (a build while dependencies download).
+struct Background {
+    child: std::process::Child,
+    what: String,
+}
+
+impl Background {
+    fn start(cmd: &mut Command) -> Result<Background> {
+        let what = format!("{cmd:?}");
+        let child = cmd.spawn().with_context(|| format!("run {what}"))?;
+        Ok(Background { child, what })
+    }
+
+    fn wait(mut self) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("wait for {}", self.what))?;
+        if !status.success() {
+            bail!("{} failed: {status}", self.what);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Background {
+    /// A step after the start failed: the command goes too (after `wait` it has ended).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

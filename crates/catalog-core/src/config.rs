@@ -1038,8 +1038,12 @@ pub fn valid_lake_name(name: &str) -> bool {
         && !RESERVED_DATABASES.contains(&name)
 }
 
-/// True when one path is inside the other.
+/// True when one path is inside the other; local paths with their symbolic links resolved.
 pub(crate) fn overlaps(a: &DataPath, b: &DataPath) -> bool {
+    if let (DataPath::Local(a), DataPath::Local(b)) = (a, b) {
+        let (a, b) = (resolve_existing(a), resolve_existing(b));
+        return a.starts_with(&b) || b.starts_with(&a);
+    }
     let (a, b) = (a.to_string(), b.to_string());
     a.starts_with(&b) || b.starts_with(&a)
 }

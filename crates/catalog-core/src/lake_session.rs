@@ -441,6 +441,7 @@ pub async fn prepare_database(
     let owner = quote_ident(&LakeRole::Owner.group(lake));
     su.batch_execute(&format!(
         "SET search_path = pg_catalog, pg_temp;
+         SET log_statement = 'none';
          ALTER SCHEMA public OWNER TO {owner};
          REVOKE ALL ON SCHEMA public FROM PUBLIC;
          DO $do$

@@ -157,6 +157,17 @@ pub async fn ensure_lake_roles(
         ))
         .await
         .map_err(PgError::sql(format!("mark role {name}")))?;
+        if kind != "server" {
+            // A member can `SET ROLE` to its group and give it settings or a password (PostgreSQL
+            // 15 lets a role change its own): inert for a NOLOGIN role, and undone here.
+            su.batch_execute(&format!(
+                "ALTER ROLE {r} WITH NOLOGIN PASSWORD NULL; ALTER ROLE {r} RESET ALL; ALTER ROLE {r} IN DATABASE {db} RESET ALL",
+                r = quote_ident(&name),
+                db = quote_ident(lake),
+            ))
+            .await
+            .map_err(PgError::sql(format!("reset role {name}")))?;
+        }
     }
     let reader = quote_ident(&LakeRole::Reader.group(lake));
     let writer = quote_ident(&LakeRole::Writer.group(lake));

@@ -182,6 +182,17 @@ fn print_program(
     Ok(())
 }
 
+/// The folder of the `libduckdb.so` beside this binary or in its `../lib` (where the build tree
+/// and the image put it); `None` for a build that compiled DuckDB in.
+fn own_libduckdb_dir() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    [bin.to_path_buf(), bin.join("../lib")]
+        .into_iter()
+        .find(|d| d.join("libduckdb.so").is_file())
+        .and_then(|d| d.canonicalize().ok())
+}
+
 fn check(
     connector: &dyn Connector,
     program: &connectors::Program,
@@ -189,6 +200,10 @@ fn check(
     format: Format,
 ) -> Result<(), Failure> {
     let mut tools = Toolchain::from_env();
+    if tools.libduckdb_dir.is_none() {
+        // The official library this binary itself runs on: the Rust program links it too.
+        tools.libduckdb_dir = own_libduckdb_dir();
+    }
     if std::env::var_os("PGPASSWORD").is_none() {
         let password = info.password.as_ref().ok_or_else(|| {
             anyhow!(

@@ -201,6 +201,8 @@ fn or_none(s: &str) -> &str {
 fn failure(e: LakesError) -> Failure {
     match e {
         LakesError::BadName { .. }
+        | LakesError::PathUnsafe { .. }
+        | LakesError::Lake(catalog_core::lake::LakeError::RoleTaken { .. })
         | LakesError::Exists { .. }
         | LakesError::PathTaken { .. }
         | LakesError::PathIsBackup { .. }

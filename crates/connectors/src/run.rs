@@ -11,8 +11,9 @@ use super::{io, ConnectorError, STEP_TIMEOUT};
 /// [`Toolchain::from_env`] reads (each optional):
 /// `DUCKLAKE_CONNECT_PYTHON` (a Python with `duckdb`; default `python3`), `DUCKDB` (the DuckDB
 /// CLI; default `duckdb`), `DUCKLAKE_CONNECT_NODE_MODULES` (a `node_modules` holding
-/// `@duckdb/node-api`; default: `npm ci` in the scratch folder), `DUCKDB_LIB_DIR` (a prebuilt
-/// libduckdb for Rust; default: DuckDB is compiled from source),
+/// `@duckdb/node-api`; default: `npm ci` in the scratch folder), `DUCKDB_LIB_DIR` (the
+/// official libduckdb for Rust; the cli passes the one beside its own binary; without one,
+/// DuckDB is compiled from source),
 /// `DUCKLAKE_CONNECT_CARGO_TARGET_DIR` (default `~/.cache/ducklake-catalog/connect-rust`) and
 /// `DUCKLAKE_CONNECT_EXTENSIONS` (a DuckDB extension directory, for machines that cannot
 /// download extensions; default: DuckDB's own `~/.duckdb/extensions`).

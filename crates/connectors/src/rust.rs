@@ -11,7 +11,7 @@ static SPEC: Spec = Spec {
     language: "rust",
     client: "Rust (duckdb crate =1.10505.0)",
     highlight: "rust",
-    run_hint: "PGPASSWORD=… cargo run --release   (the first build compiles DuckDB)",
+    run_hint: "PGPASSWORD=… DUCKDB_LIB_DIR=<folder with libduckdb.so 1.5.5> cargo run --release",
     files: &[
         (
             "src/main.rs",
@@ -25,6 +25,7 @@ static SPEC: Spec = Spec {
             "Cargo.lock",
             include_str!("../../../examples/rust/Cargo.lock"),
         ),
+        ("build.rs", include_str!("../../../examples/rust/build.rs")),
     ],
 };
 
@@ -38,10 +39,11 @@ impl Connector for Rust {
         let mut args = vec!["run", "--release", "--locked", "--quiet"];
         let mut cmd_env = vec![];
         if let Some(lib) = &tools.libduckdb_dir {
-            // Link the prebuilt library instead of compiling DuckDB from source.
-            args.push("--no-default-features");
+            // Link the official library (the program's build.rs sets its run path).
             cmd_env.push(("DUCKDB_LIB_DIR", lib.clone()));
-            cmd_env.push(("LD_LIBRARY_PATH", lib.clone()));
+        } else {
+            // No library to link: compile DuckDB from source (slow).
+            args.extend(["--features", "bundled"]);
         }
         let mut cmd = tools.command("cargo", &args, dir)?;
         cmd.env("CARGO_TARGET_DIR", &tools.cargo_target_dir)

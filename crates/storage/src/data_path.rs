@@ -69,7 +69,8 @@ impl DataPath {
         {
             return Err(DataPathError::InvalidPrefix(raw.to_owned()));
         }
-        Ok(DataPath::Local(path.to_path_buf()))
+        // One spelling per folder: `//` and `/./` folded, so paths compare as strings.
+        Ok(DataPath::Local(path.components().collect()))
     }
 
     /// True for S3 data paths.

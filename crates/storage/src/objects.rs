@@ -82,6 +82,24 @@ fn key_of(path: &DataPath, prefix: &str, file: &str) -> Option<ObjectPath> {
     Some(ObjectPath::from(format!("{prefix}{relative}")))
 }
 
+/// Whether the object `key` of a local data path really lies in its folder: a symbolic link in
+/// the folder (a client on the same machine can make one) must never lead a listing or a delete
+/// to files elsewhere, such as the server's PGDATA or another lake. S3 keys always do.
+pub(crate) fn really_under(path: &DataPath, key: &ObjectPath) -> bool {
+    let DataPath::Local(root) = path else {
+        return true;
+    };
+    let Ok(real_root) = std::fs::canonicalize(root) else {
+        return false;
+    };
+    let file = root.join(key.as_ref());
+    // The folder holding the object, resolved; the object itself may be a link (deleting one
+    // removes the link only, and a listing shows it as what it is).
+    let parent = file.parent().map(std::fs::canonicalize);
+    matches!(parent, Some(Ok(p)) if p.starts_with(&real_root))
+        && std::fs::symlink_metadata(&file).map_or(true, |m| !m.file_type().is_symlink())
+}
+
 /// Every object under `path`.
 pub async fn list(path: &DataPath, s3: &S3Settings) -> Result<Vec<Listed>, StorageError> {
     let (store, prefix) = store_and_prefix(path, s3)?;
@@ -90,6 +108,7 @@ pub async fn list(path: &DataPath, s3: &S3Settings) -> Result<Vec<Listed>, Stora
     let now = chrono::Utc::now();
     store
         .list(list_prefix.as_ref())
+        .try_filter(|m| futures::future::ready(really_under(path, &m.location)))
         .map_ok(|m| {
             let key = m.location.to_string();
             let relative = key
@@ -127,6 +146,11 @@ pub(crate) async fn delete_keys(
     mut progress: impl FnMut(u64),
 ) -> Result<u64, StorageError> {
     let mut deleted = 0;
+    let keys: Vec<ObjectPath> = keys
+        .iter()
+        .filter(|k| really_under(path, k))
+        .cloned()
+        .collect();
     for batch in keys.chunks(1000) {
         let locations = futures::stream::iter(batch.iter().cloned().map(Ok)).boxed();
         let results: Vec<_> = store.delete_stream(locations).collect().await;

@@ -21,6 +21,7 @@ pub async fn purge(
     let list_prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
     let keys: Vec<ObjectPath> = store
         .list(list_prefix.as_ref())
+        .try_filter(|m| futures::future::ready(crate::objects::really_under(path, &m.location)))
         .map_ok(|m| m.location)
         .try_collect()
         .await

@@ -2,7 +2,7 @@
 //! inlined rows, update, time travel, list snapshots. `ducklake-catalog connect --lang rust`
 //! prints this program with your server's settings as the defaults below.
 //!
-//! Run: PGPASSWORD=… cargo run --release
+//! Run: PGPASSWORD=… DUCKDB_LIB_DIR=<folder with libduckdb.so 1.5.5> cargo run --release
 
 fn env(name: &str, fallback: &str) -> String {
     std::env::var(name)

@@ -551,3 +551,15 @@ fn check_reachable(user: &OsUser, path: &Path) -> Result<(), PgError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_values_keep_backslashes_and_quotes() {
+        // A value ending in a backslash once swallowed its closing quote.
+        assert_eq!(conf_value("x\\"), "'x\\\\'");
+        assert_eq!(conf_value("it's"), "'it''s'");
+    }
+}

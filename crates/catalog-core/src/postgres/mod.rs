@@ -68,7 +68,7 @@ pub enum PgError {
         action: String,
         error: std::io::Error,
     },
-    #[error("{action}: {error}")]
+    #[error("{action}: {}", pg_message(error))]
     Sql {
         action: String,
         error: tokio_postgres::Error,
@@ -84,6 +84,26 @@ impl PgError {
     pub(crate) fn sql(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PgError {
         let action = action.into();
         move |error| PgError::Sql { action, error }
+    }
+}
+
+/// PostgreSQL's own words for `e` (message, detail, hint and SQLSTATE), on one line; for an
+/// error that did not come from the server, the client's error and its cause. Never the bare
+/// "db error" tokio-postgres displays.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = db.message().to_owned();
+        if let Some(detail) = db.detail() {
+            s = format!("{s} ({detail})");
+        }
+        if let Some(hint) = db.hint() {
+            s = format!("{s}; hint: {hint}");
+        }
+        return crate::one_line(&format!("{s} [SQLSTATE {}]", db.code().code()));
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => crate::one_line(&format!("{e}: {cause}")),
+        None => crate::one_line(&e.to_string()),
     }
 }
 
