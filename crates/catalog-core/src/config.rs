@@ -215,7 +215,7 @@ pub enum CompressionKind {
 pub struct HumanDuration(pub std::time::Duration);
 
 /// The longest duration any key takes.
-const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+const MAX_DURATION: std::time::Duration = std::time::Duration::from_hours(100 * 365 * 24);
 
 impl Serialize for HumanDuration {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -649,6 +649,12 @@ impl Config {
         }
         self.validate_backup()?;
         self.validate_all_maintenance()?;
+        self.validate_lakes()
+    }
+
+    /// `[[lakes]]`: names, and data paths that hold nothing of the server's or each other's.
+    fn validate_lakes(&self) -> Result<(), ConfigError> {
+        let pg = &self.postgres;
         let mut names = HashSet::new();
         for (i, lake) in self.lakes.iter().enumerate() {
             if !valid_lake_name(&lake.name) || lake.name == pg.admin_user {

@@ -44,6 +44,7 @@ pub enum Job {
     /// Cleanup: delete the files scheduled for deletion longer than `older_than_secs` ago.
     CleanupOldFiles {
         conninfo: String,
+        data_path: String,
         older_than_secs: u64,
     },
 }
@@ -52,6 +53,8 @@ pub enum Job {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MaintainPlan {
     pub conninfo: String,
+    /// The data path the lake is registered with: DuckDB may touch files there and nowhere else.
+    pub data_path: String,
     pub dry_run: bool,
     pub flush: bool,
     pub expire_secs: Option<u64>,
@@ -307,10 +310,10 @@ fn execute(extension_dir: &Path, job: &Job) -> Reply {
         Job::Maintain(plan) => maintain(extension_dir, plan).map(Reply::Maintained),
         Job::CleanupOldFiles {
             conninfo,
+            data_path,
             older_than_secs,
-        } => {
-            cleanup(extension_dir, conninfo, *older_than_secs).map(|files| Reply::Cleaned { files })
-        }
+        } => cleanup(extension_dir, conninfo, data_path, *older_than_secs)
+            .map(|files| Reply::Cleaned { files }),
     };
     result.unwrap_or_else(|message| Reply::Failed {
         message: job.redact(&crate::one_line(&message)),
@@ -377,19 +380,49 @@ fn built_in(name: &str) -> bool {
 /// Attempts of one step that meets a conflicting commit.
 const CONFLICT_ATTEMPTS: u32 = 6;
 
-fn attached(extension_dir: &Path, conninfo: &str) -> Result<duckdb::Connection, String> {
+/// The lake attached with the data path it is registered with (DuckLake refuses a catalog that
+/// records another), and DuckDB confined to it: no file outside the data path is read, written
+/// or deleted, whatever a catalog row names (a lake user writes those rows).
+fn attached(
+    extension_dir: &Path,
+    conninfo: &str,
+    data_path: &str,
+) -> Result<duckdb::Connection, String> {
     let conn = embedded_duckdb(extension_dir).map_err(|e| e.to_string())?;
+    // What later steps would load on demand, loaded before the file system closes.
+    for ext in ["parquet", "httpfs", "aws"] {
+        let _ = conn.execute_batch(&format!("LOAD {ext}"));
+    }
     conn.execute_batch(&format!(
-        "ATTACH {} AS lake",
-        quote_literal(&format!("ducklake:postgres:{conninfo}"))
+        "ATTACH {} AS lake (DATA_PATH {})",
+        quote_literal(&format!("ducklake:postgres:{conninfo}")),
+        quote_literal(data_path)
     ))
     .map_err(|e| format!("attach the lake: {e}"))?;
+    conn.execute_batch(&format!(
+        "SET allowed_directories = [{}]; SET enable_external_access = false; SET lock_configuration = true;",
+        quote_literal(data_path)
+    ))
+    .map_err(|e| format!("confine DuckDB to the data path: {e}"))?;
     Ok(conn)
 }
 
+/// `message` of a step that reached outside the data path, said plainly.
+fn outside(message: String, data_path: &str) -> String {
+    if message.contains("disabled by configuration") {
+        format!("{message}: a catalog row names a file outside the lake's data path {data_path} (a lake user wrote it); nothing outside the data path is read, written or deleted — as the lake's owner, remove that row")
+    } else {
+        message
+    }
+}
+
 fn maintain(extension_dir: &Path, plan: &MaintainPlan) -> Result<Maintained, String> {
+    maintain_steps(extension_dir, plan).map_err(|e| outside(e, &plan.data_path))
+}
+
+fn maintain_steps(extension_dir: &Path, plan: &MaintainPlan) -> Result<Maintained, String> {
     let mut done = Maintained::default();
-    let conn = attached(extension_dir, &plan.conninfo)?;
+    let conn = attached(extension_dir, &plan.conninfo, &plan.data_path)?;
     let dry = plan.dry_run;
     if plan.flush && !dry {
         done.rows_flushed = retrying(&conn, &mut done.retries, "flush inlined data", |c| {
@@ -437,8 +470,13 @@ fn maintain(extension_dir: &Path, plan: &MaintainPlan) -> Result<Maintained, Str
     Ok(done)
 }
 
-fn cleanup(extension_dir: &Path, conninfo: &str, secs: u64) -> Result<i64, String> {
-    let conn = attached(extension_dir, conninfo)?;
+fn cleanup(
+    extension_dir: &Path,
+    conninfo: &str,
+    data_path: &str,
+    secs: u64,
+) -> Result<i64, String> {
+    let conn = attached(extension_dir, conninfo, data_path)?;
     let mut retries = 0;
     retrying(&conn, &mut retries, "clean up old files", |c| {
         c.query_row(
@@ -450,6 +488,7 @@ fn cleanup(extension_dir: &Path, conninfo: &str, secs: u64) -> Result<i64, Strin
             |r| r.get::<_, i64>(0),
         )
     })
+    .map_err(|e| outside(e, data_path))
 }
 
 /// `older_than` for `secs` ago, as a TIMESTAMPTZ literal (computed here, without ICU).
@@ -520,6 +559,7 @@ mod tests {
     fn jobs_round_trip_as_json() {
         let job = Job::Maintain(MaintainPlan {
             conninfo: "host=/x".into(),
+            data_path: "/d/".into(),
             dry_run: true,
             flush: true,
             expire_secs: Some(5),

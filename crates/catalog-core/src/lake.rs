@@ -163,7 +163,7 @@ pub async fn ensure_lake(
     let result = bring_up(pg, &su, config, lake, runner).await;
     if result.is_err() && !db_exists {
         // Nothing half-created: the database and the roles this call made go again.
-        let _ = drop_lake_objects(&su, &lake.name).await;
+        let _ = drop_lake_objects(&su, &lake.name, admin).await;
     }
     result
 }
@@ -191,7 +191,7 @@ async fn bring_up(
     crate::users::ensure_lake_roles(su, &lake.name, admin)
         .await
         .map_err(pg_err)?;
-    guard(pg, &lake.name, admin).await.map_err(pg_err)?;
+    guard(pg, lake, admin).await.map_err(pg_err)?;
     let session = pg
         .lake(&lake.name, "ducklake-catalog")
         .await
@@ -228,19 +228,20 @@ async fn bring_up(
         })?;
     tracing::info!(data_path = %info.data_path, spec_version = %info.spec_version, "initialised the DuckLake catalog");
     // The catalog's tables are new: guard them (the lake roles' privileges), then tune.
-    guard(pg, &lake.name, admin).await.map_err(pg_err)?;
+    guard(pg, lake, admin).await.map_err(pg_err)?;
     tune(&session).await.map_err(pg_err)?;
     Ok(info)
 }
 
 /// The superuser's part of a lake's bring-up ([`crate::lake_session::prepare_database`]).
-pub(crate) async fn guard(pg: &PgHandle, lake: &str, admin: &str) -> Result<(), PgError> {
+pub(crate) async fn guard(pg: &PgHandle, lake: &LakeConfig, admin: &str) -> Result<(), PgError> {
     let su_lake = pg
         .socket
-        .connect_superuser(lake, "ducklake-catalog")
+        .connect_superuser(&lake.name, "ducklake-catalog")
         .await
-        .map_err(PgError::sql(format!("connect to database {lake}")))?;
-    crate::lake_session::prepare_database(&su_lake, lake, admin).await
+        .map_err(PgError::sql(format!("connect to database {}", lake.name)))?;
+    crate::lake_session::prepare_database(&su_lake, &lake.name, admin, &lake.data_path.to_string())
+        .await
 }
 
 /// Drops a lake's database (ending its sessions) and the roles that carry the server's mark
@@ -249,6 +250,7 @@ pub(crate) async fn guard(pg: &PgHandle, lake: &str, admin: &str) -> Result<(), 
 pub async fn drop_lake_objects(
     su: &tokio_postgres::Client,
     lake: &str,
+    admin: &str,
 ) -> Result<Vec<String>, PgError> {
     let groups: Vec<String> = ["reader", "writer", "owner", "server"]
         .iter()
@@ -279,8 +281,8 @@ pub async fn drop_lake_objects(
                                JOIN pg_catalog.pg_roles og ON og.oid = o.roleid
                                WHERE o.member = m.oid AND NOT og.rolname::text = ANY($1::text[])
                                  AND og.rolname <> $3)
-               AND NOT m.rolsuper ORDER BY 1",
-            &[&groups_only, &ours, &crate::lake_session::SERVERS_GROUP],
+               AND NOT m.rolsuper AND m.rolname::text <> $4 ORDER BY 1",
+            &[&groups_only, &ours, &crate::lake_session::SERVERS_GROUP, &admin],
         )
         .await
         .map_err(PgError::sql("list the lake's users"))?
@@ -315,7 +317,9 @@ async fn tune(lake_db: &tokio_postgres::Client) -> Result<(), PgError> {
 }
 
 /// Reads the data path and format version DuckLake recorded, if the catalog exists.
-async fn read_lake_info(client: &tokio_postgres::Client) -> Result<Option<LakeInfo>, PgError> {
+pub(crate) async fn read_lake_info(
+    client: &tokio_postgres::Client,
+) -> Result<Option<LakeInfo>, PgError> {
     let exists: Option<String> = client
         .query_one("SELECT to_regclass('public.ducklake_metadata')::text", &[])
         .await

@@ -3,7 +3,8 @@
 -- docs/security.md), and triggers that keep writers to what DuckLake's own writes do.
 -- Run by the server as the superuser, in the lake's database, on every bring-up (before and
 -- after DuckLake creates its tables) and after a migration; idempotent. lake_session.rs fills in
--- the quoted names :"lake", :"reader", :"writer", :"owner", :"admin" and the literal :'lake'.
+-- the quoted names of the lake, its roles and the admin, and the literals of the lake's name and
+-- registered data path.
 SET search_path = pg_catalog, pg_temp;
 -- The guard's functions name DuckLake's tables, which may not exist yet on the first run.
 SET check_function_bodies = off;
@@ -121,15 +122,16 @@ BEGIN
   RETURN NEW;
 END $fn$;
 
--- Files scheduled for deletion: whoever inserts (the owner's expire/flush/merge), never schedule a
--- path outside the lake's data_path (a writer can register any absolute path with add_data_files).
+-- Files scheduled for deletion: whoever inserts or changes a row (the owner's expire/flush/merge),
+-- never schedule a path outside the data path the lake was registered with (a writer can register
+-- any absolute path with add_data_files; an owner can rewrite ducklake_metadata). The server's
+-- maintenance cannot touch files outside the data path either (its DuckDB is confined there).
 CREATE OR REPLACE FUNCTION ducklake_guard.scheduled_deletion() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE dp text;
+DECLARE dp text := :'data_path';
 BEGIN
-  SELECT value INTO dp FROM public.ducklake_metadata WHERE key = 'data_path' AND scope IS NULL LIMIT 1;
-  IF NEW.path ~ '(^|/)\.\.(/|$)'
-     OR (NOT NEW.path_is_relative AND (dp IS NULL OR left(NEW.path, length(dp)) <> dp)) THEN
+  IF NEW.path IS NULL OR NEW.path ~ '(^|/)\.\.(/|$)'
+     OR (coalesce(NEW.path_is_relative, false) IS NOT TRUE AND left(NEW.path, length(dp)) <> dp) THEN
     RAISE WARNING 'ducklake_guard: not scheduling % for deletion: outside the data path', NEW.path;
     RETURN NULL;   -- skip the row, keep the rest of the maintenance commit
   END IF;
@@ -181,25 +183,45 @@ END $fn$;
 
 -- ... and every table a writer creates in public is handed to the owner role at once, so writers
 -- own nothing (no triggers/rules/policies of theirs can run in an owner's or reader's session).
+-- A plain writer's table must be exactly what DuckLake creates: its name, an ordinary table, no
+-- defaults, generated columns, constraints or indexes (expressions there would run in the
+-- sessions that write it: the owner's, the server's). Every new table with snapshot columns,
+-- whoever made it, gets the versioned() guard at once (not only at the next bring-up).
 CREATE OR REPLACE FUNCTION ducklake_guard.writer_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE r record; c record; rel text; db text := current_database();
+DECLARE r record; c record; rel text; db text := current_database(); plain boolean; versioned boolean;
 BEGIN
-  FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'table' AND schema_name = 'public' LOOP
-    SELECT cl.relname, cl.relowner::regrole::name AS owner INTO c FROM pg_class cl WHERE cl.oid = r.objid;
-    IF c.relname IS NULL OR NOT ducklake_guard.is_plain_writer(c.owner) THEN CONTINUE; END IF;
-    IF c.relname !~ '^ducklake_inlined_(data|delete)_[0-9]+(_[0-9]+)?$' THEN
-      RAISE EXCEPTION 'ducklake_guard: % may not create table %', c.owner, r.object_identity USING ERRCODE = '42501';
+  FOR r IN SELECT * FROM pg_event_trigger_ddl_commands()
+           WHERE object_type = 'table' AND schema_name = 'public'
+             AND command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') LOOP
+    SELECT cl.relname, cl.relkind, cl.relowner::regrole::name AS owner INTO c FROM pg_class cl WHERE cl.oid = r.objid;
+    IF c.relname IS NULL OR EXISTS (SELECT 1 FROM pg_roles WHERE rolname = c.owner AND rolsuper) THEN
+      CONTINUE;
     END IF;
+    plain := ducklake_guard.is_plain_writer(c.owner);
+    versioned := EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.objid AND attname = 'begin_snapshot' AND NOT attisdropped);
     rel := format('public.%I', c.relname);
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', rel, db || '_owner');
-    EXECUTE format('REVOKE ALL ON %s FROM %I, %I', rel, db || '_writer', c.owner);
-    EXECUTE format('GRANT SELECT, INSERT ON %s TO %I', rel, db || '_writer');
-    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.objid AND attname = 'end_snapshot' AND NOT attisdropped) THEN
-      EXECUTE format('GRANT UPDATE (end_snapshot) ON %s TO %I', rel, db || '_writer');
+    IF plain THEN
+      IF c.relname !~ '^ducklake_inlined_(data|delete)_[0-9]+(_[0-9]+)?$' OR c.relkind <> 'r' THEN
+        RAISE EXCEPTION 'ducklake_guard: % may not create table %', c.owner, r.object_identity USING ERRCODE = '42501';
+      END IF;
+      IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.objid AND attnum > 0 AND (atthasdef OR attgenerated <> ''))
+         OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = r.objid)
+         OR EXISTS (SELECT 1 FROM pg_index WHERE indrelid = r.objid) THEN
+        RAISE EXCEPTION 'ducklake_guard: % may not give table % defaults, constraints or indexes', c.owner, r.object_identity USING ERRCODE = '42501';
+      END IF;
+      EXECUTE format('ALTER TABLE %s OWNER TO %I', rel, db || '_owner');
+      EXECUTE format('REVOKE ALL ON %s FROM %I, %I', rel, db || '_writer', c.owner);
+      EXECUTE format('GRANT SELECT, INSERT ON %s TO %I', rel, db || '_writer');
+      EXECUTE format('GRANT SELECT ON %s TO %I', rel, db || '_reader');
     END IF;
-    EXECUTE format('GRANT SELECT ON %s TO %I', rel, db || '_reader');
-    EXECUTE format('CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ducklake_guard.versioned()', rel);
+    IF plain OR versioned OR c.relname ~ '^ducklake_inlined_(data|delete)_[0-9]+(_[0-9]+)?$' THEN
+      IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.objid AND attname = 'end_snapshot' AND NOT attisdropped) THEN
+        EXECUTE format('GRANT UPDATE (end_snapshot) ON %s TO %I', rel, db || '_writer');
+      END IF;
+      EXECUTE format('DROP TRIGGER IF EXISTS ducklake_guard ON %s', rel);
+      EXECUTE format('CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ducklake_guard.versioned()', rel);
+    END IF;
   END LOOP;
 END $fn$;
 REVOKE ALL ON FUNCTION ducklake_guard.writer_ddl_start(), ducklake_guard.writer_ddl_end() FROM PUBLIC;
@@ -245,7 +267,7 @@ BEGIN
     ELSIF t.relname = 'ducklake_table_stats' THEN
       EXECUTE 'CREATE TRIGGER ducklake_guard BEFORE UPDATE ON public.ducklake_table_stats FOR EACH ROW EXECUTE FUNCTION ducklake_guard.table_stats()';
     ELSIF t.relname = 'ducklake_files_scheduled_for_deletion' THEN
-      EXECUTE 'CREATE TRIGGER ducklake_guard BEFORE INSERT ON public.ducklake_files_scheduled_for_deletion FOR EACH ROW EXECUTE FUNCTION ducklake_guard.scheduled_deletion()';
+      EXECUTE 'CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE ON public.ducklake_files_scheduled_for_deletion FOR EACH ROW EXECUTE FUNCTION ducklake_guard.scheduled_deletion()';
     ELSIF has_begin OR t.relname = 'ducklake_snapshot_changes' THEN
       EXECUTE format('CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE OR DELETE ON public.%I FOR EACH ROW EXECUTE FUNCTION ducklake_guard.versioned()', t.relname);
     END IF;

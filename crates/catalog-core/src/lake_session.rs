@@ -412,8 +412,8 @@ pub async fn inlined_data_table(
 /// code out. Placeholders are filled by [`guard_sql`].
 const GUARD_SQL: &str = include_str!("lake_guard.sql");
 
-/// [`GUARD_SQL`] for `lake`, whose admin role is `admin`.
-fn guard_sql(lake: &str, admin: &str) -> String {
+/// [`GUARD_SQL`] for `lake`, whose admin role is `admin`, registered on `data_path`.
+fn guard_sql(lake: &str, admin: &str, data_path: &str) -> String {
     GUARD_SQL
         .replace(":\"lake\"", &quote_ident(lake))
         .replace(":\"reader\"", &quote_ident(&LakeRole::Reader.group(lake)))
@@ -421,6 +421,7 @@ fn guard_sql(lake: &str, admin: &str) -> String {
         .replace(":\"owner\"", &quote_ident(&LakeRole::Owner.group(lake)))
         .replace(":\"admin\"", &quote_ident(admin))
         .replace(":'lake'", &quote_literal(lake))
+        .replace(":'data_path'", &quote_literal(data_path))
 }
 
 /// The superuser's part of a lake database's bring-up: statements that run no user code, on
@@ -437,10 +438,12 @@ pub async fn prepare_database(
     su: &tokio_postgres::Client,
     lake: &str,
     admin: &str,
+    data_path: &str,
 ) -> Result<(), PgError> {
     let owner = quote_ident(&LakeRole::Owner.group(lake));
     su.batch_execute(&format!(
-        "SET search_path = pg_catalog, pg_temp;
+        "RESET ALL; RESET ROLE;
+         SET search_path = pg_catalog, pg_temp;
          SET log_statement = 'none';
          ALTER SCHEMA public OWNER TO {owner};
          REVOKE ALL ON SCHEMA public FROM PUBLIC;
@@ -480,7 +483,7 @@ pub async fn prepare_database(
             "give {table} to the lake's owner role"
         )))?;
     }
-    su.batch_execute(&guard_sql(lake, admin))
+    su.batch_execute(&guard_sql(lake, admin, data_path))
         .await
         .map_err(PgError::sql(format!("guard lake {lake}'s tables")))
 }

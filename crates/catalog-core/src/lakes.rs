@@ -527,7 +527,8 @@ pub async fn drop(
         )
         .await
         .map_err(PgError::sql("mark the lake as dropping"))?;
-    let users_dropped = crate::lake::drop_lake_objects(&client, name).await?;
+    let users_dropped =
+        crate::lake::drop_lake_objects(&client, name, &config.postgres.admin_user).await?;
     tracing::info!(lake = name, users = ?users_dropped, "dropped the lake's catalog");
     let objects_deleted = if delete_data {
         let n = storage::purge(&data_path, &config.s3_settings(), progress).await?;
@@ -625,7 +626,7 @@ pub async fn migrate(
         tracing::info!(lake = name, from = %from, to = current, "migrated the DuckLake catalog");
     }
     let to = spec_version(&lake_db).await?;
-    crate::lake::guard(&pg, name, &config.postgres.admin_user).await?;
+    crate::lake::guard(&pg, &lake, &config.postgres.admin_user).await?;
     let tuning = crate::tuning::apply(&lake_db).await?;
     Ok(MigrateReport {
         name: lake.name,

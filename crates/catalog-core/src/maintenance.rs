@@ -141,6 +141,11 @@ pub enum JobError {
     Storage(#[from] storage::StorageError),
     #[error("ducklake_inlined_data_tables names {0}, which DuckLake did not create (not an ordinary table of the lake's writers): the catalog was tampered with; as the lake's owner, delete those rows, then run maintenance again")]
     Tampered(String),
+    #[error("the catalog records data path {recorded} but the lake is registered with {registered}; someone changed ducklake_metadata: restore its data_path row (as the lake's owner), then run maintenance again")]
+    DataPathChanged {
+        recorded: String,
+        registered: String,
+    },
     #[error("stopped by the shutdown")]
     Cancelled,
     #[error("stopped after max_runtime {0}")]
@@ -168,6 +173,18 @@ async fn run_steps(
         report.outcome = Outcome::Busy;
         return Ok(());
     }
+    // The catalog must record the data path the lake was registered with (a lake user can
+    // rewrite ducklake_metadata); DuckDB is then confined to it.
+    let recorded = crate::lake::read_lake_info(&client)
+        .await?
+        .map(|i| i.data_path)
+        .unwrap_or_default();
+    if recorded != lake.data_path.to_string() {
+        return Err(JobError::DataPathChanged {
+            recorded,
+            registered: lake.data_path.to_string(),
+        });
+    }
     let foreign = crate::lake_session::foreign_inlined_tables(&mut client, &lake.name).await?;
     if !foreign.is_empty() {
         return Err(JobError::Tampered(foreign.join(", ")));
@@ -179,6 +196,7 @@ async fn run_steps(
     let plan_cleanup_secs = cleanup_threshold(&ctx.config, &settings).as_secs();
     let plan = MaintainPlan {
         conninfo: ctx.pg.lake_conninfo(&lake.name),
+        data_path: lake.data_path.to_string(),
         dry_run,
         flush: settings.flush_inlined_data,
         expire_secs: settings.expire_snapshots_older_than.map(|d| d.0.as_secs()),
@@ -212,6 +230,7 @@ async fn run_steps(
     if !dry_run && !done.old_files.is_empty() {
         let cleanup = Job::CleanupOldFiles {
             conninfo: ctx.pg.lake_conninfo(&lake.name),
+            data_path: lake.data_path.to_string(),
             older_than_secs: plan_cleanup_secs,
         };
         let reply =

@@ -120,22 +120,7 @@ impl Supervisor {
     ) -> Result<(), ServeError> {
         // First: one server per home. A second one changes nothing (no file, no lease).
         let _serving = serve_lock(&self.config.home)?;
-        // Before anything is created: no cluster comes up with an unusable password or engine.
-        let extension_dir = find_extension_directory(&self.config)?;
-        let missing = missing_extensions(&extension_dir);
-        if !missing.is_empty() {
-            return Err(LakeError::RequiredExtensions {
-                missing: missing.join(", "),
-                dir: extension_dir.display().to_string(),
-            }
-            .into());
-        }
-        let runner = DuckDbRunner::new(self.worker_program.clone(), extension_dir);
-        let engine = runner
-            .probe()
-            .await
-            .map_err(|e| ServeError::Engine(e.to_string()))?;
-        tracing::debug!(engine, "the DuckDB worker loads every required extension");
+        let runner = self.engine().await?;
         let password = self.admin_password().await?;
         stop_orphaned_postgres(&self.config).await?;
         let agent_stop = CancellationToken::new();
@@ -231,6 +216,27 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// The DuckDB worker, checked before anything is created: the extension folder holds what
+    /// the server needs (or the library has it built in) and the worker loads it all.
+    async fn engine(&self) -> Result<DuckDbRunner, ServeError> {
+        let extension_dir = find_extension_directory(&self.config)?;
+        let missing = missing_extensions(&extension_dir);
+        if !missing.is_empty() {
+            return Err(LakeError::RequiredExtensions {
+                missing: missing.join(", "),
+                dir: extension_dir.display().to_string(),
+            }
+            .into());
+        }
+        let runner = DuckDbRunner::new(self.worker_program.clone(), extension_dir);
+        let engine = runner
+            .probe()
+            .await
+            .map_err(|e| ServeError::Engine(e.to_string()))?;
+        tracing::debug!(engine, "the DuckDB worker loads every required extension");
+        Ok(runner)
     }
 
     /// The cluster to start; a restore's WAL replay may take long before the first connection

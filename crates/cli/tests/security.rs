@@ -13,6 +13,15 @@
 //! failures and reports them together (`security: N cases in <family>` on stderr).
 
 #![allow(clippy::too_many_lines)]
+// A long adversarial script: short names for the lab and the findings, and plain string
+// building read better here than the pedantic alternatives.
+#![allow(
+    clippy::many_single_char_names,
+    clippy::format_push_string,
+    clippy::map_unwrap_or,
+    clippy::type_complexity,
+    clippy::case_sensitive_file_extension_comparisons
+)]
 
 mod common;
 
@@ -24,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{extensions, home, postgres_running, serve_fails, venv, Server};
+use common::{error_line, extensions, home, postgres_running, serve_fails, venv, Server};
 use serde_json::Value;
 
 const ADMIN_PASSWORD: &str = "admin-password-security-1";
@@ -3098,5 +3107,114 @@ fn bad_configuration_exits_2_naming_the_key_before_creating_anything() {
             both(named, home_untouched(dir.path())),
         );
     }
+    f.finish();
+}
+
+/// An owner is hostile too: it owns DuckLake's tables, so it can write any row, disable the
+/// guard's triggers on them and rewrite `ducklake_metadata`. None of that may make the server's
+/// maintenance delete (or write) a file outside the lake's registered data path: DuckDB runs
+/// confined to it, and a catalog that records another data path is refused.
+#[test]
+fn an_owner_cannot_make_maintenance_touch_files_outside_the_lake() {
+    let mut f = Findings::new("owner → server deletes files outside the lake");
+    let mut lab = Lab::start(
+        &|home| {
+            lakes_toml(
+                home,
+                &[
+                    ("sales", Some("enabled = false")),
+                    ("hr", Some("enabled = false")),
+                ],
+            )
+        },
+        &[],
+        "sales",
+    );
+    let owner_pw = lab.create_user("sal_steward", "sales", "owner");
+    let home = lab.home().to_path_buf();
+    // Files the server must never delete: another lake's, the server's own, and one elsewhere.
+    let outside_dir = tempfile::Builder::new()
+        .prefix("dlc-sec-outside-")
+        .tempdir()
+        .unwrap();
+    let victims = [
+        home.join("data/hr/victim.parquet"),
+        home.join("secrets/victim.parquet"),
+        outside_dir.path().join("victim.parquet"),
+    ];
+    for v in &victims {
+        std::fs::create_dir_all(v.parent().unwrap()).unwrap();
+        std::fs::write(v, b"victim").unwrap();
+        age(v);
+    }
+    let owner = lab.connect("sal_steward", &owner_pw, "sales").unwrap();
+    let attacks: Vec<(String, Vec<String>)> = victims
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let id = 990_000 + i;
+            let path = v.display().to_string();
+            (
+                format!("a scheduled row rewritten to {path}"),
+                vec![
+                    format!("INSERT INTO public.ducklake_files_scheduled_for_deletion (data_file_id, path, path_is_relative, schedule_start) VALUES ({id}, 'x{i}.parquet', true, '2000-01-01')"),
+                    format!("UPDATE public.ducklake_files_scheduled_for_deletion SET path = {}, path_is_relative = false WHERE data_file_id = {id}", lit(&path)),
+                ],
+            )
+        })
+        .chain(std::iter::once((
+            "the guard trigger disabled, then an outside row".to_owned(),
+            vec![
+                "ALTER TABLE public.ducklake_files_scheduled_for_deletion DISABLE TRIGGER ducklake_guard".to_owned(),
+                format!("INSERT INTO public.ducklake_files_scheduled_for_deletion (data_file_id, path, path_is_relative, schedule_start) VALUES (990100, {}, NULL, '2000-01-01')", lit(&victims[0].display().to_string())),
+            ],
+        )))
+        .collect();
+    for (what, sqls) in &attacks {
+        let mut planted = true;
+        for sql in sqls {
+            if let Err(e) = lab.exec(&owner, sql) {
+                eprintln!("security: plant `{what}` was refused: {e}");
+                planted = false;
+                break;
+            }
+        }
+        let out = lab.cli(&["maintain", "--lake", "sales"], None);
+        let outcome = both(tolerable(&out), all_exist(&victims));
+        f.check(
+            &format!(
+                "{what}{}: maintenance deletes nothing outside",
+                if planted { "" } else { " (refused)" }
+            ),
+            outcome,
+        );
+        let _ = lab.exec(
+            &owner,
+            "DELETE FROM public.ducklake_files_scheduled_for_deletion WHERE data_file_id >= 990000",
+        );
+    }
+    // The catalog's data path rewritten to a parent of everything: maintenance refuses.
+    let _ = lab.exec(
+        &owner,
+        &format!(
+            "UPDATE public.ducklake_metadata SET value = {} WHERE key = 'data_path' AND scope IS NULL",
+            lit(&format!("{}/", home.display()))
+        ),
+    );
+    let out = lab.cli(&["maintain", "--lake", "sales"], None);
+    let refused = if out.status.success() {
+        Err("maintain ran on a catalog whose data path was rewritten".to_owned())
+    } else {
+        let line = error_line(&String::from_utf8_lossy(&out.stderr));
+        if line.contains("data path") {
+            Ok(())
+        } else {
+            Err(format!("unexpected error: {line}"))
+        }
+    };
+    f.check(
+        "a rewritten data_path makes maintenance refuse, naming it",
+        both(refused, all_exist(&victims)),
+    );
     f.finish();
 }

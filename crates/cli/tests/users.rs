@@ -450,9 +450,9 @@ fn user_commands_without_a_running_server_say_so() {
 #[test]
 fn a_writer_passes_every_ducklake_feature_area_and_owner_only_options_are_refused() {
     let (_dir, server) = start();
-    let writer = create_user(&server, "feature_writer", "sales", "writer");
-    let writer2 = create_user(&server, "second_writer", "sales", "writer");
-    let owner = create_user(&server, "feature_owner", "sales", "owner");
+    let writer = create_user(&server, "pipeline_one", "sales", "writer");
+    let writer2 = create_user(&server, "pipeline_two", "sales", "writer");
+    let owner = create_user(&server, "steward_one", "sales", "owner");
     let data_path = format!("{}/data/sales/", server.home.display());
     let report = common::client_script(
         "writer_workload.py",
@@ -460,9 +460,9 @@ fn a_writer_passes_every_ducklake_feature_area_and_owner_only_options_are_refuse
             &server.pg_port.to_string(),
             "sales",
             &data_path,
-            &format!("feature_writer:{writer}"),
-            &format!("second_writer:{writer2}"),
-            &format!("feature_owner:{owner}"),
+            &format!("pipeline_one:{writer}"),
+            &format!("pipeline_two:{writer2}"),
+            &format!("steward_one:{owner}"),
         ],
     );
     eprintln!("writer workload: {report}");

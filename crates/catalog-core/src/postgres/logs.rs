@@ -106,9 +106,10 @@ struct Redactor {
 
 impl Redactor {
     fn line(&mut self, line: &str) -> String {
-        if parse(line).is_some() {
+        // A new record ends the last one, unless a constant is still open: a line inside it can
+        // look like a record's prefix, and redacting too much is the safe side.
+        if self.open.is_none() && parse(line).is_some() {
             self.active = false;
-            self.open = None;
         }
         if !self.active && line.to_ascii_lowercase().contains("password") {
             self.active = true;
@@ -120,18 +121,14 @@ impl Redactor {
         let mut rest = line;
         loop {
             if let Some(close) = self.open.clone() {
-                match find_close(rest, &close) {
-                    Some(end) => {
-                        out.push_str(crate::secret::REDACTED);
-                        out.push_str(&close);
-                        rest = &rest[end + close.len()..];
-                        self.open = None;
-                    }
-                    None => {
-                        out.push_str(crate::secret::REDACTED);
-                        return out;
-                    }
-                }
+                let Some(end) = find_close(rest, &close) else {
+                    out.push_str(crate::secret::REDACTED);
+                    return out;
+                };
+                out.push_str(crate::secret::REDACTED);
+                out.push_str(&close);
+                rest = &rest[end + close.len()..];
+                self.open = None;
             }
             let next_single = rest.find('\'');
             let next_dollar = dollar_tag(rest);
@@ -257,6 +254,9 @@ mod tests {
             .line("15|bob|lake|00000|LOG:  statement: ALTER ROLE bob PASSWORD")
             .contains("PASSWORD"));
         assert!(!r.line("  'multi").contains("multi"));
+        assert!(!r
+            .line("999|x|y|00000|LOG:  still-secret")
+            .contains("still-secret"));
         assert!(!r.line("line-secret'").contains("line-secret"));
         let plain = "16|bob|lake|00000|LOG:  statement: SELECT 'visible'";
         assert_eq!(r.line(plain), plain);

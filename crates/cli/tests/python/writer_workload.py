@@ -114,11 +114,12 @@ for area, statements in [
         "DELETE FROM s1.p",
     ]),
     ("time travel, snapshots, changes", [
-        "SELECT count(*) FROM s1.t2 AT (VERSION => 4)",
+        "SELECT count(*) FROM s1.t2 AT (VERSION => CURRENT)",
+        "SELECT count(*) FROM s1.ctas AT (VERSION => 3)",
         "SELECT count(*) FROM lake.snapshots()",
-        "SELECT count(*) FROM ducklake_table_changes('lake', 's1', 't2', 0, 1000000)",
-        "SELECT count(*) FROM ducklake_table_insertions('lake', 's1', 't2', 0, 1000000)",
-        "SELECT count(*) FROM ducklake_table_deletions('lake', 's1', 't2', 0, 1000000)",
+        "SELECT count(*) FROM ducklake_table_changes('lake', 's1', 't2', 0, CURRENT)",
+        "SELECT count(*) FROM ducklake_table_insertions('lake', 's1', 't2', 0, CURRENT)",
+        "SELECT count(*) FROM ducklake_table_deletions('lake', 's1', 't2', 0, CURRENT)",
         "SELECT count(*) FROM ducklake_list_files('lake', 't2', schema => 's1')",
         "SELECT count(*) FROM ducklake_table_info('lake')",
         "SELECT count(*) FROM ducklake_options('lake')",
@@ -129,13 +130,16 @@ for area, statements in [
         "CALL ducklake_set_commit_message('lake', 'me', 'msg', extra_info => '{}')", "COMMIT",
     ]),
     ("registering files", [
-        f"COPY (SELECT i::BIGINT AS id, 'ext' AS name FROM range(100) r(i)) TO '{data_path}extfiles/f1.parquet'",
+        f"COPY (SELECT i::BIGINT AS id, 'ext' AS name FROM range(100) r(i)) TO '{data_path}registered-f1.parquet'",
         "CREATE TABLE s1.addf (id BIGINT, name VARCHAR)",
-        f"CALL ducklake_add_data_files('lake', 'addf', '{data_path}extfiles/f1.parquet', schema => 's1')",
+        f"CALL ducklake_add_data_files('lake', 'addf', '{data_path}registered-f1.parquet', schema => 's1')",
         "SELECT count(*) FROM s1.addf",
     ]),
 ]:
     for sql in statements:
+        if "CURRENT" in sql:
+            current = w.execute("SELECT id FROM ducklake_current_snapshot('lake')").fetchone()[0]
+            sql = sql.replace("CURRENT", str(current))
         step(area, w, sql)
 
 # Options: a writer sets those shaping its own writes; retention and policy are the owner's.
@@ -160,7 +164,7 @@ for k in ("data_path", "version", "encrypted", "created_by"):
     step("options nobody sets", w, f"CALL lake.set_option('{k}', 'x')", refused=True)
 step("options a writer sets", w, "CALL lake.set_option('target_file_size', '512MB')")
 step("options a writer sets", w, "CALL lake.set_option('data_inlining_row_limit', 10)")
-step("options a writer sets", w, "INSERT INTO s1.t2 SELECT i, 'after-opts' FROM range(30000) r(i)")
+step("options a writer sets", w, "INSERT INTO s1.t2 SELECT i, 'after-opts', 0 FROM range(30000) r(i)")
 
 # Two writers at once: appends resolve, conflicting commits are refused by DuckLake itself.
 w2 = connect(writer2)
@@ -202,8 +206,8 @@ for sql in ["SELECT * FROM ducklake_flush_inlined_data('lake')",
     step("maintenance by the owner", o, sql)
 # Writing again after the owner's maintenance, with a fresh connection.
 w = connect(writer)
-step("writes after maintenance", w, "INSERT INTO s1.t2 SELECT i, 'post' FROM range(3) r(i)")
-step("writes after maintenance", w, "INSERT INTO s1.t2 SELECT i, 'post' FROM range(3000) r(i)")
+step("writes after maintenance", w, "INSERT INTO s1.t2 SELECT i, 'post', 0 FROM range(3) r(i)")
+step("writes after maintenance", w, "INSERT INTO s1.t2 SELECT i, 'post', 0 FROM range(3000) r(i)")
 step("writes after maintenance", w, "DELETE FROM s1.t2 WHERE id < 10")
 step("writes after maintenance", w, "SELECT count(*) FROM s1.t2")
 print(json.dumps(results))
