@@ -57,19 +57,7 @@ pub async fn ensure_admin_role(
     password: &Secret,
 ) -> Result<(), PgError> {
     let role = quote_ident(user);
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-            &[&user],
-        )
-        .await
-        .map_err(PgError::sql("look up the admin role"))?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
-            .await
-            .map_err(PgError::sql(format!("create role {user}")))?;
+    if crate::postgres::create_role_if_missing(client, user, true).await? {
         tracing::info!(role = user, "created the admin role");
     }
     client
@@ -79,21 +67,8 @@ pub async fn ensure_admin_role(
         ))
         .await
         .map_err(PgError::sql(format!("set the password of role {user}")))?;
-    let servers = crate::lake_session::SERVERS_GROUP;
-    let has_servers = client
-        .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-            &[&servers],
-        )
-        .await
-        .map_err(PgError::sql("look up the lake server group"))?
-        .is_some();
-    if !has_servers {
-        client
-            .batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(servers)))
-            .await
-            .map_err(PgError::sql(format!("create role {servers}")))?;
-    }
+    crate::postgres::create_role_if_missing(client, crate::lake_session::SERVERS_GROUP, false)
+        .await?;
     client
         .batch_execute(&format!(
             "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;

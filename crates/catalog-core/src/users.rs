@@ -137,19 +137,7 @@ pub async fn ensure_lake_roles(
 ) -> Result<(), PgError> {
     for kind in ROLE_KINDS {
         let name = format!("{lake}_{kind}");
-        let exists = su
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(PgError::sql("look up the lake's roles"))?
-            .is_some();
-        if !exists {
-            su.batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(&name)))
-                .await
-                .map_err(PgError::sql(format!("create role {name}")))?;
-        }
+        crate::postgres::create_role_if_missing(su, &name, false).await?;
         su.batch_execute(&format!(
             "COMMENT ON ROLE {} IS {}",
             quote_ident(&name),

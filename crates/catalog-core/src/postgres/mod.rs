@@ -214,6 +214,34 @@ pub async fn connect_local(
         .map_err(|e| LocalError::new(&socket, &e))
 }
 
+/// Creates role `name` (`LOGIN` or `NOLOGIN` per `login`) unless it exists; true when it was
+/// created. `su` is a role-administering session.
+pub(crate) async fn create_role_if_missing(
+    su: &tokio_postgres::Client,
+    name: &str,
+    login: bool,
+) -> Result<bool, PgError> {
+    let exists = su
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(PgError::sql(format!("look up role {name}")))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    su.batch_execute(&format!(
+        "CREATE ROLE {} {}",
+        quote_ident(name),
+        if login { "LOGIN" } else { "NOLOGIN" }
+    ))
+    .await
+    .map_err(PgError::sql(format!("create role {name}")))?;
+    Ok(true)
+}
+
 /// Quotes `s` as a SQL string literal (standard_conforming_strings is on).
 pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
