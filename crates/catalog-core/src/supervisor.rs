@@ -954,7 +954,7 @@ async fn watch_lakes_once(
 /// `serve` runs and naming its pid. Taken before anything in the home is read or written.
 fn serve_lock(home: &std::path::Path) -> Result<nix::fcntl::Flock<fs::File>, ServeError> {
     use std::io::Read as _;
-    fs::create_dir_all(home).map_err(PgError::io(format!("create home {}", home.display())))?;
+    create_home_dir(home, home)?;
     let path = home.join("serve.lock");
     let file = fs::OpenOptions::new()
         .read(true)
@@ -963,7 +963,20 @@ fn serve_lock(home: &std::path::Path) -> Result<nix::fcntl::Flock<fs::File>, Ser
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .map_err(PgError::io(format!("open {}", path.display())))?;
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::PermissionDenied {
+                // A root-owned volume under the non-root image: say so, as for the home itself.
+                PgError::HomeNotWritable {
+                    path: home.to_path_buf(),
+                    uid: nix::unistd::geteuid().as_raw(),
+                }
+            } else {
+                PgError::Io {
+                    action: format!("open {}", path.display()),
+                    error,
+                }
+            }
+        })?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             lock.set_len(0)
