@@ -963,20 +963,10 @@ fn serve_lock(home: &std::path::Path) -> Result<nix::fcntl::Flock<fs::File>, Ser
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .map_err(|error| {
-            if error.kind() == std::io::ErrorKind::PermissionDenied {
-                // A root-owned volume under the non-root image: say so, as for the home itself.
-                PgError::HomeNotWritable {
-                    path: home.to_path_buf(),
-                    uid: nix::unistd::geteuid().as_raw(),
-                }
-            } else {
-                PgError::Io {
-                    action: format!("open {}", path.display()),
-                    error,
-                }
-            }
-        })?;
+        .map_err(crate::postgres::home_io(
+            home,
+            format!("open {}", path.display()),
+        ))?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             lock.set_len(0)

@@ -481,19 +481,23 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
 /// writable by this server's user — a root-owned volume or bind mount under the non-root image —
 /// and says so; every path that creates the home goes through here.
 pub(crate) fn create_home_dir(home: &Path, dir: &Path) -> Result<(), PgError> {
-    fs::create_dir_all(dir).map_err(|error| {
+    fs::create_dir_all(dir).map_err(home_io(home, format!("create {}", dir.display())))
+}
+
+/// An I/O error of `action` on the home or in it: a permission error means the home is not
+/// writable by this server's user, and says so.
+pub(crate) fn home_io(home: &Path, action: String) -> impl FnOnce(std::io::Error) -> PgError {
+    let home = home.to_path_buf();
+    move |error| {
         if error.kind() == std::io::ErrorKind::PermissionDenied {
             PgError::HomeNotWritable {
-                path: home.to_path_buf(),
+                path: home,
                 uid: nix::unistd::geteuid().as_raw(),
             }
         } else {
-            PgError::Io {
-                action: format!("create {}", dir.display()),
-                error,
-            }
+            PgError::Io { action, error }
         }
-    })
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {

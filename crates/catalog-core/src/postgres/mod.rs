@@ -22,7 +22,7 @@ mod process;
 mod tls;
 
 pub use binaries::PgBinaries;
-pub(crate) use cluster::{create_home_dir, own_tree};
+pub(crate) use cluster::{create_home_dir, home_io, own_tree};
 pub use cluster::{Boot, Cluster, ControlData, OsUser};
 pub use process::{RunningPostgres, ShutdownMode};
 
