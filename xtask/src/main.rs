@@ -385,7 +385,10 @@ fn serve(args: &[String]) -> Result<()> {
     building.wait()?;
     let bin = target_dir().join("release").join("ducklake-catalog");
     let mut cmd = Command::new(bin);
-    cmd.arg("serve").args(args);
+    // xtask's own cache override shares the server's variable prefix but is no config key.
+    cmd.arg("serve")
+        .args(args)
+        .env_remove("DUCKLAKE_CATALOG_CACHE");
     if env::var_os("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY").is_none() {
         cmd.env(
             "DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY",
