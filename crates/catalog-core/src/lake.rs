@@ -108,6 +108,7 @@ pub async fn ensure_lake(
         .postgres("ducklake-catalog")
         .await
         .map_err(|e| LakeError::Unreachable(e.to_string()))?;
+    lock_lake(&su, &lake.name).await.map_err(pg_err)?;
     let db_exists = su
         .query_opt(
             "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
@@ -206,6 +207,20 @@ async fn bring_up(
     guard(pg, lake, admin).await.map_err(pg_err)?;
     tune(&session).await.map_err(pg_err)?;
     Ok(info)
+}
+
+/// Serialises changes to one lake's roles and guard between the server and the commands beside
+/// it (`lake create`, `lake migrate`, the lake watch): concurrent GRANTs on the same catalog row
+/// fail with "tuple concurrently updated". `su` is a session in the `postgres` database; the
+/// lock lasts as long as it.
+pub(crate) async fn lock_lake(su: &tokio_postgres::Client, lake: &str) -> Result<(), PgError> {
+    su.execute(
+        "SELECT pg_catalog.pg_advisory_lock(4476227, pg_catalog.hashtext($1))",
+        &[&lake],
+    )
+    .await
+    .map_err(PgError::sql(format!("lock lake {lake} for its bring-up")))?;
+    Ok(())
 }
 
 /// The superuser's part of a lake's bring-up ([`crate::lake_session::prepare_database`]).

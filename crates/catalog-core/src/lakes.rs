@@ -607,6 +607,7 @@ pub async fn migrate(
 ) -> Result<MigrateReport, LakesError> {
     let client = connect_local(config, "ducklake-catalog lake").await?;
     let (lake, _) = find(config, &client, name).await?;
+    crate::lake::lock_lake(&client, name).await?;
     let pg = PgHandle::for_config(config)?;
     let lake_db = pg.lake(name, "ducklake-catalog lake").await?;
     let from = spec_version(&lake_db).await?;
