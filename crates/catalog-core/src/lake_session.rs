@@ -252,6 +252,25 @@ impl PgHandle {
     }
 }
 
+/// The names `ducklake_inlined_data_tables` registers (of table `table_id`, or all): catalog
+/// data a lake user writes, to check with [`inlined_data_table`] before use.
+async fn registered_inlined_tables(
+    tx: &tokio_postgres::Transaction<'_>,
+    table_id: Option<i64>,
+) -> Result<Vec<String>, PgError> {
+    Ok(tx
+        .query(
+            "SELECT table_name::text FROM public.ducklake_inlined_data_tables
+             WHERE $1::bigint IS NULL OR table_id = $1 ORDER BY 1",
+            &[&table_id],
+        )
+        .await
+        .map_err(PgError::sql("list the inlined-data tables"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Rows waiting in `lake`'s inlined-data tables for a flush (of table `table_id`, or all),
 /// reading only tables [`inlined_data_table`] confirms.
 pub async fn inlined_rows(
@@ -263,17 +282,7 @@ pub async fn inlined_rows(
         .transaction()
         .await
         .map_err(PgError::sql("begin reading inlined rows"))?;
-    let names: Vec<String> = tx
-        .query(
-            "SELECT table_name::text FROM public.ducklake_inlined_data_tables
-             WHERE $1::bigint IS NULL OR table_id = $1 ORDER BY 1",
-            &[&table_id],
-        )
-        .await
-        .map_err(PgError::sql("list the inlined-data tables"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names = registered_inlined_tables(&tx, table_id).await?;
     let mut total = 0;
     for name in names {
         if !inlined_data_table(&tx, lake, &name).await? {
@@ -309,16 +318,7 @@ pub async fn foreign_inlined_tables(
         .transaction()
         .await
         .map_err(PgError::sql("begin checking the inlined-data tables"))?;
-    let names: Vec<String> = tx
-        .query(
-            "SELECT table_name::text FROM public.ducklake_inlined_data_tables ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(PgError::sql("list the inlined-data tables"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names = registered_inlined_tables(&tx, None).await?;
     let mut foreign = Vec::new();
     for name in names {
         let present: bool = tx
