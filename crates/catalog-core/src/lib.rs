@@ -61,7 +61,7 @@ pub(crate) fn fill_block(doc: &str, begin: &str, end: &str, content: &str) -> St
 /// With `DUCKLAKE_UPDATE_DOCS` set the page is rewritten instead.
 #[cfg(test)]
 pub(crate) fn assert_doc_current(page: &str, fill: impl Fn(&str) -> String) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .join("../../docs")
         .join(page);
     let doc = std::fs::read_to_string(&path).unwrap();

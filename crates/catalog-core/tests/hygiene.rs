@@ -7,7 +7,7 @@ use catalog_core::config::{Config, LakeConfig};
 use catalog_core::Secret;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")).join("../..")
 }
 
 fn read(rel: &str) -> String {

@@ -320,7 +320,10 @@ fn admin_password_from_a_json_secret_is_rotated_on_sighup_while_a_client_stays_a
     // A DuckDB client attaches with the first password and keeps its session.
     let mut client = Command::new(venv().join("bin/python"));
     client
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/stay_attached.py"))
+        .arg(
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+                .join("tests/python/stay_attached.py"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

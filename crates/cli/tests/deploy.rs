@@ -15,7 +15,7 @@ use serde_yaml::Value;
 const TEMPLATE: &str = "deploy/cloudformation/ducklake-catalog.yaml";
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .ancestors()
         .nth(2)
         .unwrap()

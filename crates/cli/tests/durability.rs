@@ -21,7 +21,8 @@ const PASSWORD: &str = "durability-test-pw-1";
 const RPO_SECS: f64 = 2.0;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/commit_log.py")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/python/commit_log.py")
 }
 
 fn pg_bin(name: &str) -> PathBuf {

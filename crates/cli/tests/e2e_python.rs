@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{error_line, extensions, home, serve_fails, venv, Moto, Server};
 
 fn workspace_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .join("../..")
         .join(rel)
 }

@@ -184,7 +184,7 @@ fn unique(tag: &str) -> String {
 fn python(name: &str, args: &[&str]) -> Result<Value, String> {
     let out = Command::new(venv().join("bin/python"))
         .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
                 .join("tests/python")
                 .join(name),
         )

@@ -544,7 +544,7 @@ pub fn client_script_with(
 ) -> serde_json::Value {
     let out = Command::new(venv.join("bin/python"))
         .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
                 .join("tests/python")
                 .join(name),
         )
