@@ -61,7 +61,9 @@ pub(crate) struct Catalog {
     pub(crate) lake_db: tokio_postgres::Client,
     /// Superuser session in `postgres`, where the `pg_stat_statements` view is.
     stats: tokio_postgres::Client,
-    client_user: &'static str,
+    /// The role the client's statements run as in the lake's database (what
+    /// `pg_stat_statements.userid` records): after its login's `IN DATABASE SET role`.
+    client_role: String,
     pub(crate) server: Child,
     pub(crate) pg_port: u16,
 }
@@ -319,15 +321,16 @@ pub(crate) async fn start_tuned(
     let lake_db = connect(&cfg).await?;
     cfg.dbname("postgres");
     let stats = connect(&cfg).await?;
+    let conninfo = format!(
+        "host=127.0.0.1 port={pg} user=admin password={PASSWORD} dbname={LAKE} sslmode=disable"
+    );
     Ok(Catalog {
         name: "tuned",
-        conninfo: format!(
-            "host=127.0.0.1 port={pg} user=admin password={PASSWORD} dbname={LAKE} sslmode=disable"
-        ),
+        client_role: acting_role(&conninfo).await?,
+        conninfo,
         data_path,
         lake_db,
         stats,
-        client_user: "admin",
         server,
         pg_port: pg,
     })
@@ -402,15 +405,16 @@ async fn start_vanilla(scratch: &Path) -> Result<Catalog> {
     let stats = postgres;
     // A process that only waits, so Catalog has a child like the tuned one; pg_ctl stops PG.
     let server = Command::new("sleep").arg("infinity").spawn()?;
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user=bench password={PASSWORD} dbname={LAKE} sslmode=disable"
+    );
     Ok(Catalog {
         name: "vanilla",
-        conninfo: format!(
-            "host=127.0.0.1 port={port} user=bench password={PASSWORD} dbname={LAKE} sslmode=disable"
-        ),
+        client_role: acting_role(&conninfo).await?,
+        conninfo,
         data_path: scratch.join("vanilla-data"),
         lake_db,
         stats,
-        client_user: "bench",
         server,
         pg_port: port,
     })
@@ -426,6 +430,18 @@ fn os_user() -> Result<Option<(u32, u32)>> {
         Ok(String::from_utf8(out.stdout)?.trim().parse()?)
     };
     Ok(Some((id("-u")?, id("-g")?)))
+}
+
+/// The role a session of the client's login acts as: the tuned server's users run as their
+/// lake's group role (`ALTER ROLE … IN DATABASE … SET role`), so the login's own name would
+/// select none of the client's statements.
+async fn acting_role(conninfo: &str) -> Result<String> {
+    let cfg: tokio_postgres::Config = conninfo.parse().context("the client's conninfo")?;
+    let session = connect(&cfg).await?;
+    Ok(session
+        .query_one("SELECT current_user::text", &[])
+        .await?
+        .get(0))
 }
 
 async fn connect(cfg: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
@@ -569,6 +585,13 @@ async fn measure_queries(
                 );
             }
             let (ms, calls) = server_time(c).await?;
+            if calls < 1.0 {
+                bail!(
+                    "the {} catalog recorded no statement of the client (role {}) in pg_stat_statements: nothing to compare",
+                    c.name,
+                    c.client_role
+                );
+            }
             if i > 0 {
                 server[k].push(ms);
                 e2e[k].push(answer["ms"].as_f64().unwrap_or_default());
@@ -612,7 +635,7 @@ async fn server_time(c: &Catalog) -> Result<(f64, f64)> {
              FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bench')
                AND userid = (SELECT oid FROM pg_roles WHERE rolname = $1)",
-            &[&c.client_user],
+            &[&c.client_role],
         )
         .await
         .with_context(|| format!("read pg_stat_statements on the {} catalog", c.name))?;
@@ -633,9 +656,16 @@ async fn top_statements(c: &Catalog, env: &DriverEnv, o: &Options) -> Result<Vec
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bench')
                AND userid = (SELECT oid FROM pg_roles WHERE rolname = $1)
              ORDER BY total_exec_time DESC LIMIT 5",
-            &[&c.client_user],
+            &[&c.client_role],
         )
         .await?;
+    if rows.is_empty() {
+        bail!(
+            "the {} catalog recorded no statement of a fresh client (role {})",
+            c.name,
+            c.client_role
+        );
+    }
     Ok(rows
         .iter()
         .map(|r| {
