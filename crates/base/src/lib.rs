@@ -47,6 +47,9 @@ mod tests {
 
     #[test]
     fn one_line_folds_every_whitespace_run() {
-        assert_eq!(one_line("ERROR:  x\n  DETAIL: y\t z"), "ERROR: x DETAIL: y z");
+        assert_eq!(
+            one_line("ERROR:  x\n  DETAIL: y\t z"),
+            "ERROR: x DETAIL: y z"
+        );
     }
 }

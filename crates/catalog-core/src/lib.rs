@@ -26,21 +26,16 @@ pub mod maintenance;
 pub mod marketplace;
 pub mod postgres;
 pub mod recovery;
-pub mod secret;
 pub mod secrets_manager;
 pub mod status;
 pub mod supervisor;
 pub mod tuning;
 pub mod users;
-pub mod versions;
 
 pub use config::Config;
 
-/// Folds a multi-line message (PostgreSQL, DuckDB and figment write several lines) into one.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-pub use secret::Secret;
+pub(crate) use base::one_line;
+pub use base::{secret, versions, Secret};
 pub use supervisor::{Probe, ServeError, Supervisor};
 
 /// `doc` with the text between `begin` and the next `end` replaced by `content`; both markers

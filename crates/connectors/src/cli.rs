@@ -11,7 +11,7 @@ static SPEC: Spec = Spec {
     language: "cli",
     client: "DuckDB CLI (duckdb-cli on PyPI, or the duckdb binary)",
     highlight: "sh",
-    run_hint: "pip install duckdb-cli==1.5.5 && PGPASSWORD=… sh main.sh",
+    run_hint: "pip install duckdb-cli=={duckdb} && PGPASSWORD=… sh main.sh",
     files: &[("main.sh", include_str!("../../../examples/cli/main.sh"))],
 };
 
@@ -33,7 +33,7 @@ impl Connector for Cli {
             .output(
                 "duckdb -version",
                 probe,
-                "install the DuckDB CLI 1.5.5 (`pip install duckdb-cli==1.5.5`) or point DUCKDB at it",
+                "install the DuckDB CLI {duckdb} (`pip install duckdb-cli=={duckdb}`) or point DUCKDB at it",
             )
             .await?;
         let mut cmd = tools.command("sh", &["main.sh"], dir)?;

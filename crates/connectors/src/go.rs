@@ -9,7 +9,7 @@ pub(crate) struct Go;
 
 static SPEC: Spec = Spec {
     language: "go",
-    client: "Go (github.com/duckdb/duckdb-go/v2 v2.10505.0)",
+    client: "Go (github.com/duckdb/duckdb-go/v2 {duckdb_go})",
     highlight: "go",
     run_hint: "PGPASSWORD=… go run .",
     files: &[

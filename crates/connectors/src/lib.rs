@@ -36,7 +36,7 @@ pub enum ConnectorError {
     ToolMissing {
         tool: String,
         error: std::io::Error,
-        fix: &'static str,
+        fix: String,
     },
     #[error("{step} failed (exit {code}): {detail}")]
     Failed {
@@ -138,7 +138,7 @@ pub struct ProgramFile {
 pub struct Program {
     pub language: &'static str,
     pub files: Vec<ProgramFile>,
-    pub run: &'static str,
+    pub run: String,
 }
 
 impl Program {
@@ -166,11 +166,12 @@ impl Program {
 pub struct Spec {
     /// The `--lang` name.
     pub language: &'static str,
-    /// The client, for people: "Go (github.com/duckdb/duckdb-go/v2)".
+    /// The client, for people: "Go (github.com/duckdb/duckdb-go/v2 {duckdb_go})"; the
+    /// placeholders of [`pinned`] name the versions.
     pub client: &'static str,
     /// The Markdown code-fence language of the main file.
     pub highlight: &'static str,
-    /// The command that runs the program from its folder.
+    /// The command that runs the program from its folder (with [`pinned`]'s placeholders).
     pub run_hint: &'static str,
     /// The example's files as committed in `examples/<lang>/`, the main file first.
     pub files: &'static [(&'static str, &'static str)],
@@ -249,7 +250,7 @@ pub fn render(connector: &dyn Connector, target: &Target) -> Result<Program, Con
     Ok(Program {
         language: connector.language(),
         files: out,
-        run: connector.spec().run_hint,
+        run: pinned(connector.spec().run_hint),
     })
 }
 
@@ -302,7 +303,7 @@ impl Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
     pub language: &'static str,
-    pub client: &'static str,
+    pub client: String,
     pub seconds: f64,
     pub summary: Summary,
 }
@@ -331,10 +332,20 @@ pub async fn check(
     summary.verify(last)?;
     Ok(CheckReport {
         language: connector.language(),
-        client: connector.spec().client,
+        client: pinned(connector.spec().client),
         seconds,
         summary,
     })
+}
+
+/// `text` with the placeholders `{duckdb}`, `{duckdb_crate}`, `{duckdb_go}` and `{node_api}`
+/// replaced by the versions pinned in [`base::versions`]: no version is written twice.
+pub(crate) fn pinned(text: &str) -> String {
+    use base::versions as v;
+    text.replace("{duckdb_crate}", v::DUCKDB_CRATE_VERSION)
+        .replace("{duckdb_go}", v::DUCKDB_GO_VERSION)
+        .replace("{node_api}", v::LIBDUCKDB_NPM_VERSION)
+        .replace("{duckdb}", v::DUCKDB_VERSION)
 }
 
 fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConnectorError {
@@ -389,6 +400,56 @@ mod tests {
             doc == fresh,
             "docs/connecting.md differs from examples/: run `DUCKLAKE_UPDATE_DOCS=1 cargo test -p connectors docs_connecting`"
         );
+    }
+
+    /// The examples' own manifests name the versions `base::versions` pins, and no hint or
+    /// client name is left with a placeholder.
+    #[test]
+    fn examples_pin_the_versions_of_base() {
+        use base::versions as v;
+        let file = |lang: &str, name: &str| {
+            let c = registry()
+                .into_iter()
+                .find(|c| c.language() == lang)
+                .unwrap();
+            c.spec()
+                .files
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("{lang} has no {name}"))
+                .1
+        };
+        let go = file("go", "go.mod");
+        assert!(
+            go.contains(&format!(
+                "github.com/duckdb/duckdb-go/v2 {}",
+                v::DUCKDB_GO_VERSION
+            )),
+            "examples/go/go.mod and base::versions::DUCKDB_GO_VERSION disagree"
+        );
+        assert!(
+            file("node", "package.json").contains(&format!(
+                "\"@duckdb/node-api\": \"{}\"",
+                v::LIBDUCKDB_NPM_VERSION
+            )),
+            "examples/node/package.json and base::versions::LIBDUCKDB_NPM_VERSION disagree"
+        );
+        assert!(
+            file("rust", "Cargo.toml").contains(&format!(
+                "duckdb = {{ version = \"={}\"",
+                v::DUCKDB_CRATE_VERSION
+            )),
+            "examples/rust/Cargo.toml and base::versions::DUCKDB_CRATE_VERSION disagree"
+        );
+        for c in registry() {
+            for text in [pinned(c.spec().client), pinned(c.spec().run_hint)] {
+                assert!(
+                    !text.contains('{'),
+                    "{}: placeholder left in {text}",
+                    c.language()
+                );
+            }
+        }
     }
 
     fn remote() -> Target {

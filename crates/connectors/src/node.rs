@@ -9,7 +9,7 @@ pub(crate) struct Node;
 
 static SPEC: Spec = Spec {
     language: "node",
-    client: "Node.js (@duckdb/node-api 1.5.5-r.5)",
+    client: "Node.js (@duckdb/node-api {node_api})",
     highlight: "javascript",
     run_hint: "npm ci && PGPASSWORD=… node main.js",
     files: &[

@@ -11,7 +11,7 @@ static SPEC: Spec = Spec {
     language: "python",
     client: "Python (duckdb on PyPI)",
     highlight: "python",
-    run_hint: "pip install duckdb==1.5.5 && PGPASSWORD=… python main.py",
+    run_hint: "pip install duckdb=={duckdb} && PGPASSWORD=… python main.py",
     files: &[("main.py", include_str!("../../../examples/python/main.py"))],
 };
 
@@ -27,7 +27,7 @@ impl Connector for Python {
             .output(
                 "python main.py",
                 cmd,
-                "install Python 3 with `pip install duckdb==1.5.5`, or point DUCKLAKE_CONNECT_PYTHON at one",
+                "install Python 3 with `pip install duckdb=={duckdb}`, or point DUCKLAKE_CONNECT_PYTHON at one",
             )
             .await
     }

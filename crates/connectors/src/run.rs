@@ -106,12 +106,14 @@ impl Toolchain {
         &self,
         step: &str,
         mut cmd: tokio::process::Command,
-        fix: &'static str,
+        fix: &str,
     ) -> Result<String, ConnectorError> {
         let tool = cmd.as_std().get_program().to_string_lossy().into_owned();
-        let child =
-            cmd.spawn()
-                .map_err(|error| ConnectorError::ToolMissing { tool, error, fix })?;
+        let child = cmd.spawn().map_err(|error| ConnectorError::ToolMissing {
+            tool,
+            error,
+            fix: crate::pinned(fix),
+        })?;
         let out = tokio::time::timeout(STEP_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| ConnectorError::TimedOut {

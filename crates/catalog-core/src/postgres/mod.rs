@@ -21,6 +21,7 @@ mod logs;
 mod process;
 mod tls;
 
+pub(crate) use base::{conninfo_value, quote_ident, quote_literal};
 pub use binaries::PgBinaries;
 pub(crate) use cluster::{create_home_dir, home_io, own_tree};
 pub use cluster::{Boot, Cluster, ControlData, OsUser};
@@ -240,22 +241,4 @@ pub(crate) async fn create_role_if_missing(
     .await
     .map_err(PgError::sql(format!("create role {name}")))?;
     Ok(true)
-}
-
-/// Quotes `s` as a SQL string literal (standard_conforming_strings is on).
-pub(crate) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// Quotes `s` as a SQL identifier.
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quotes `s` as a libpq connection-string value, only where libpq needs it.
-pub(crate) fn conninfo_value(s: &str) -> String {
-    if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
