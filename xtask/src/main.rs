@@ -44,11 +44,9 @@ mod container_smoke;
 mod libduckdb;
 mod support;
 
-// The one place versions are pinned, shared with catalog-core without depending on it (which
-// would need libduckdb before `deps` fetched it).
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../crates/catalog-core/src/versions.rs"]
-mod versions;
+// The one place versions are pinned. `base` links nothing (catalog-core would need libduckdb
+// before `deps` fetched it).
+use base::versions;
 
 fn main() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -140,7 +138,7 @@ fn deps() -> Result<Deps> {
     let pg_bin = postgres()?;
     let cache = cache_dir();
     let venv = python_venv(&cache)?;
-    let extensions = extension_dir(&cache, &venv)?;
+    let extensions = extension_dir(&cache)?;
     Ok(Deps {
         venv,
         extensions,
@@ -248,15 +246,67 @@ fn venv_with(venv: &Path, wanted: &str) -> Result<()> {
     Ok(())
 }
 
-/// Copies the extension files out of the wheels into DuckDB's directory layout.
-fn extension_dir(cache: &Path, venv: &Path) -> Result<PathBuf> {
+/// The extension files of the pinned engine in DuckDB's directory layout, taken out of their
+/// PyPI wheels (downloaded once into the cache, no venv): all `serve` needs besides the binary.
+fn extension_dir(cache: &Path) -> Result<PathBuf> {
+    let v = versions::DUCKDB_VERSION;
     let root = cache.join("extensions");
-    copy_extensions(
-        &root,
-        venv,
-        versions::DUCKDB_VERSION,
-        versions::DUCKDB_EXTENSIONS,
-    )?;
+    let dest = root.join(format!("v{v}")).join(versions::DUCKDB_PLATFORM);
+    let target = |file: &str| dest.join(format!("{file}.duckdb_extension"));
+    if versions::DUCKDB_EXTENSIONS
+        .iter()
+        .all(|(_, file)| target(file).is_file())
+    {
+        return Ok(root);
+    }
+    let wheels = cache.join("wheels").join(format!("duckdb-extensions-{v}"));
+    fs::create_dir_all(&wheels).with_context(|| format!("create {}", wheels.display()))?;
+    eprintln!("xtask: downloading the DuckDB {v} extension wheels from PyPI");
+    let python = env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+        ])
+        .arg(&wheels)
+        .args(
+            versions::DUCKDB_EXTENSIONS
+                .iter()
+                .map(|(wheel, _)| format!("duckdb-extension-{wheel}=={v}")),
+        ))
+    .with_context(|| {
+        format!("download the extension wheels with `{python} -m pip` (install python3-pip)")
+    })?;
+    fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    for (wheel, file) in versions::DUCKDB_EXTENSIONS {
+        let prefix = format!("duckdb_extension_{wheel}-{v}-");
+        let whl = fs::read_dir(&wheels)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+            .with_context(|| format!("pip left no {prefix}*.whl in {}", wheels.display()))?;
+        let member = format!("duckdb_extension_{wheel}/extensions/v{v}/{wheel}.duckdb_extension");
+        // Written beside the target and renamed: an interrupted run leaves no partial file.
+        let partial = dest.join(format!("{file}.duckdb_extension.partial"));
+        run(Command::new(&python)
+            .args([
+                "-c",
+                "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
+            ])
+            .arg(&whl)
+            .arg(&member)
+            .arg(&partial))?;
+        fs::rename(&partial, target(file)).with_context(|| format!("place {file}"))?;
+    }
     Ok(root)
 }
 
@@ -380,11 +430,13 @@ fn clippy() -> Result<()> {
 
 fn serve(args: &[String]) -> Result<()> {
     // Build both binaries (serve installs the ducklake-wal helper from beside itself) while
-    // PostgreSQL, the venv and the extension files install.
+    // PostgreSQL and the extension files install. Serving needs none of the tests' Python
+    // tools (moto, cfn-lint), so no venv is made here.
     libduckdb()?;
     let building =
         Background::start(cargo().args(["build", "-p", "ducklake-catalog", "--release"]))?;
-    let deps = deps()?;
+    postgres()?;
+    let extensions = extension_dir(&cache_dir())?;
     building.wait()?;
     let bin = target_dir().join("release").join("ducklake-catalog");
     let mut cmd = Command::new(bin);
@@ -393,10 +445,7 @@ fn serve(args: &[String]) -> Result<()> {
         .args(args)
         .env_remove("DUCKLAKE_CATALOG_CACHE");
     if env::var_os("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY").is_none() {
-        cmd.env(
-            "DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY",
-            &deps.extensions,
-        );
+        cmd.env("DUCKLAKE_CATALOG_DUCKDB__EXTENSION_DIRECTORY", &extensions);
     }
     run(&mut cmd)
 }
