@@ -9,6 +9,17 @@ pub mod versions;
 
 pub use secret::Secret;
 
+/// How log lines are written (`log.format`): the configuration names it, the tracing setup in
+/// `health` applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    Auto,
+    Json,
+    Text,
+}
+
 /// Folds a multi-line message (PostgreSQL, DuckDB and figment write several lines) into one.
 pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")

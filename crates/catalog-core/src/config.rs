@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use aws::{AwsContext, AwsError, ResolvedRegion, StaticKeys};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use storage::aws::{AwsContext, AwsError, ResolvedRegion, StaticKeys};
 use storage::{DataPath, S3Settings};
 
 use crate::secret::Secret;
@@ -56,25 +56,7 @@ pub struct Config {
     aws: Option<AwsContext>,
 }
 
-/// `[marketplace]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MarketplaceConfig {
-    /// The AWS Marketplace product code. When set, `RegisterUsage` is called at start and the
-    /// server does not start unless the account is entitled. Unset: nothing is called.
-    pub product_code: Option<String>,
-    /// The public key version from the product's metering instructions.
-    pub public_key_version: i32,
-}
-
-impl Default for MarketplaceConfig {
-    fn default() -> Self {
-        MarketplaceConfig {
-            product_code: None,
-            public_key_version: 1,
-        }
-    }
-}
+pub use aws::marketplace::MarketplaceConfig;
 
 /// `[postgres]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -289,14 +271,7 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Auto,
-    Json,
-    Text,
-}
+pub use base::LogFormat;
 
 /// `[[lakes]]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -885,7 +860,7 @@ impl Config {
             return Ok(None);
         }
         let region =
-            storage::aws::resolve_region(self.s3.region.as_deref(), self.s3.endpoint.is_some())
+            aws::identity::resolve_region(self.s3.region.as_deref(), self.s3.endpoint.is_some())
                 .await?;
         let keys = match (&self.s3.access_key_id, &self.s3.secret_access_key) {
             (Some(id), Some(secret)) => Some(StaticKeys {
@@ -912,7 +887,10 @@ impl Config {
     /// S3 settings for the storage crate, secrets exposed only into that struct.
     pub fn s3_settings(&self) -> S3Settings {
         S3Settings {
-            aws: self.aws.clone(),
+            identity: self.aws.as_ref().map(|ctx| storage::S3Identity {
+                region: ctx.region().to_owned(),
+                credentials: ctx.object_store_credentials(),
+            }),
             region: self.s3.region.clone(),
             endpoint: self.s3.endpoint.clone(),
             allow_http: self.s3.allow_http,

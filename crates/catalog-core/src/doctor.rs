@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws::S3Probe;
 use serde::Serialize;
-use storage::aws::S3Probe;
 use storage::DataPath;
 
 use crate::config::{Config, ConfigError};

@@ -23,10 +23,8 @@ pub mod lake;
 pub mod lake_session;
 pub mod lakes;
 pub mod maintenance;
-pub mod marketplace;
 pub mod postgres;
 pub mod recovery;
-pub mod secrets_manager;
 pub mod status;
 pub mod supervisor;
 pub mod tuning;
@@ -34,6 +32,7 @@ pub mod users;
 
 pub use config::Config;
 
+pub use aws::{marketplace, secrets_manager};
 pub(crate) use base::one_line;
 pub use base::{secret, versions, Secret};
 pub use supervisor::{Probe, ServeError, Supervisor};

@@ -152,6 +152,34 @@ impl Status {
             && !self.lakes.is_empty()
             && self.lakes.values().all(|l| l.state == LakeState::Ready)
     }
+
+    /// True when PostgreSQL accepts connections (a `SELECT 1` check is worth running).
+    pub fn accepting(&self) -> bool {
+        matches!(self.postgres, PgState::Running { .. })
+    }
+
+    /// Why the server is not ready, as `/readyz` says it; `None` when [`Status::lakes_ready`].
+    pub fn blocker(&self) -> Option<String> {
+        if self.lakes_ready() {
+            return None;
+        }
+        if let PgState::Restoring { phase } = &self.postgres {
+            return Some(format!("restoring from the backup target: {phase}"));
+        }
+        if !self.accepting() {
+            return Some(format!("postgres is {}", self.postgres.name()));
+        }
+        if let Some(reason) = self.backup.as_ref().and_then(|b| b.fenced.as_ref()) {
+            return Some(format!("fenced: {reason}"));
+        }
+        if let Some((name, lake)) = self.lakes.iter().find(|(_, l)| l.state == LakeState::Error) {
+            return Some(format!(
+                "lake {name}: {}",
+                lake.error.as_deref().unwrap_or("error")
+            ));
+        }
+        Some("lakes are being initialised".into())
+    }
 }
 
 /// The sending side, owned by the supervisor.
@@ -182,5 +210,53 @@ mod tests {
             let json = serde_json::to_value(&state).unwrap();
             assert_eq!(json["state"], state.name());
         }
+    }
+
+    fn running_with_a_ready_lake(s: &mut Status) {
+        s.postgres = PgState::Running { pid: 1 };
+        s.lakes.insert(
+            "lakehouse".into(),
+            LakeStatus {
+                state: LakeState::Ready,
+                data_path: "/d/".into(),
+                spec_version: Some("1.0".into()),
+                error: None,
+            },
+        );
+    }
+
+    #[test]
+    fn the_blocker_names_the_first_reason_not_to_serve() {
+        let mut s = Status::default();
+        assert_eq!(s.blocker().as_deref(), Some("postgres is starting"));
+        assert!(s.postgres.is_alive());
+        s.postgres = PgState::Restoring {
+            phase: "replaying archived WAL".into(),
+        };
+        assert_eq!(
+            s.blocker().as_deref(),
+            Some("restoring from the backup target: replaying archived WAL")
+        );
+        assert!(s.postgres.is_alive(), "a long restore is alive");
+        running_with_a_ready_lake(&mut s);
+        assert_eq!(s.blocker(), None);
+        s.backup = Some(BackupStatus {
+            fenced: Some("superseded".into()),
+            ..Default::default()
+        });
+        assert_eq!(s.blocker().as_deref(), Some("fenced: superseded"));
+        s.backup = None;
+        let lake = s.lakes.get_mut("lakehouse").unwrap();
+        lake.state = LakeState::Error;
+        lake.error = Some("preflight failed".into());
+        assert_eq!(
+            s.blocker().as_deref(),
+            Some("lake lakehouse: preflight failed")
+        );
+        s.postgres = PgState::Restarting {
+            exit: "signal: 9".into(),
+        };
+        assert!(!s.postgres.is_alive());
+        assert_eq!(s.blocker().as_deref(), Some("postgres is restarting"));
     }
 }

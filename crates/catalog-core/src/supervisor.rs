@@ -636,7 +636,7 @@ impl Supervisor {
 /// Reads the admin password secret again and applies a rotated value.
 struct PasswordWatch {
     secret: SecretRef,
-    aws: storage::aws::AwsContext,
+    aws: aws::AwsContext,
     user: String,
     cluster: Cluster,
     current: watch::Sender<Secret>,

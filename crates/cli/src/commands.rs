@@ -165,6 +165,27 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .context("start the async runtime")?)
 }
 
+/// What the health endpoints read out of the supervisor's status.
+fn judge(s: &status::Status) -> health::Readiness {
+    health::Readiness {
+        alive: s.postgres.is_alive(),
+        accepting: s.accepting(),
+        blocker: s.blocker(),
+    }
+}
+
+/// The readiness check's `SELECT 1`, through the supervisor's probe.
+struct PgPing(Probe);
+
+impl health::Ping for PgPing {
+    fn ping(
+        &self,
+        timeout: std::time::Duration,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        self.0.ping(timeout)
+    }
+}
+
 fn serve(mut config: Config) -> Result<(), Failure> {
     health::init_tracing(config.log.format, &config.log.level).map_err(Failure::config)?;
     runtime()?.block_on(async move {
@@ -187,7 +208,7 @@ fn serve(mut config: Config) -> Result<(), Failure> {
             .await
             .map_err(anyhow::Error::new)?;
         let (tx, rx) = status::channel();
-        let health_state = HealthState::new(rx);
+        let health_state = HealthState::new(rx, judge);
         let http_stop = CancellationToken::new();
         let http = health::serve(config.http.listen, health_state.clone(), http_stop.clone())
             .await
@@ -199,7 +220,7 @@ fn serve(mut config: Config) -> Result<(), Failure> {
             })?;
         let checks = tokio::spawn(health::run_checks(
             health_state,
-            Probe::new(&config),
+            PgPing(Probe::new(&config)),
             http_stop.clone(),
         ));
         let program = std::env::current_exe().context("find this program's path")?;

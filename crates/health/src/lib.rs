@@ -5,10 +5,14 @@
 //! - `GET /readyz`: readiness — PostgreSQL answered `SELECT 1` recently and every lake is
 //!   initialised. 503 with a JSON reason otherwise.
 //!
-//! Both only read state: the supervisor publishes [`Status`] on a watch channel and
-//! [`run_checks`] refreshes the `SELECT 1` result in the background (lakekeeper-style cached
-//! checks), so a probe never waits on PostgreSQL. [`probe`] is the client side used by
+//! Both only read state: the server publishes its status (any serialisable `S`) on a watch
+//! channel, with a function that judges it ([`Readiness`]), and [`run_checks`] refreshes the
+//! `SELECT 1` result in the background through a [`Ping`] (lakekeeper-style cached checks), so
+//! a probe never waits on PostgreSQL. [`probe`] is the client side used by
 //! `ducklake-catalog health` for a container HEALTHCHECK without curl.
+//!
+//! **Architecture invariant:** this crate depends on no crate of ours but `base`: it knows
+//! neither the supervisor nor PostgreSQL, only what they publish.
 
 mod tracing_setup;
 
@@ -21,10 +25,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use catalog_core::status::{Status, StatusReceiver};
-use catalog_core::Probe;
 use serde::Serialize;
-use tokio::sync::RwLock;
+use tokio::sync::{watch, RwLock};
 use tokio_util::sync::CancellationToken;
 
 pub use tracing_setup::{init_stderr_tracing, init_tracing, TracingError};
@@ -50,17 +52,50 @@ struct Check {
     at: Option<Instant>,
 }
 
-/// What the endpoints read.
-#[derive(Debug, Clone)]
-pub struct HealthState {
-    status: StatusReceiver,
+/// What the endpoints need to know of the server's published status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// `/healthz` answers 200: the database runs or is being brought up or down in order.
+    pub alive: bool,
+    /// The database accepts connections, so the background `SELECT 1` check is worth running.
+    pub accepting: bool,
+    /// Why the server is not ready, the `SELECT 1` check aside; `None` when all is up.
+    pub blocker: Option<String>,
+}
+
+/// The background check's connection: one `SELECT 1` (or the like) bounded by `timeout`.
+pub trait Ping: Send + Sync + 'static {
+    fn ping(
+        &self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// What the endpoints read: the published status `S`, how to judge it, and the cached check.
+#[derive(Debug)]
+pub struct HealthState<S> {
+    status: watch::Receiver<S>,
+    judge: fn(&S) -> Readiness,
     check: Arc<RwLock<Check>>,
 }
 
-impl HealthState {
-    pub fn new(status: StatusReceiver) -> Self {
+impl<S> Clone for HealthState<S> {
+    fn clone(&self) -> Self {
+        HealthState {
+            status: self.status.clone(),
+            judge: self.judge,
+            check: Arc::clone(&self.check),
+        }
+    }
+}
+
+impl<S: Serialize + Clone + Send + Sync + 'static> HealthState<S> {
+    /// `judge` reads what the endpoints need out of a published status; the whole status is
+    /// the body of every answer.
+    pub fn new(status: watch::Receiver<S>, judge: fn(&S) -> Readiness) -> Self {
         HealthState {
             status,
+            judge,
             check: Arc::new(RwLock::new(Check {
                 state: CheckState::Unknown,
                 detail: None,
@@ -68,11 +103,22 @@ impl HealthState {
             })),
         }
     }
+
+    /// The current status and its judgement.
+    fn current(&self) -> (S, Readiness) {
+        let status = self.status.borrow().clone();
+        let readiness = (self.judge)(&status);
+        (status, readiness)
+    }
 }
 
 /// Refreshes the `SELECT 1` check every [`CHECK_INTERVAL`] and on every status change, until
 /// `cancel`.
-pub async fn run_checks(state: HealthState, probe: Probe, cancel: CancellationToken) {
+pub async fn run_checks<S, P>(state: HealthState<S>, probe: P, cancel: CancellationToken)
+where
+    S: Serialize + Clone + Send + Sync + 'static,
+    P: Ping,
+{
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut changes = state.status.clone();
@@ -84,11 +130,8 @@ pub async fn run_checks(state: HealthState, probe: Probe, cancel: CancellationTo
             result = changes.changed() => if result.is_err() { return },
             () = cancel.cancelled() => return,
         }
-        let running = matches!(
-            state.status.borrow().postgres,
-            catalog_core::status::PgState::Running { .. }
-        );
-        let (new_state, detail) = if running {
+        let accepting = state.current().1.accepting;
+        let (new_state, detail) = if accepting {
             match probe.ping(CHECK_TIMEOUT).await {
                 Ok(()) => (CheckState::Ok, None),
                 Err(e) => (CheckState::Error, Some(e)),
@@ -115,39 +158,42 @@ pub async fn run_checks(state: HealthState, probe: Probe, cancel: CancellationTo
 }
 
 /// The router with `/healthz` and `/readyz`.
-pub fn router(state: HealthState) -> Router {
+pub fn router<S: Serialize + Clone + Send + Sync + 'static>(state: HealthState<S>) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(healthz::<S>))
+        .route("/readyz", get(readyz::<S>))
         .with_state(state)
 }
 
 #[derive(Serialize)]
-struct Body<'a> {
+struct Body<'a, S> {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     check: &'a CheckState,
     #[serde(flatten)]
-    detail: &'a Status,
+    detail: &'a S,
 }
 
-async fn healthz(State(state): State<HealthState>) -> impl IntoResponse {
-    let status = state.status.borrow().clone();
+async fn healthz<S: Serialize + Clone + Send + Sync + 'static>(
+    State(state): State<HealthState<S>>,
+) -> impl IntoResponse {
+    let (status, readiness) = state.current();
     let check = state.check.read().await.state.clone();
-    let alive = status.postgres.is_alive();
-    let reason = (!alive).then(|| "the postgres child is not running".to_owned());
-    respond(alive, reason, &check, &status)
+    let reason = (!readiness.alive).then(|| "the postgres child is not running".to_owned());
+    respond(readiness.alive, reason, &check, &status)
 }
 
-async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
-    let status = state.status.borrow().clone();
+async fn readyz<S: Serialize + Clone + Send + Sync + 'static>(
+    State(state): State<HealthState<S>>,
+) -> impl IntoResponse {
+    let (status, readiness) = state.current();
     let check = state.check.read().await.clone();
     let fresh = check
         .at
         .is_some_and(|at| at.elapsed() < CHECK_INTERVAL * 3 + CHECK_TIMEOUT);
-    let reason = if !status.lakes_ready() {
-        Some(not_ready_reason(&status))
+    let reason = if readiness.blocker.is_some() {
+        readiness.blocker
     } else if check.state != CheckState::Ok || !fresh {
         Some(
             check
@@ -161,32 +207,11 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
     respond(reason.is_none(), reason, &check.state, &status)
 }
 
-fn not_ready_reason(status: &Status) -> String {
-    use catalog_core::status::{LakeState, PgState};
-    if let PgState::Restoring { phase } = &status.postgres {
-        return format!("restoring from the backup target: {phase}");
-    }
-    if !matches!(status.postgres, PgState::Running { .. }) {
-        return format!("postgres is {}", status.postgres.name());
-    }
-    if let Some(reason) = status.backup.as_ref().and_then(|b| b.fenced.as_ref()) {
-        return format!("fenced: {reason}");
-    }
-    if let Some((name, lake)) = status
-        .lakes
-        .iter()
-        .find(|(_, l)| l.state == LakeState::Error)
-    {
-        return format!("lake {name}: {}", lake.error.as_deref().unwrap_or("error"));
-    }
-    "lakes are being initialised".into()
-}
-
-fn respond(
+fn respond<S: Serialize>(
     ok: bool,
     reason: Option<String>,
     check: &CheckState,
-    status: &Status,
+    status: &S,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let code = if ok {
         StatusCode::OK
@@ -207,9 +232,9 @@ fn respond(
 
 /// Serves the router on `addr` until `cancel`; returns once bound so a failed bind is reported
 /// before PostgreSQL starts.
-pub async fn serve(
+pub async fn serve<S: Serialize + Clone + Send + Sync + 'static>(
     addr: SocketAddr,
-    state: HealthState,
+    state: HealthState<S>,
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -273,8 +298,33 @@ mod tests {
     use super::*;
     use axum::body::Body as AxumBody;
     use axum::http::Request;
-    use catalog_core::status::{LakeState, LakeStatus, PgState};
     use tower::ServiceExt;
+
+    /// A status as a server publishes it: its own fields, judged by [`judge`].
+    #[derive(Debug, Clone, Serialize)]
+    struct Published {
+        alive: bool,
+        accepting: bool,
+        blocker: Option<String>,
+        lakes: Vec<&'static str>,
+    }
+
+    fn judge(p: &Published) -> Readiness {
+        Readiness {
+            alive: p.alive,
+            accepting: p.accepting,
+            blocker: p.blocker.clone(),
+        }
+    }
+
+    fn starting() -> Published {
+        Published {
+            alive: true,
+            accepting: false,
+            blocker: Some("postgres is starting".into()),
+            lakes: vec![],
+        }
+    }
 
     async fn get_json(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
         let resp = app
@@ -288,92 +338,68 @@ mod tests {
         (code, serde_json::from_slice(&bytes).unwrap())
     }
 
+    async fn fresh_check(state: &HealthState<Published>, check: CheckState) {
+        *state.check.write().await = Check {
+            state: check,
+            detail: Some("SELECT 1 failed: connection refused".into()),
+            at: Some(Instant::now()),
+        };
+    }
+
     #[tokio::test]
-    async fn readyz_is_503_while_starting_and_healthz_is_200() {
-        let (_tx, rx) = catalog_core::status::channel();
-        let state = HealthState::new(rx);
+    async fn readyz_is_503_with_the_blocker_while_healthz_is_200_when_alive() {
+        let (_tx, rx) = watch::channel(starting());
+        let state = HealthState::new(rx, judge);
         let (code, body) = get_json(router(state.clone()), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["reason"], "postgres is starting");
-        let (code, _) = get_json(router(state), "/healthz").await;
+        assert_eq!(body["status"], "error");
+        let (code, body) = get_json(router(state), "/healthz").await;
         assert_eq!(code, StatusCode::OK);
-    }
-
-    fn running_with_a_ready_lake(s: &mut Status) {
-        s.postgres = PgState::Running { pid: 1 };
-        s.lakes.insert(
-            "lakehouse".into(),
-            LakeStatus {
-                state: LakeState::Ready,
-                data_path: "/d/".into(),
-                spec_version: Some("1.0".into()),
-                error: None,
-            },
-        );
+        assert_eq!(body["status"], "ok");
     }
 
     #[tokio::test]
-    async fn a_restore_is_alive_but_not_ready_and_a_fenced_instance_is_not_ready() {
-        let (tx, rx) = catalog_core::status::channel();
-        let state = HealthState::new(rx);
-        tx.send_modify(|s| {
-            s.postgres = PgState::Restoring {
-                phase: "replaying archived WAL".into(),
-            };
-        });
-        let (code, _) = get_json(router(state.clone()), "/healthz").await;
-        assert_eq!(
-            code,
-            StatusCode::OK,
-            "a long restore must not fail the liveness check"
-        );
-        let (code, body) = get_json(router(state.clone()), "/readyz").await;
-        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            body["reason"],
-            "restoring from the backup target: replaying archived WAL"
-        );
-        tx.send_modify(|s| {
-            running_with_a_ready_lake(s);
-            s.backup = Some(catalog_core::status::BackupStatus {
-                fenced: Some("superseded".into()),
-                ..Default::default()
-            });
-        });
-        *state.check.write().await = Check {
-            state: CheckState::Ok,
-            detail: None,
-            at: Some(Instant::now()),
-        };
-        let (code, body) = get_json(router(state), "/readyz").await;
-        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["reason"], "fenced: superseded");
-    }
-
-    #[tokio::test]
-    async fn readyz_needs_lakes_ready_and_a_fresh_check() {
-        let (tx, rx) = catalog_core::status::channel();
-        let state = HealthState::new(rx);
-        tx.send_modify(|s| {
-            running_with_a_ready_lake(s);
+    async fn readyz_needs_no_blocker_and_a_fresh_passing_check() {
+        let (tx, rx) = watch::channel(starting());
+        let state = HealthState::new(rx, judge);
+        tx.send_modify(|p| {
+            p.accepting = true;
+            p.blocker = None;
+            p.lakes = vec!["lakehouse"];
         });
         let (code, body) = get_json(router(state.clone()), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        *state.check.write().await = Check {
-            state: CheckState::Ok,
-            detail: None,
-            at: Some(Instant::now()),
-        };
+        assert_eq!(body["reason"], "waiting for the first SELECT 1 check");
+        fresh_check(&state, CheckState::Error).await;
+        let (code, body) = get_json(router(state.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["reason"], "SELECT 1 failed: connection refused");
+        fresh_check(&state, CheckState::Ok).await;
         let (code, body) = get_json(router(state.clone()), "/readyz").await;
         assert_eq!(code, StatusCode::OK, "{body}");
-        assert_eq!(body["lakes"]["lakehouse"]["spec_version"], "1.0");
-        tx.send_modify(|s| {
-            s.postgres = PgState::Restarting {
-                exit: "signal: 9".into(),
-            }
-        });
-        let (code, _) = get_json(router(state.clone()), "/healthz").await;
+        assert_eq!(body["check"], "ok");
+        assert_eq!(
+            body["lakes"][0], "lakehouse",
+            "the published status is the body"
+        );
+        // A stale check is no evidence: the background check stopped answering.
+        state.check.write().await.at = Instant::now().checked_sub(CHECK_INTERVAL * 10);
+        let (code, _) = get_json(router(state), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn healthz_is_503_when_the_database_is_not_alive() {
+        let (tx, rx) = watch::channel(starting());
+        let state = HealthState::new(rx, judge);
+        tx.send_modify(|p| {
+            p.alive = false;
+            p.blocker = Some("postgres is restarting".into());
+        });
+        let (code, body) = get_json(router(state.clone()), "/healthz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["reason"], "the postgres child is not running");
         let (code, body) = get_json(router(state), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["reason"], "postgres is restarting");

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use catalog_core::config::LogFormat;
+use base::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// The log filter could not be parsed.

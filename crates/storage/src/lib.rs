@@ -13,7 +13,6 @@
 //! **Architecture invariant:** storage knows nothing about PostgreSQL or DuckDB; it only moves
 //! bytes and names the place, operation and fix when that fails.
 
-pub mod aws;
 mod backup_target;
 mod data_path;
 mod objects;
@@ -30,4 +29,6 @@ pub use object_store::buffered::BufWriter as TargetWriter;
 pub use objects::{delete, list, object_sizes, verify, Expected, Listed, Problem};
 pub use preflight::preflight;
 pub use purge::purge;
-pub use store::{classify, key_prefix, open_store, Operation, S3Settings, StorageError};
+pub use store::{
+    classify, key_prefix, open_store, Operation, S3Identity, S3Settings, StorageError,
+};

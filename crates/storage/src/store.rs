@@ -8,7 +8,6 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
-use crate::aws::AwsContext;
 use crate::DataPath;
 
 /// S3 connection settings; every field is optional and unset fields fall back to the standard
@@ -22,9 +21,25 @@ pub struct S3Settings {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
-    /// The process's AWS identity ([`crate::aws`]); when set, S3 requests sign with its
-    /// credential chain and refresh expiring credentials, and it gives the region.
-    pub aws: Option<AwsContext>,
+    /// The process's AWS identity; when set, S3 requests sign with its credential chain and
+    /// refresh expiring credentials, and it gives the region.
+    pub identity: Option<S3Identity>,
+}
+
+/// The process's AWS identity as S3 needs it: the region and a credential provider that
+/// refreshes itself (the `aws` crate builds one from its credential chain).
+#[derive(Clone)]
+pub struct S3Identity {
+    pub region: String,
+    pub credentials: object_store::aws::AwsCredentialProvider,
+}
+
+impl fmt::Debug for S3Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Identity")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for S3Settings {
@@ -38,7 +53,7 @@ impl fmt::Debug for S3Settings {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("session_token", &redacted(&self.session_token))
-            .field("aws", &self.aws)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -155,10 +170,10 @@ pub fn open_store(
             if let Some(v) = &s3.region {
                 b = b.with_region(v);
             }
-            if let Some(ctx) = &s3.aws {
+            if let Some(id) = &s3.identity {
                 b = b
-                    .with_region(s3.region.as_deref().unwrap_or(ctx.region()))
-                    .with_credentials(ctx.object_store_credentials());
+                    .with_region(s3.region.as_deref().unwrap_or(&id.region))
+                    .with_credentials(id.credentials.clone());
             }
             if let Some(v) = &s3.endpoint {
                 b = b.with_endpoint(v);

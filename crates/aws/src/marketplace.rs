@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use storage::aws::{AwsContext, AwsError};
+use serde::{Deserialize, Serialize};
 
-use crate::config::MarketplaceConfig;
+use crate::identity::{AwsContext, AwsError};
+
 use crate::secrets_manager::sdk_detail;
 
 /// Attempts before a transient failure stops the start (about 30 s of backoff in all).
@@ -37,6 +38,26 @@ pub enum MeteringError {
     },
     #[error(transparent)]
     Aws(#[from] AwsError),
+}
+
+/// `[marketplace]`: this crate's settings slice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketplaceConfig {
+    /// The AWS Marketplace product code. When set, `RegisterUsage` is called at start and the
+    /// server does not start unless the account is entitled. Unset: nothing is called.
+    pub product_code: Option<String>,
+    /// The public key version from the product's metering instructions.
+    pub public_key_version: i32,
+}
+
+impl Default for MarketplaceConfig {
+    fn default() -> Self {
+        MarketplaceConfig {
+            product_code: None,
+            public_key_version: 1,
+        }
+    }
 }
 
 /// What a successful registration returned.

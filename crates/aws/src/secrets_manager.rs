@@ -4,10 +4,10 @@
 
 use std::fmt;
 
+use crate::identity::{AwsContext, AwsError};
 use serde::{Deserialize, Serialize};
-use storage::aws::{AwsContext, AwsError};
 
-use crate::secret::Secret;
+use base::Secret;
 
 /// The shortest admin password the server accepts, from any source.
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -231,7 +231,7 @@ fn json_value(text: &str, key: &str, secret: &str) -> Result<Secret, SecretError
 
 /// An SDK error and its causes on one line (AWS error messages never carry secret values).
 pub(crate) fn sdk_detail<E: std::error::Error>(e: &E) -> String {
-    storage::aws::error_chain(e)
+    crate::identity::error_chain(e)
 }
 
 #[cfg(test)]

@@ -1,0 +1,131 @@
+//! The workspace's dependency rules (ARCHITECTURE.md, "Invariants"), checked over
+//! `cargo metadata`: a crate that gains a forbidden dependency fails here, naming it.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// Each workspace crate's normal (non-dev) dependencies, by crate name.
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(&root)
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["kind"].is_null() || d["kind"] == "build")
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), deps)
+        })
+        .collect()
+}
+
+/// The workspace's own crates.
+fn ours(all: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    all.keys().cloned().collect()
+}
+
+fn forbid(all: &BTreeMap<String, Vec<String>>, krate: &str, forbidden: &[&str], why: &str) {
+    let deps = all
+        .get(krate)
+        .unwrap_or_else(|| panic!("no crate `{krate}` in the workspace"));
+    let bad: Vec<&String> = deps
+        .iter()
+        .filter(|d| forbidden.contains(&d.as_str()))
+        .collect();
+    assert!(bad.is_empty(), "`{krate}` depends on {bad:?}: {why}");
+}
+
+#[test]
+fn the_base_depends_on_no_crate_of_ours() {
+    let all = dependencies();
+    let ours = ours(&all);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    forbid(
+        &all,
+        "base",
+        &ours,
+        "base is what every crate may depend on",
+    );
+}
+
+#[test]
+fn health_connectors_storage_and_aws_depend_on_no_crate_of_ours_but_the_base() {
+    let all = dependencies();
+    let ours = ours(&all);
+    let others: Vec<&str> = ours
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != "base")
+        .collect();
+    for krate in ["health", "connectors", "storage", "aws"] {
+        forbid(
+            &all,
+            krate,
+            &others,
+            "it is reused alone; the server adapts it to the rest (ARCHITECTURE.md)",
+        );
+    }
+}
+
+#[test]
+fn storage_knows_neither_postgresql_nor_the_aws_sdk() {
+    let all = dependencies();
+    forbid(
+        &all,
+        "storage",
+        &[
+            "tokio-postgres",
+            "postgres-protocol",
+            "tokio-postgres-rustls",
+        ],
+        "storage reads and writes objects; only the catalog crates speak to PostgreSQL",
+    );
+    let sdk: Vec<&String> = all["storage"]
+        .iter()
+        .filter(|d| d.starts_with("aws-"))
+        .collect();
+    assert!(
+        sdk.is_empty(),
+        "`storage` depends on {sdk:?}: it takes an object_store credential provider, which the `aws` crate builds"
+    );
+}
+
+#[test]
+fn only_the_binary_and_xtask_use_anyhow() {
+    let all = dependencies();
+    for krate in all.keys() {
+        if krate == "ducklake-catalog" || krate == "xtask" {
+            continue;
+        }
+        forbid(
+            &all,
+            krate,
+            &["anyhow"],
+            "libraries return typed errors (thiserror)",
+        );
+    }
+}
