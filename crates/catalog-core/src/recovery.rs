@@ -77,11 +77,12 @@ async fn recover(
         lease,
     );
     let socket = config.socket_dir().join(backup::AGENT_SOCKET);
-    agent.listen(
+    // A one-shot command: the agent serves only while this restore runs (until `stop`).
+    tokio::spawn(agent.listen(
         &socket,
         os_user.as_ref().map(|u| (u.uid, u.gid)),
         stop.clone(),
-    )?;
+    )?);
     let mut running = cluster.start().await?;
     if let Err(e) = restore::wait_promoted(&cluster, &mut running).await {
         running

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,8 @@ pub enum ServeError {
     AlreadyServing { pid: String, home: PathBuf },
     #[error("the embedded DuckDB is not usable: {0}")]
     Engine(String),
+    #[error("{0}; the server stopped PostgreSQL in order (nothing acknowledged is lost): start it again, and report the log line above as a bug")]
+    TaskLost(String),
 }
 
 /// Runs PostgreSQL and the lakes until `shutdown` is cancelled.
@@ -66,6 +68,93 @@ pub struct Supervisor {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A PostgreSQL that ran this long before it exited was healthy: its restart backoff starts
+/// over from one second.
+const HEALTHY_RUN: Duration = Duration::from_mins(1);
+
+/// The delay before restarting PostgreSQL: 1 s doubling to [`MAX_BACKOFF`] while starts fail or
+/// runs are short, back to 1 s after a run of [`HEALTHY_RUN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_secs(1))
+    }
+}
+
+impl Backoff {
+    /// A start failed: the delay to wait now.
+    fn failed(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        now
+    }
+
+    /// PostgreSQL exited after running `ran` : the delay to wait now.
+    fn exited(&mut self, ran: Duration) -> Duration {
+        if ran >= HEALTHY_RUN {
+            *self = Backoff::default();
+        }
+        self.failed()
+    }
+}
+
+/// The server's long-running tasks, in one `JoinSet` and each named: a task that panics or
+/// ends before the server stops is reported by [`Tasks::next_lost`], never lost silently.
+#[derive(Debug, Default)]
+struct Tasks {
+    set: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for a task to end (forever while all run): its name and how it ended.
+    async fn next_lost(&mut self) -> (&'static str, String) {
+        let Some(ended) = self.set.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        let (id, how) = match ended {
+            Ok((id, ())) => (id, "ended early".to_owned()),
+            Err(e) => (e.id(), lost_how(e)),
+        };
+        (self.names.remove(&id).unwrap_or("unnamed"), how)
+    }
+
+    /// After a stop: lets the tasks see their stop token, then ends the rest.
+    async fn finish(&mut self) {
+        let all_ended = async { while self.set.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), all_ended)
+            .await
+            .is_err()
+        {
+            self.set.shutdown().await;
+        }
+    }
+}
+
+/// How a task that did not return ended: its panic message, or that it was cancelled.
+fn lost_how(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "was cancelled".into();
+    }
+    let payload = e.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".into());
+    format!("panicked: {}", crate::one_line(&message))
+}
 /// How long PostgreSQL may take to accept connections while replaying a restore's WAL.
 const RESTORE_START_SECS: u64 = 6 * 3600;
 
@@ -125,14 +214,16 @@ impl Supervisor {
         stop_orphaned_postgres(&self.config).await?;
         let agent_stop = CancellationToken::new();
         let _agent_guard = agent_stop.clone().drop_guard();
-        let (cluster, boot, durable) = self.prepare(&agent_stop).await?;
+        // Every long-running task of the server, so none is lost silently (see `Tasks`).
+        let mut tasks = Tasks::default();
+        let (cluster, boot, durable) = self.prepare(&agent_stop, &mut tasks).await?;
         let key = ServerKey::load_or_create(&self.config.home.join("secrets"))?;
         let pg = PgHandle::new(cluster.socket(), key);
         let recovering = cluster.pgdata.join("recovery.signal").exists();
         let mut fenced = durable.as_ref().map(|d| d.agent.fenced());
         let (password_tx, password) = watch::channel(password);
         let mut first = true;
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::default();
         loop {
             self.status.send_modify(|s| s.postgres = PgState::Starting);
             let starting = self.starting(&cluster, first && recovering);
@@ -147,10 +238,9 @@ impl Supervisor {
                     tracing::error!(error = %e, "restarting postgres failed");
                     self.status
                         .send_modify(|s| s.last_error = Some(e.to_string()));
-                    if sleep_or_cancel(backoff, shutdown).await {
+                    if sleep_or_cancel(backoff.failed(), shutdown).await {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
@@ -162,6 +252,7 @@ impl Supervisor {
                 }
             }
             let pid = running.pid();
+            let since = Instant::now();
             self.status
                 .send_modify(|s| s.postgres = PgState::Running { pid });
             let current = password.borrow().clone();
@@ -180,42 +271,72 @@ impl Supervisor {
             };
             if first {
                 self.announce(&lakes);
-                self.spawn_lakes(&pg, &runner, &agent_stop, shutdown);
+                self.spawn_lakes(&pg, &runner, &agent_stop, shutdown, &mut tasks);
                 if let Some(d) = &durable {
-                    self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop);
+                    self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop, &mut tasks);
                 }
-                self.spawn_password_watch(&cluster, &password_tx, &agent_stop);
+                self.spawn_password_watch(&cluster, &password_tx, &agent_stop, &mut tasks);
             }
             first = false;
+            // In this order: a stop cancels tasks that watch `shutdown` (they end then, which is
+            // no loss), and a fenced instance must not restart PostgreSQL.
             tokio::select! {
-                exit = running.exited() => {
-                    let exit = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
-                    tracing::error!(pg_pid = pid, %exit, last_lines = %running.last_lines(), "postgres exited unexpectedly; restarting");
-                    self.status.send_modify(|s| {
-                        s.postgres = PgState::Restarting { exit: exit.clone() };
-                        s.restarts += 1;
-                        s.last_error = Some(format!("postgres exited unexpectedly ({exit})"));
-                    });
-                    if sleep_or_cancel(backoff, shutdown).await {
-                        return Ok(());
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                reason = fenced_signal(fenced.as_mut()) => {
-                    self.status.send_modify(|s| {
-                        s.postgres = PgState::Stopping;
-                        s.last_error = Some(reason.clone());
-                    });
-                    tracing::error!(%reason, "fenced by a newer instance: stopping postgres so no commit is acknowledged that cannot be archived");
-                    running.shutdown(ShutdownMode::Fast, immediate).await?;
-                    return Err(ServeError::Fenced(reason));
-                }
+                biased;
                 () = shutdown.cancelled() => {
                     self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
+                    agent_stop.cancel();
+                    tasks.finish().await;
                     return Ok(());
+                }
+                reason = fenced_signal(fenced.as_mut()) => {
+                    return Err(self.stop_fenced(reason, running, immediate).await);
+                }
+                exit = running.exited() => {
+                    let exit = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    self.postgres_exited(pid, &exit, &running);
+                    if sleep_or_cancel(backoff.exited(since.elapsed()), shutdown).await {
+                        return Ok(());
+                    }
+                }
+                (task, how) = tasks.next_lost() => {
+                    let reason = format!("the server's {task} task {how}");
+                    tracing::error!(task, %how, "a background task of the server stopped: stopping PostgreSQL in order and exiting, so the orchestrator starts a fresh server");
+                    self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
+                    return Err(ServeError::TaskLost(reason));
                 }
             }
         }
+    }
+
+    /// A newer instance took the lease: stop PostgreSQL now, so no commit is acknowledged that
+    /// cannot be archived. The error to exit with.
+    async fn stop_fenced(
+        &self,
+        reason: String,
+        running: RunningPostgres,
+        immediate: &CancellationToken,
+    ) -> ServeError {
+        self.status.send_modify(|s| {
+            s.postgres = PgState::Stopping;
+            s.last_error = Some(reason.clone());
+        });
+        tracing::error!(%reason, "fenced by a newer instance: stopping postgres so no commit is acknowledged that cannot be archived");
+        match running.shutdown(ShutdownMode::Fast, immediate).await {
+            Ok(_) => ServeError::Fenced(reason),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Publishes and logs an unexpected exit of PostgreSQL (a restart follows).
+    fn postgres_exited(&self, pid: i32, exit: &str, running: &RunningPostgres) {
+        tracing::error!(pg_pid = pid, %exit, last_lines = %running.last_lines(), "postgres exited unexpectedly; restarting");
+        self.status.send_modify(|s| {
+            s.postgres = PgState::Restarting {
+                exit: exit.to_owned(),
+            };
+            s.restarts += 1;
+            s.last_error = Some(format!("postgres exited unexpectedly ({exit})"));
+        });
     }
 
     /// The DuckDB worker, checked before anything is created: the extension folder holds what
@@ -300,6 +421,7 @@ impl Supervisor {
     async fn prepare(
         &self,
         agent_stop: &CancellationToken,
+        tasks: &mut Tasks,
     ) -> Result<(Cluster, Boot, Option<Durable>), ServeError> {
         let config = self.config.clone();
         let target = backup::open_target(&config)?;
@@ -319,7 +441,7 @@ impl Supervisor {
         tracing::info!(?boot, pgdata = %cluster.pgdata.display(), "data directory ready");
         let durable = match target {
             Some(t) => Some(
-                self.take_target(t, &cluster, restored, os_user.as_ref(), agent_stop)
+                self.take_target(t, &cluster, restored, os_user.as_ref(), agent_stop, tasks)
                     .await?,
             ),
             None => None,
@@ -383,8 +505,9 @@ impl Supervisor {
         restored: Option<(BackupManifest, Lease)>,
         os_user: Option<&OsUser>,
         stop: &CancellationToken,
+        tasks: &mut Tasks,
     ) -> Result<Durable, ServeError> {
-        let control = cluster.control_data()?;
+        let control = cluster.control_data().await?;
         backup::ensure_identity(&target, &control.system_identifier).await?;
         let (restored, lease) = if let Some((m, l)) = restored {
             (Some(m), l)
@@ -406,7 +529,8 @@ impl Supervisor {
             Some(lease.clone()),
         );
         let socket = self.config.socket_dir().join(backup::AGENT_SOCKET);
-        agent.listen(&socket, os_user.map(|u| (u.uid, u.gid)), stop.clone())?;
+        let serving = agent.listen(&socket, os_user.map(|u| (u.uid, u.gid)), stop.clone())?;
+        tasks.spawn("archive agent", serving);
         self.status.send_modify(|s| {
             s.backup = Some(BackupStatus {
                 target: target.path().to_string(),
@@ -430,6 +554,7 @@ impl Supervisor {
         boot: Boot,
         restored: bool,
         stop: &CancellationToken,
+        tasks: &mut Tasks,
     ) {
         let (tx, rx) = mpsc::channel(4);
         d.agent.set_backup_handler(tx);
@@ -443,13 +568,16 @@ impl Supervisor {
             status: self.status.clone(),
         };
         let now = boot == Boot::First || restored;
-        tokio::spawn(schedule.run(now, rx, stop.clone()));
-        tokio::spawn(report_archive(
-            d.agent.clone(),
-            cluster.pgdata.clone(),
-            self.status.clone(),
-            stop.clone(),
-        ));
+        tasks.spawn("base-backup schedule", schedule.run(now, rx, stop.clone()));
+        tasks.spawn(
+            "archive reporter",
+            report_archive(
+                d.agent.clone(),
+                cluster.pgdata.clone(),
+                self.status.clone(),
+                stop.clone(),
+            ),
+        );
     }
 
     /// Makes every lake ready: the configured ones (written to the registry) and those created
@@ -473,13 +601,19 @@ impl Supervisor {
     }
 
     /// Serves lakes `lake create` adds and forgets those `lake drop` removes, while running.
-    fn spawn_lake_watch(&self, pg: &PgHandle, runner: &DuckDbRunner, stop: &CancellationToken) {
+    fn spawn_lake_watch(
+        &self,
+        pg: &PgHandle,
+        runner: &DuckDbRunner,
+        stop: &CancellationToken,
+        tasks: &mut Tasks,
+    ) {
         let config = self.config.clone();
         let pg = pg.clone();
         let runner = runner.clone();
         let status = self.status.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn("lake watch", async move {
             // One session kept open (reopened after a PostgreSQL restart): a new one every few
             // seconds would fill the connection log.
             let mut registry: Option<tokio_postgres::Client> = None;
@@ -510,18 +644,18 @@ impl Supervisor {
         runner: &DuckDbRunner,
         stop: &CancellationToken,
         shutdown: &CancellationToken,
+        tasks: &mut Tasks,
     ) {
-        self.spawn_lake_watch(pg, runner, stop);
+        self.spawn_lake_watch(pg, runner, stop, tasks);
         let ctx = crate::maintenance::JobContext {
             pg: pg.clone(),
             config: self.config.clone(),
             runner: runner.clone(),
         };
-        tokio::spawn(crate::maintenance::schedule(
-            ctx,
-            self.status.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "maintenance schedule",
+            crate::maintenance::schedule(ctx, self.status.clone(), shutdown.clone()),
+        );
     }
 
     /// Logs, per lake, the ATTACH string to paste into DuckDB (never the password).
@@ -595,11 +729,12 @@ impl Supervisor {
         cluster: &Cluster,
         current: &watch::Sender<Secret>,
         stop: &CancellationToken,
+        tasks: &mut Tasks,
     ) {
         let Some(secret) = self.config.postgres.admin_password_secret.clone() else {
             let reload = self.reload.clone();
             let stop = stop.clone();
-            tokio::spawn(async move {
+            tasks.spawn("SIGHUP listener", async move {
                 loop {
                     tokio::select! {
                         () = reload.notified() => tracing::info!("SIGHUP: nothing to reload (postgres.admin_password_secret is not set)"),
@@ -620,7 +755,7 @@ impl Supervisor {
         let interval = self.config.postgres.admin_password_refresh.0;
         let reload = self.reload.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn("admin password watch", async move {
             loop {
                 let why = tokio::select! {
                     () = tokio::time::sleep(interval), if !interval.is_zero() => "interval",
@@ -1102,5 +1237,55 @@ impl Probe {
         };
         *slot = None;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() {
+        let mut b = Backoff::default();
+        let short = Duration::from_secs(2);
+        let delays: Vec<u64> = (0..7).map(|_| b.exited(short).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(b.failed(), MAX_BACKOFF, "failed starts keep the cap");
+        assert_eq!(
+            b.exited(HEALTHY_RUN).as_secs(),
+            1,
+            "a run of HEALTHY_RUN resets the backoff"
+        );
+        assert_eq!(b.exited(short).as_secs(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_or_returns_is_reported_by_name() {
+        let mut tasks = Tasks::default();
+        let stop = CancellationToken::new();
+        let waiting = stop.clone();
+        tasks.spawn("waiter", async move { waiting.cancelled().await });
+        tasks.spawn("faulty", async {
+            let v: Vec<u8> = Vec::new();
+            let _ = v.get(3).expect("an index the task assumed exists");
+        });
+        let (name, how) = tasks.next_lost().await;
+        assert_eq!(name, "faulty");
+        assert!(
+            how.starts_with("panicked: an index the task assumed exists"),
+            "{how}"
+        );
+        tasks.spawn("quitter", async {});
+        let (name, how) = tasks.next_lost().await;
+        assert_eq!((name, how.as_str()), ("quitter", "ended early"));
+        // Nothing else ended: waiting for the next loss does not return.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), tasks.next_lost())
+                .await
+                .is_err()
+        );
+        stop.cancel();
+        tasks.finish().await;
+        assert!(tasks.set.is_empty());
     }
 }

@@ -127,13 +127,14 @@ impl ArchiveAgent {
         *self.inner.backups.lock().expect("backups lock") = Some(tx);
     }
 
-    /// Listens on `socket` (owned by `owner` when given, mode 0600) until `cancel`.
+    /// Listens on `socket` (owned by `owner` when given, mode 0600); the returned future serves
+    /// it until `cancel` (the caller spawns it: the server into its task set).
     pub fn listen(
         &self,
         socket: &Path,
         owner: Option<(u32, u32)>,
         cancel: CancellationToken,
-    ) -> Result<JoinHandle<()>, BackupError> {
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, BackupError> {
         if socket.exists() {
             std::fs::remove_file(socket).map_err(BackupError::io(format!(
                 "remove stale {}",
@@ -149,7 +150,7 @@ impl ArchiveAgent {
         std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .map_err(BackupError::io(format!("chmod {}", socket.display())))?;
         let agent = self.clone();
-        Ok(tokio::spawn(async move {
+        Ok(async move {
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => break,
@@ -165,7 +166,7 @@ impl ArchiveAgent {
                     }
                 }
             }
-        }))
+        })
     }
 
     async fn serve_one(&self, stream: UnixStream) {

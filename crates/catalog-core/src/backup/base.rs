@@ -87,6 +87,7 @@ pub async fn take(
     // the current redo segment, which bounds the listing of a long WAL folder below.
     let redo_wal_file = cluster
         .control_data()
+        .await
         .map_or_else(|_| control.redo_wal_file.clone(), |c| c.redo_wal_file);
     tracing::info!(backup = %id, target = %target.path(), "base backup started");
     let mut cmd = Command::new(cluster.bins.pg_basebackup());

@@ -283,13 +283,15 @@ impl Cluster {
     }
 
     /// Reads the control file: system identifier, timeline, WAL segment size, redo WAL file.
-    pub fn control_data(&self) -> Result<ControlData, PgError> {
-        let out = Command::new(self.bins.pg_controldata())
+    /// `pg_controldata` runs as a child the runtime awaits, never blocking a worker thread.
+    pub async fn control_data(&self) -> Result<ControlData, PgError> {
+        let out = tokio::process::Command::new(self.bins.pg_controldata())
             .arg("-D")
             .arg(&self.pgdata)
             .env_clear()
             .env("LC_ALL", "C")
             .output()
+            .await
             .map_err(PgError::io("run pg_controldata"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let field = |name: &str| {
