@@ -2604,10 +2604,10 @@ fn passwords_never_reach_the_log_statistics_or_any_file_in_clear() {
     }
     // Every database's statements, as only a superuser sees their text (the extension lives in
     // `postgres`; its view covers the whole cluster).
-    let stats = lab
+    let recorded = lab
         .supervisor("postgres")
         .and_then(|c| lab.texts(&c, "SELECT query FROM public.pg_stat_statements"));
-    match stats {
+    match recorded {
         Ok(queries) => {
             f.check(
                 "pg_stat_statements recorded the statements of the attempts",
