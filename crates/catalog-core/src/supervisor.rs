@@ -897,7 +897,7 @@ impl BackupSchedule {
                     self.interval.min(Duration::from_mins(5))
                 };
             if let Some(reply) = reply {
-                let _ = reply.send(result.map_err(|e| e.to_string()));
+                let _ = reply.send(result);
             }
         }
     }

@@ -52,7 +52,31 @@ pub struct ArchiveStats {
 }
 
 /// A request for a base backup, answered with its manifest.
-pub type BackupRequest = oneshot::Sender<Result<BackupManifest, String>>;
+pub type BackupRequest = oneshot::Sender<Result<BackupManifest, BackupError>>;
+
+/// Why the agent did not archive a WAL file, or did not take a base backup on request. Its
+/// one-line text is what the helper (and so PostgreSQL's log) and `backup now` show.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    #[error("`{0}` is not a WAL file name")]
+    NotWalName(String),
+    #[error("this instance does not hold the lease of {0}; it does not archive")]
+    NoLease(String),
+    /// This instance was fenced earlier; the reason it was.
+    #[error("{0}")]
+    Fenced(String),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("this server takes no base backups yet (still starting or restoring)")]
+    NoScheduler,
+    #[error("the backup scheduler has stopped")]
+    SchedulerStopped,
+    #[error("the backup was cancelled")]
+    Cancelled,
+}
 
 type Prefetched = JoinHandle<Result<Option<Vec<u8>>, TargetError>>;
 
@@ -192,7 +216,7 @@ impl ArchiveAgent {
                 match data {
                     Ok(data) => match self.push(name, &data).await {
                         Ok(()) => b"ok\n".to_vec(),
-                        Err(e) => format!("err {}\n", crate::one_line(&e)).into_bytes(),
+                        Err(e) => format!("err {}\n", crate::one_line(&e.to_string())).into_bytes(),
                     },
                     Err(e) => format!("err {e}\n").into_bytes(),
                 }
@@ -221,7 +245,7 @@ impl ArchiveAgent {
                     serde_json::to_string(&m).expect("manifest serialises")
                 )
                 .into_bytes(),
-                Err(e) => format!("err {}\n", crate::one_line(&e)).into_bytes(),
+                Err(e) => format!("err {}\n", crate::one_line(&e.to_string())).into_bytes(),
             },
             _ => format!("err unknown request `{}`\n", line.trim()).into_bytes(),
         };
@@ -230,7 +254,7 @@ impl ArchiveAgent {
     }
 
     /// Archives one WAL file; returns only once it is durable in the target.
-    pub async fn push(&self, name: &str, data: &[u8]) -> Result<(), String> {
+    pub async fn push(&self, name: &str, data: &[u8]) -> Result<(), ArchiveError> {
         let result = self.push_inner(name, data).await;
         let mut stats = self.inner.stats.lock().expect("stats lock");
         match &result {
@@ -242,7 +266,7 @@ impl ArchiveAgent {
             }
             Err(e) => {
                 stats.failures += 1;
-                stats.last_failure = Some(e.clone());
+                stats.last_failure = Some(crate::one_line(&e.to_string()));
                 stats.last_failure_at = Some(Utc::now());
                 tracing::warn!(wal = name, error = %e, "archiving a WAL file failed; PostgreSQL keeps it and retries");
             }
@@ -250,28 +274,21 @@ impl ArchiveAgent {
         result
     }
 
-    async fn push_inner(&self, name: &str, data: &[u8]) -> Result<(), String> {
+    async fn push_inner(&self, name: &str, data: &[u8]) -> Result<(), ArchiveError> {
         if !is_wal_file_name(name) {
-            return Err(format!("`{name}` is not a WAL file name"));
+            return Err(ArchiveError::NotWalName(name.to_owned()));
         }
         let target = &self.inner.target;
         let Some(lease) = &self.inner.lease else {
-            return Err(format!(
-                "this instance does not hold the lease of {}; it does not archive",
-                target.place()
-            ));
+            return Err(ArchiveError::NoLease(target.place()));
         };
         if let Some(reason) = self.inner.fenced.borrow().clone() {
-            return Err(reason);
+            return Err(ArchiveError::Fenced(reason));
         }
-        match lease::superseded_by(target, lease).await {
-            Ok(None) => {}
-            Ok(Some(newer)) => {
-                let e = lease::fenced_error(target, &newer).to_string();
-                self.fence(&e);
-                return Err(e);
-            }
-            Err(e) => return Err(e.to_string()),
+        if let Some(newer) = lease::superseded_by(target, lease).await? {
+            let e = lease::fenced_error(target, &newer);
+            self.fence(&e.to_string());
+            return Err(e.into());
         }
         match target
             .put_sealed(&format!("{WAL_DIR}{name}"), data, self.inner.compression)
@@ -286,11 +303,10 @@ impl ArchiveAgent {
                 Ok(())
             }
             Err(e @ TargetError::Conflict { .. }) => {
-                let e = e.to_string();
-                self.fence(&e);
-                Err(e)
+                self.fence(&e.to_string());
+                Err(e.into())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -368,20 +384,19 @@ impl ArchiveAgent {
         map.retain(|k, _| Segment::parse(k, bytes).is_none_or(|s| s.number > seg.number));
     }
 
-    async fn request_backup(&self) -> Result<BackupManifest, String> {
+    async fn request_backup(&self) -> Result<BackupManifest, ArchiveError> {
         let tx = self
             .inner
             .backups
             .lock()
             .expect("backups lock")
             .clone()
-            .ok_or("this server takes no base backups yet (still starting or restoring)")?;
+            .ok_or(ArchiveError::NoScheduler)?;
         let (reply, rx) = oneshot::channel();
         tx.send(reply)
             .await
-            .map_err(|_| "the backup scheduler has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the backup was cancelled".to_owned())?
+            .map_err(|_| ArchiveError::SchedulerStopped)?;
+        Ok(rx.await.map_err(|_| ArchiveError::Cancelled)??)
     }
 }
 
