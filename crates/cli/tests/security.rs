@@ -491,21 +491,9 @@ impl Lab {
     /// The server's own superuser over its Unix socket (peer authentication maps the OS user
     /// the tests run as), to read what only a superuser sees.
     fn supervisor(&self, db: &str) -> Result<tokio_postgres::Client, String> {
-        let port = self.server.pg_port;
-        let socket = self.home().join("run");
-        self.rt.block_on(async move {
-            let (client, conn) = tokio_postgres::Config::new()
-                .host_path(socket)
-                .port(port)
-                .user(SUPERVISOR)
-                .dbname(db)
-                .connect_timeout(Duration::from_secs(30))
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| pg_error(&e))?;
-            tokio::spawn(conn);
-            Ok(client)
-        })
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(self.home().join("run")).user(SUPERVISOR);
+        self.open(cfg, db)
     }
 
     /// Connects as `user` over TCP, as a DuckDB client would.
@@ -515,15 +503,22 @@ impl Lab {
         password: &str,
         db: &str,
     ) -> Result<tokio_postgres::Client, String> {
-        let port = self.server.pg_port;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1").user(user).password(password);
+        self.open(cfg, db)
+    }
+
+    /// A session to `db` on the server's port with `cfg`'s host and login.
+    fn open(
+        &self,
+        mut cfg: tokio_postgres::Config,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, String> {
+        cfg.port(self.server.pg_port)
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(30));
         self.rt.block_on(async move {
-            let (client, conn) = tokio_postgres::Config::new()
-                .host("127.0.0.1")
-                .port(port)
-                .user(user)
-                .password(password)
-                .dbname(db)
-                .connect_timeout(Duration::from_secs(30))
+            let (client, conn) = cfg
                 .connect(tokio_postgres::NoTls)
                 .await
                 .map_err(|e| pg_error(&e))?;
