@@ -187,17 +187,13 @@ fn is_root() -> bool {
 /// The pinned Python requirements, one per line.
 fn requirements() -> String {
     let v = versions::DUCKDB_VERSION;
-    let mut reqs = vec![
+    let reqs = [
         format!("duckdb=={v}"),
         format!("duckdb-cli=={v}"),
         format!("moto[server]=={}", versions::MOTO_VERSION),
         format!("cfn-lint=={}", versions::CFN_LINT_VERSION),
     ];
-    reqs.extend(
-        versions::DUCKDB_EXTENSIONS
-            .iter()
-            .map(|(wheel, _)| format!("duckdb-extension-{wheel}=={v}")),
-    );
+    // The extension files come from their wheels through `extension_dir`, not the venv.
     reqs.join("\n") + "\n"
 }
 
@@ -247,66 +243,36 @@ fn venv_with(venv: &Path, wanted: &str) -> Result<()> {
 }
 
 /// The extension files of the pinned engine in DuckDB's directory layout, taken out of their
-/// PyPI wheels (downloaded once into the cache, no venv): all `serve` needs besides the binary.
+/// PyPI wheels by `docker/fetch-extensions.py` (the script the image build runs; it checks each
+/// wheel's sha256 and keeps the wheels in the cache): all `serve` needs besides the binary.
 fn extension_dir(cache: &Path) -> Result<PathBuf> {
-    let v = versions::DUCKDB_VERSION;
     let root = cache.join("extensions");
-    let dest = root.join(format!("v{v}")).join(versions::DUCKDB_PLATFORM);
-    let target = |file: &str| dest.join(format!("{file}.duckdb_extension"));
+    let dest = root
+        .join(format!("v{}", versions::DUCKDB_VERSION))
+        .join(versions::DUCKDB_PLATFORM);
     if versions::DUCKDB_EXTENSIONS
         .iter()
-        .all(|(_, file)| target(file).is_file())
+        .all(|(_, file)| dest.join(format!("{file}.duckdb_extension")).is_file())
     {
         return Ok(root);
     }
-    let wheels = cache.join("wheels").join(format!("duckdb-extensions-{v}"));
-    fs::create_dir_all(&wheels).with_context(|| format!("create {}", wheels.display()))?;
-    eprintln!("xtask: downloading the DuckDB {v} extension wheels from PyPI");
-    let python = env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--dest",
-        ])
-        .arg(&wheels)
-        .args(
-            versions::DUCKDB_EXTENSIONS
-                .iter()
-                .map(|(wheel, _)| format!("duckdb-extension-{wheel}=={v}")),
-        ))
-    .with_context(|| {
-        format!("download the extension wheels with `{python} -m pip` (install python3-pip)")
-    })?;
-    fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
-    for (wheel, file) in versions::DUCKDB_EXTENSIONS {
-        let prefix = format!("duckdb_extension_{wheel}-{v}-");
-        let whl = fs::read_dir(&wheels)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
-            })
-            .with_context(|| format!("pip left no {prefix}*.whl in {}", wheels.display()))?;
-        let member = format!("duckdb_extension_{wheel}/extensions/v{v}/{wheel}.duckdb_extension");
-        // Written beside the target and renamed: an interrupted run leaves no partial file.
-        let partial = dest.join(format!("{file}.duckdb_extension.partial"));
-        run(Command::new(&python)
-            .args([
-                "-c",
-                "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
-            ])
-            .arg(&whl)
-            .arg(&member)
-            .arg(&partial))?;
-        fs::rename(&partial, target(file)).with_context(|| format!("place {file}"))?;
-    }
+    eprintln!(
+        "xtask: fetching the DuckDB {} extension files from PyPI",
+        versions::DUCKDB_VERSION
+    );
+    run(
+        Command::new(env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+            .arg(workspace_root().join("docker/fetch-extensions.py"))
+            .args(["--version", versions::DUCKDB_VERSION, "--dest"])
+            .arg(&root)
+            .arg("--cache")
+            .arg(cache.join("wheels"))
+            .args(
+                versions::DUCKDB_EXTENSIONS
+                    .iter()
+                    .map(|(wheel, file)| format!("{wheel}:{file}")),
+            ),
+    )?;
     Ok(root)
 }
 

@@ -147,7 +147,7 @@ pub enum LakeState {
 impl Status {
     /// True when PostgreSQL runs, every lake is initialised and this instance was not fenced.
     pub fn lakes_ready(&self) -> bool {
-        matches!(self.postgres, PgState::Running { .. })
+        self.accepting()
             && self.backup.as_ref().is_none_or(|b| b.fenced.is_none())
             && !self.lakes.is_empty()
             && self.lakes.values().all(|l| l.state == LakeState::Ready)
