@@ -2853,30 +2853,26 @@ fn lake_users_are_limited_throttled_and_reach_nothing_but_their_lake() {
 
     // Every user's sessions have a statement timeout and a temporary-file limit.
     for (user, pw) in [("rita", &rita_pw), ("wally", &wally_pw), ("olga", &olga_pw)] {
-        f.check(
-            &format!("{user}'s temp_file_limit is set"),
-            lab.connect(user, pw, "sales")
-                .and_then(|c| lab.show(&c, "temp_file_limit"))
-                .and_then(|v| {
-                    if v == "-1" {
-                        Err("temp_file_limit is -1 (unlimited)".into())
-                    } else {
-                        Ok(())
-                    }
-                }),
-        );
-        f.check(
-            &format!("{user}'s statement_timeout is not 0"),
-            lab.connect(user, pw, "sales")
-                .and_then(|c| lab.show(&c, "statement_timeout"))
-                .and_then(|v| {
-                    if v == "0" {
-                        Err("statement_timeout is 0".into())
-                    } else {
-                        Ok(())
-                    }
-                }),
-        );
+        let session = lab.connect(user, pw, "sales");
+        for (check, setting, unlimited) in [
+            ("temp_file_limit is set", "temp_file_limit", "-1"),
+            ("statement_timeout is not 0", "statement_timeout", "0"),
+        ] {
+            f.check(
+                &format!("{user}'s {check}"),
+                session
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|c| lab.show(c, setting))
+                    .and_then(|v| {
+                        if v == unlimited {
+                            Err(format!("{setting} is {unlimited} (unlimited)"))
+                        } else {
+                            Ok(())
+                        }
+                    }),
+            );
+        }
     }
 
     // A weak password of one's own is refused; the old one still works.
