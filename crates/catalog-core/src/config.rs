@@ -457,6 +457,10 @@ impl Sources {
     }
 }
 
+/// Keys whose env value is a list or table in figment's syntax (`[…]`, `{…}`); every other
+/// env value is a string.
+const STRUCTURED_ENV_KEYS: &[&str] = &["lakes", "postgres__settings"];
+
 /// Env names that are not configuration keys but shortcuts read separately.
 const ENV_SHORTCUTS: &[&str] = &["config", "lake_name", "data_path"];
 
@@ -480,7 +484,7 @@ impl Config {
             figment = figment.merge(Serialized::defaults(overrides.clone()));
         }
         let mut config: Config = figment
-            .extract()
+            .extract_lossy()
             .map_err(|e| ConfigError::Figment(crate::one_line(&e.to_string())))?;
         config.resolve(sources)?;
         Ok(config)
@@ -1100,8 +1104,14 @@ impl figment::Provider for EnvPairs {
                 continue;
             }
             let path: Vec<&str> = key.split("__").collect();
-            let value: figment::value::Value =
-                value.parse().expect("Value::from_str is infallible");
+            // A value is the exact string given: `0123` stays `0123` for a string key, and
+            // `Config::load` reads numbers and booleans out of strings where the key wants
+            // one. Only the keys that hold a list or a table parse their value as one.
+            let value: figment::value::Value = if STRUCTURED_ENV_KEYS.contains(&key.as_str()) {
+                value.parse().expect("Value::from_str is infallible")
+            } else {
+                figment::value::Value::from(value.clone())
+            };
             insert_nested(&mut dict, &path, value);
         }
         Ok(figment::Profile::Default.collect(dict))
@@ -1282,13 +1292,64 @@ mod tests {
     }
 
     #[test]
-    fn numeric_passwords_from_env_stay_strings() {
-        let c = Config::load(&sources(&[(
-            "DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD",
+    fn every_string_key_from_env_keeps_the_exact_string() {
+        // Values a type guess would turn into numbers, booleans, floats or lists.
+        for raw in [
+            "0123456789abcdef",
+            "012345678901",
+            "0123456789",
             "123456789012",
-        )]))
+            "1234567890.50",
+            "00",
+            "true",
+            "1e5",
+            "0x1F",
+            "-0",
+            "[1]",
+            "{a = 1}",
+        ] {
+            // The admin password must be 12 characters or longer.
+            let strong = raw.len() >= 12;
+            let mut env = vec![
+                ("DUCKLAKE_CATALOG_S3__SECRET_ACCESS_KEY", raw),
+                ("DUCKLAKE_CATALOG_S3__SESSION_TOKEN", raw),
+                ("DUCKLAKE_CATALOG_S3__ACCESS_KEY_ID", raw),
+                ("DUCKLAKE_CATALOG_S3__REGION", raw),
+            ];
+            if strong {
+                env.push(("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", raw));
+            }
+            let c = Config::load(&sources(&env)).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            if strong {
+                assert_eq!(c.postgres.admin_password.unwrap().expose(), raw);
+            }
+            assert_eq!(c.s3.secret_access_key.unwrap().expose(), raw, "{raw:?}");
+            assert_eq!(c.s3.session_token.unwrap().expose(), raw, "{raw:?}");
+            assert_eq!(c.s3.access_key_id.as_deref(), Some(raw), "{raw:?}");
+            assert_eq!(c.s3.region.as_deref(), Some(raw), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_booleans_from_env_still_reach_their_keys() {
+        let c = Config::load(&sources(&[
+            ("DUCKLAKE_CATALOG_POSTGRES__PORT", "6543"),
+            ("DUCKLAKE_CATALOG_POSTGRES__MAX_CONNECTIONS", "0100"),
+            ("DUCKLAKE_CATALOG_S3__ALLOW_HTTP", "true"),
+            (
+                "DUCKLAKE_CATALOG_POSTGRES__SETTINGS",
+                "{work_mem = \"64MB\"}",
+            ),
+        ]))
         .unwrap();
-        assert_eq!(c.postgres.admin_password.unwrap().expose(), "123456789012");
+        assert_eq!(c.postgres.port, 6543);
+        assert_eq!(c.postgres.max_connections, Some(100));
+        assert!(c.s3.allow_http);
+        assert_eq!(c.postgres.settings["work_mem"], "64MB");
+        let err = Config::load(&sources(&[("DUCKLAKE_CATALOG_POSTGRES__PORT", "54x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DUCKLAKE_CATALOG_POSTGRES__PORT"), "{err}");
     }
 
     #[test]
