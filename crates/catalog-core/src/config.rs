@@ -54,6 +54,9 @@ pub struct Config {
     /// The process's AWS identity, set by [`Config::prepare_aws`]; not configuration.
     #[serde(skip)]
     aws: Option<AwsContext>,
+    /// `postgres.url`, parsed when the configuration is loaded.
+    #[serde(skip)]
+    external: Option<crate::remote::RemotePg>,
 }
 
 pub use aws::marketplace::MarketplaceConfig;
@@ -62,6 +65,13 @@ pub use aws::marketplace::MarketplaceConfig;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
+    /// An external PostgreSQL 15+ to administer instead of supervising one (Amazon RDS, Aurora
+    /// PostgreSQL): `postgres://ADMIN@HOST:5432/postgres`, optionally
+    /// `?sslmode=verify-full&sslrootcert=PATH`. The admin login needs `CREATEDB CREATEROLE`,
+    /// never SUPERUSER; its password comes from `admin_password`, `_file` or `_secret`. The
+    /// keys of the supervised PostgreSQL (port, listen_address, TLS files, sizing, settings)
+    /// and `backup.target` do not apply (docs/external-postgres.md).
+    pub url: Option<String>,
     /// Folder with the PostgreSQL 15 server binaries. Default: Debian's
     /// `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`.
     pub bin_dir: Option<PathBuf>,
@@ -354,6 +364,7 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             lakes: Vec::new(),
             aws: None,
+            external: None,
         }
     }
 }
@@ -361,6 +372,7 @@ impl Default for Config {
 impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
+            url: None,
             bin_dir: None,
             listen_address: "127.0.0.1".into(),
             port: 5432,
@@ -537,7 +549,54 @@ impl Config {
         for (value, file, key) in secrets {
             resolve_secret_file(value, file.as_deref(), key, &sources.cwd)?;
         }
+        self.resolve_external(&sources.cwd)?;
         self.validate()
+    }
+
+    /// `postgres.url`: parsed, its user is the admin, and what needs the supervised
+    /// PostgreSQL is refused.
+    fn resolve_external(&mut self, cwd: &Path) -> Result<(), ConfigError> {
+        let Some(url) = &self.postgres.url else {
+            return Ok(());
+        };
+        let remote = crate::remote::RemotePg::parse(url, cwd)
+            .map_err(|e| ConfigError::invalid("postgres.url", e.to_string()))?;
+        let pg = &mut self.postgres;
+        if pg.admin_user != PostgresConfig::default().admin_user && pg.admin_user != remote.user {
+            return Err(ConfigError::invalid(
+                "postgres.admin_user",
+                format!(
+                    "is `{}` but postgres.url logs in as `{}`; with postgres.url the URL's user is the admin: remove admin_user",
+                    pg.admin_user, remote.user
+                ),
+            ));
+        }
+        pg.admin_user.clone_from(&remote.user);
+        if pg.admin_password.is_none() && pg.admin_password_secret.is_none() {
+            return Err(ConfigError::invalid(
+                "postgres.admin_password",
+                format!(
+                    "is needed with postgres.url: the password of `{}` on the external PostgreSQL (set admin_password, admin_password_file or admin_password_secret)",
+                    remote.user
+                ),
+            ));
+        }
+        if let Some(target) = &self.backup.target {
+            return Err(ConfigError::invalid(
+                "backup.target",
+                format!(
+                    "is {target}, but WAL shipping needs the supervised PostgreSQL and postgres.url names an external one; RDS/Aurora automated backups and point-in-time recovery cover the catalog: remove backup.target"
+                ),
+            ));
+        }
+        self.external = Some(remote);
+        Ok(())
+    }
+
+    /// The external PostgreSQL this server administers (`postgres.url`); `None`: it supervises
+    /// its own.
+    pub fn external(&self) -> Option<&crate::remote::RemotePg> {
+        self.external.as_ref()
     }
 
     fn default_data_path(&self, lake: &str) -> DataPath {

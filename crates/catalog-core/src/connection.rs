@@ -16,6 +16,10 @@ pub struct ConnectionInfo {
     pub data_path: String,
     /// Where the password comes from when it is not shown.
     pub password_source: String,
+    /// libpq's `sslmode` clients should use: `require` for an external PostgreSQL (whose
+    /// `pg_hba.conf` is not ours); unset for the supervised one (TLS is offered, libpq's
+    /// default `prefer` takes it).
+    pub sslmode: Option<&'static str>,
     #[serde(skip)]
     pub password: Option<Secret>,
 }
@@ -49,10 +53,15 @@ impl ConnectionInfo {
                 (pw, format!("generated, stored in {}", file.display()))
             }
         };
+        let (host, port, sslmode) = match config.external() {
+            Some(r) => (r.host.clone(), r.port, Some("require")),
+            None => (config.client_host(), config.postgres.port, None),
+        };
         ConnectionInfo {
             lake: lake.name.clone(),
-            host: config.client_host(),
-            port: config.postgres.port,
+            host,
+            port,
+            sslmode,
             dbname: lake.name.clone(),
             user: config.postgres.admin_user.clone(),
             data_path: lake.data_path.to_string(),
@@ -72,6 +81,10 @@ impl ConnectionInfo {
         }
         s.push_str(" dbname=");
         s.push_str(&self.dbname);
+        if let Some(mode) = self.sslmode {
+            s.push_str(" sslmode=");
+            s.push_str(mode);
+        }
         s
     }
 

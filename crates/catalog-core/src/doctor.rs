@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws::S3Probe;
@@ -137,15 +136,19 @@ pub async fn run(config: Result<Config, ConfigError>) -> Report {
             config.lake_names()
         ),
     );
-    match PgBinaries::find(config.postgres.bin_dir.as_deref()) {
-        Ok(b) => report.pass(
-            "postgres binaries",
-            format!("PostgreSQL {PG_MAJOR} in {}", b.bin_dir.display()),
-        ),
-        Err(e) => report.fail_with("postgres binaries", &e),
-    }
     check_home(&mut report, &config.home);
-    check_postgres(&mut report, &config).await;
+    if let Some(remote) = config.external().cloned() {
+        check_external(&mut report, &config, &remote).await;
+    } else {
+        match PgBinaries::find(config.postgres.bin_dir.as_deref()) {
+            Ok(b) => report.pass(
+                "postgres binaries",
+                format!("PostgreSQL {PG_MAJOR} in {}", b.bin_dir.display()),
+            ),
+            Err(e) => report.fail_with("postgres binaries", &e),
+        }
+        check_postgres(&mut report, &config).await;
+    }
     let aws_ok = check_aws(&mut report, &mut config).await;
     let probes = check_places(&mut report, &config, aws_ok).await;
     check_services(&mut report, &config, aws_ok).await;
@@ -281,6 +284,11 @@ async fn lake_spec(
     lake: &str,
 ) -> Result<Option<String>, String> {
     let client = tls_connect(config, host, password, lake).await?;
+    spec_of(&client).await
+}
+
+/// The DuckLake spec version of the catalog `client` is connected to; `None`: no catalog.
+async fn spec_of(client: &tokio_postgres::Client) -> Result<Option<String>, String> {
     let exists: Option<String> = client
         .query_one("SELECT to_regclass('public.ducklake_metadata')::text", &[])
         .await
@@ -318,13 +326,298 @@ async fn tls_connect(
         .application_name("ducklake-catalog doctor")
         .ssl_mode(tokio_postgres::config::SslMode::Require)
         .connect_timeout(CONNECT_TIMEOUT);
-    let (client, conn) = cfg.connect(tls::make()).await.map_err(|e| {
+    let tls = crate::remote::tls(&crate::remote::Verify::Encrypt).map_err(|e| e.to_string())?;
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| {
         crate::one_line(
             &std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")),
         )
     })?;
     tokio::spawn(conn);
     Ok(client)
+}
+
+/// An external PostgreSQL (`postgres.url`): a TLS login as the admin, the server version,
+/// every privilege the admin needs (each missing one named with the statement that grants
+/// it), the settings that matter to DuckLake, and each lake's catalog.
+async fn check_external(report: &mut Report, config: &Config, remote: &crate::remote::RemotePg) {
+    let endpoint = format!("{}:{}", remote.host, remote.port);
+    let password = match admin_password(config).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            report.fail(
+                "postgres",
+                "the admin password is not set",
+                "set postgres.admin_password, admin_password_file or admin_password_secret",
+            );
+            return;
+        }
+        Err(e) => {
+            report.fail_with("postgres", &e);
+            return;
+        }
+    };
+    let client = match remote
+        .connect(
+            &remote.user,
+            password.expose(),
+            &remote.dbname,
+            "ducklake-catalog doctor",
+            None,
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            report.fail(
+                "postgres",
+                e.to_string(),
+                "check postgres.url, the admin password, and that the security group lets this task reach the port",
+            );
+            return;
+        }
+    };
+    let facts = match external_facts(&client).await {
+        Ok(f) => f,
+        Err(e) => {
+            report.fail("postgres", e, "see docs/external-postgres.md");
+            return;
+        }
+    };
+    if facts.version_num < 150_000 {
+        report.fail(
+            "postgres",
+            format!("{endpoint} runs PostgreSQL {}", facts.version),
+            "use PostgreSQL 15 or newer (RDS: modify the instance's engine version)",
+        );
+    } else {
+        report.pass(
+            "postgres",
+            format!(
+                "external {endpoint}, PostgreSQL {}, TLS {} (sslmode={}), logged in as {}",
+                facts.version,
+                facts.tls,
+                remote.sslmode(),
+                remote.user
+            ),
+        );
+    }
+    check_admin_privileges(report, &remote.user, &facts);
+    check_external_settings(report, &facts);
+    for lake in &config.lakes {
+        let name = format!("lake {}", lake.name);
+        match lake_spec_remote(remote, &password, &lake.name).await {
+            Ok(Some(v)) => report.pass(name, format!("initialised, DuckLake spec {v}")),
+            Ok(None) => report.skip(name, "no catalog yet: `ducklake-catalog serve` creates it"),
+            Err(e) => report.skip(name, format!("not created yet ({e})")),
+        }
+    }
+}
+
+/// What the doctor reads from an external PostgreSQL about itself and the admin.
+struct ExternalFacts {
+    version: String,
+    version_num: i32,
+    tls: String,
+    superuser: bool,
+    createdb: bool,
+    createrole: bool,
+    /// Roles whose privileges the admin has, of those that matter.
+    member_of: Vec<String>,
+    settings: std::collections::BTreeMap<String, String>,
+    /// `pg_stat_statements` is preloaded (`shared_preload_libraries`).
+    statements_preloaded: bool,
+}
+
+async fn external_facts(client: &tokio_postgres::Client) -> Result<ExternalFacts, String> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int,
+                    coalesce((SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl), 'off'),
+                    r.rolsuper, r.rolcreatedb, r.rolcreaterole,
+                    ARRAY(SELECT g.rolname::text FROM pg_roles g
+                          WHERE g.rolname IN ('pg_monitor', 'pg_read_all_stats', 'pg_signal_backend', 'rds_superuser')
+                            AND pg_has_role(current_user, g.oid, 'USAGE') ORDER BY 1),
+                    coalesce((SELECT setting LIKE '%pg_stat_statements%' FROM pg_settings
+                              WHERE name = 'shared_preload_libraries'), false)
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| crate::postgres::pg_message(&e))?;
+    let settings = client
+        .query(
+            "SELECT name, setting || coalesce(unit, '') FROM pg_settings
+             WHERE name IN ('idle_in_transaction_session_timeout', 'lc_messages', 'max_connections', 'password_encryption')",
+            &[],
+        )
+        .await
+        .map_err(|e| crate::postgres::pg_message(&e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(ExternalFacts {
+        version: row.get(0),
+        version_num: row.get(1),
+        tls: row.get(2),
+        superuser: row.get(3),
+        createdb: row.get(4),
+        createrole: row.get(5),
+        member_of: row.get(6),
+        settings,
+        statements_preloaded: row.get(7),
+    })
+}
+
+/// Each privilege the admin login needs, and the statement that grants a missing one.
+fn check_admin_privileges(report: &mut Report, admin: &str, f: &ExternalFacts) {
+    let admin = quote_ident(admin);
+    let has = |role: &str| f.superuser || f.member_of.iter().any(|m| m == role);
+    let rds = has("rds_superuser");
+    let mut missing: Vec<(&str, String)> = Vec::new();
+    if !f.superuser && !f.createdb {
+        missing.push((
+            "CREATEDB (each lake is a database)",
+            format!("ALTER ROLE {admin} CREATEDB"),
+        ));
+    }
+    if !f.superuser && !f.createrole {
+        missing.push((
+            "CREATEROLE (each lake's roles and users)",
+            format!("ALTER ROLE {admin} CREATEROLE"),
+        ));
+    }
+    if !has("pg_signal_backend") && !rds {
+        missing.push((
+            "pg_signal_backend (lake drop ends the lake's sessions)",
+            format!("GRANT pg_signal_backend TO {admin}"),
+        ));
+    }
+    if !has("pg_monitor") && !has("pg_read_all_stats") && !rds {
+        missing.push((
+            "pg_monitor (inspection reads every user's statements and activity)",
+            format!("GRANT pg_monitor TO {admin}"),
+        ));
+    }
+    if missing.is_empty() {
+        report.pass(
+            "admin privileges",
+            if f.superuser {
+                "superuser (more than needed: CREATEDB CREATEROLE pg_monitor pg_signal_backend suffice)".to_owned()
+            } else {
+                format!(
+                    "CREATEDB CREATEROLE, member of {}; not a superuser",
+                    f.member_of.join(", ")
+                )
+            },
+        );
+    } else {
+        report.fail(
+            "admin privileges",
+            format!(
+                "missing {}",
+                missing
+                    .iter()
+                    .map(|(what, _)| *what)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                "as the master user: {}",
+                missing
+                    .iter()
+                    .map(|(_, fix)| fix.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+    }
+    if !f.superuser && !rds {
+        report.skip(
+            "lake guard",
+            "the admin is not a superuser: event triggers that confine writers' DDL are not installed (docs/external-postgres.md)",
+        );
+    }
+}
+
+/// The server settings DuckLake depends on, with the parameter-group change that fixes each.
+fn check_external_settings(report: &mut Report, f: &ExternalFacts) {
+    let get = |k: &str| f.settings.get(k).map_or("", String::as_str);
+    let mut bad: Vec<(String, &str)> = Vec::new();
+    let lc = get("lc_messages");
+    if !(lc.is_empty() || lc == "C" || lc.starts_with("en_") || lc == "POSIX") {
+        bad.push((
+            format!("lc_messages is {lc}: DuckLake recognises commit conflicts only in English"),
+            "lc_messages = C",
+        ));
+    }
+    if get("idle_in_transaction_session_timeout") == "0ms" {
+        bad.push((
+            "idle_in_transaction_session_timeout is 0: a client that dies mid-transaction holds its locks until TCP notices".into(),
+            "idle_in_transaction_session_timeout = 600000 (10 min)",
+        ));
+    }
+    let max: u32 = get("max_connections").parse().unwrap_or(0);
+    if max < 100 {
+        bad.push((
+            format!(
+                "max_connections is {max}: each DuckDB client keeps a pool of 4 to 32 connections"
+            ),
+            "max_connections of at least 100 (RDS sizes it by instance memory)",
+        ));
+    }
+    if bad.is_empty() {
+        report.pass(
+            "postgres settings",
+            format!(
+                "lc_messages {lc}, idle_in_transaction_session_timeout {}, max_connections {max}",
+                get("idle_in_transaction_session_timeout")
+            ),
+        );
+    } else {
+        report.fail(
+            "postgres settings",
+            bad.iter()
+                .map(|(w, _)| w.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            format!(
+                "in the DB parameter group: {}",
+                bad.iter()
+                    .map(|(_, fix)| *fix)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    if f.statements_preloaded {
+        report.pass(
+            "pg_stat_statements",
+            "preloaded: inspection shows the statements clients run",
+        );
+    } else {
+        report.skip(
+            "pg_stat_statements",
+            "not in shared_preload_libraries (or not readable by the admin: pg_monitor): inspection shows no statement statistics (parameter group: shared_preload_libraries = pg_stat_statements, then reboot)",
+        );
+    }
+}
+
+async fn lake_spec_remote(
+    remote: &crate::remote::RemotePg,
+    password: &crate::Secret,
+    lake: &str,
+) -> Result<Option<String>, String> {
+    let client = remote
+        .connect(
+            &remote.user,
+            password.expose(),
+            lake,
+            "ducklake-catalog doctor",
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    spec_of(&client).await
 }
 
 /// Region and credentials, when anything configured uses AWS; `false` when those failed.
@@ -475,74 +768,5 @@ fn check_clock(report: &mut Report, probes: &[S3Probe]) {
         );
     } else {
         report.pass("clock", format!("within {skew}s of S3's"));
-    }
-}
-
-/// rustls for the doctor's PostgreSQL connections, verifying nothing about the certificate
-/// (the server's own is usually self-signed), as `sslmode=require` does.
-mod tls {
-    use super::Arc;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-
-    pub(super) fn make() -> tokio_postgres_rustls::MakeRustlsConnect {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth();
-        tokio_postgres_rustls::MakeRustlsConnect::new(config)
-    }
-
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
     }
 }

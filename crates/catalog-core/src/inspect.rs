@@ -150,7 +150,7 @@ fn alive(alias: &str) -> String {
 impl Catalog {
     /// [`Catalog::open`] on the running server of `config` (the commands beside `serve`).
     pub async fn open_local(config: &Config, lake: &LakeConfig) -> Result<Catalog, InspectError> {
-        Catalog::open(&PgHandle::for_config(config)?, lake).await
+        Catalog::open(&PgHandle::for_config(config).await?, lake).await
     }
 
     /// Connects to `lake`'s database (as its server role) and checks its spec version.

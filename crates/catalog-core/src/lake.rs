@@ -37,6 +37,8 @@ pub enum LakeError {
     RequiredExtensions { missing: String, dir: String },
     #[error("{0}")]
     Unreachable(String),
+    #[error("the admin login `{admin}` lacks {missing} on the external PostgreSQL; run `ALTER ROLE {admin} {missing}` as its master user (RDS's master user has both)")]
+    AdminPrivileges { admin: String, missing: String },
 }
 
 /// What the catalog recorded for a ready lake.
@@ -85,6 +87,47 @@ pub async fn ensure_admin_role(
 /// catalog, privileges, tuning. Runs in `serve` and in `lake create`. Inside the lake's
 /// database only the lake's server role reads or writes ([`crate::lake_session`]); a lake whose
 /// database this call created and that fails half-way is removed again.
+/// On an external PostgreSQL: checks the admin login can administer lakes (`CREATEDB
+/// CREATEROLE`; naming what is missing and the GRANT that fixes it) and creates the server
+/// roles' group. The admin's own role is the DBA's: its password and attributes stay as they
+/// are. `client` is the admin's session.
+pub async fn ensure_external_admin(
+    client: &tokio_postgres::Client,
+    admin: &str,
+) -> Result<(), LakeError> {
+    let row = client
+        .query_one(
+            "SELECT rolcreatedb, rolcreaterole, pg_catalog.current_setting('server_version_num')::int
+             FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| LakeError::Unreachable(PgError::sql("read the admin's attributes")(e).to_string()))?;
+    let (createdb, createrole, version): (bool, bool, i32) = (row.get(0), row.get(1), row.get(2));
+    let mut missing = Vec::new();
+    if !createdb {
+        missing.push("CREATEDB");
+    }
+    if !createrole {
+        missing.push("CREATEROLE");
+    }
+    if !missing.is_empty() {
+        return Err(LakeError::AdminPrivileges {
+            admin: admin.to_owned(),
+            missing: missing.join(" "),
+        });
+    }
+    if version < 150_000 {
+        return Err(LakeError::Unreachable(format!(
+            "the external PostgreSQL is version {version}; DuckLake's catalog here needs PostgreSQL 15 or newer: upgrade it (RDS: modify the instance's engine version)"
+        )));
+    }
+    crate::postgres::create_role_if_missing(client, crate::lake_session::SERVERS_GROUP, false)
+        .await
+        .map_err(|e| LakeError::Unreachable(e.to_string()))?;
+    Ok(())
+}
+
 #[tracing::instrument(skip_all, fields(lake = %lake.name))]
 pub async fn ensure_lake(
     pg: &PgHandle,
@@ -129,7 +172,7 @@ pub async fn ensure_lake(
     let db = quote_ident(&lake.name);
     if !db_exists {
         su.batch_execute(&format!(
-            "CREATE DATABASE {db} OWNER {} ENCODING 'UTF8'",
+            "CREATE DATABASE {db} OWNER {} ENCODING 'UTF8' TEMPLATE template0",
             quote_ident(admin)
         ))
         .await
@@ -139,7 +182,7 @@ pub async fn ensure_lake(
     let result = bring_up(pg, &su, config, lake, runner).await;
     if result.is_err() && !db_exists {
         // Nothing half-created: the database and the roles this call made go again.
-        let _ = drop_lake_objects(&su, &lake.name, admin).await;
+        let _ = drop_lake_objects(&su, &lake.name, admin, pg.superuser()).await;
     }
     result
 }
@@ -225,13 +268,15 @@ pub(crate) async fn lock_lake(su: &tokio_postgres::Client, lake: &str) -> Result
 
 /// The superuser's part of a lake's bring-up ([`crate::lake_session::prepare_database`]).
 pub(crate) async fn guard(pg: &PgHandle, lake: &LakeConfig, admin: &str) -> Result<(), PgError> {
-    let su_lake = pg
-        .socket
-        .connect_superuser(&lake.name, "ducklake-catalog")
-        .await
-        .map_err(PgError::sql(format!("connect to database {}", lake.name)))?;
-    crate::lake_session::prepare_database(&su_lake, &lake.name, admin, &lake.data_path.to_string())
-        .await
+    let su_lake = pg.admin_in(&lake.name, "ducklake-catalog").await?;
+    crate::lake_session::prepare_database(
+        &su_lake,
+        &lake.name,
+        admin,
+        &lake.data_path.to_string(),
+        pg.superuser(),
+    )
+    .await
 }
 
 /// Drops a lake's database (ending its sessions) and the roles that carry the server's mark
@@ -241,6 +286,7 @@ pub async fn drop_lake_objects(
     su: &tokio_postgres::Client,
     lake: &str,
     admin: &str,
+    superuser: bool,
 ) -> Result<Vec<String>, PgError> {
     let groups: Vec<String> = ["reader", "writer", "owner", "server"]
         .iter()
@@ -279,6 +325,19 @@ pub async fn drop_lake_objects(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    if !superuser {
+        // A CREATEROLE admin may end sessions of, and drop what is owned by, roles whose
+        // privileges it has: it takes them first (they are dropped below).
+        for role in users.iter().chain(&ours) {
+            su.batch_execute(&format!(
+                "GRANT {} TO {}",
+                quote_ident(role),
+                quote_ident(admin)
+            ))
+            .await
+            .map_err(PgError::sql(format!("take the privileges of role {role}")))?;
+        }
+    }
     su.batch_execute(&format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_ident(lake)

@@ -138,6 +138,8 @@ BEGIN
   RETURN NEW;
 END $fn$;
 
+-- BEGIN SUPERUSER: event triggers need a superuser; without one (an external PostgreSQL's admin)
+-- this part is left out and the server warns (docs/external-postgres.md).
 -- Writers' DDL: only CREATE TABLE of DuckLake's inlined-data tables (and temporary tables).
 -- "Plain writer": has the lake writer role's privileges but not the owner's (covers RESET ROLE too).
 CREATE OR REPLACE FUNCTION ducklake_guard.is_plain_writer(r name) RETURNS boolean
@@ -233,6 +235,7 @@ CREATE EVENT TRIGGER ducklake_guard_ddl_end ON ddl_command_end EXECUTE FUNCTION 
 -- Also with session_replication_role = replica.
 ALTER EVENT TRIGGER ducklake_guard_ddl_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER ducklake_guard_ddl_end ENABLE ALWAYS;
+-- END SUPERUSER
 
 -- 2. Table privileges and row triggers ----------------------------------------------------------
 SELECT pg_catalog.set_config('ducklake_guard.lake', :'lake', false);

@@ -128,20 +128,24 @@ pub fn scram_verifier(password: &str) -> String {
 /// Makes `lake`'s server role what the server needs, whatever a session of it did: a LOGIN
 /// role without any attribute, member of the owner role and [`SERVERS_GROUP`], with the derived
 /// password and no per-role settings but `role = <lake>_owner` in the lake's database.
-/// `su` is a superuser (role-administering) session in the `postgres` database.
+/// `su` is a role-administering session in the registry's database; `superuser` says whether it
+/// is a superuser's (only a superuser may name the SUPERUSER, REPLICATION and BYPASSRLS
+/// attributes in ALTER ROLE, even to turn them off; a CREATEROLE admin cannot grant them).
 pub async fn reset_server_role(
     su: &tokio_postgres::Client,
     key: &ServerKey,
     lake: &str,
+    superuser: bool,
 ) -> Result<(), PgError> {
     let role = server_role(lake);
     let ident = quote_ident(&role);
     let owner = LakeRole::Owner.group(lake);
     su.batch_execute(&format!(
-        "ALTER ROLE {ident} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT 20 PASSWORD {pw};
+        "ALTER ROLE {ident} WITH LOGIN {attrs} INHERIT CONNECTION LIMIT 20 PASSWORD {pw};
          ALTER ROLE {ident} RESET ALL;
          ALTER ROLE {ident} IN DATABASE {db} RESET ALL;
          ALTER ROLE {ident} IN DATABASE {db} SET role = {owner_lit};",
+        attrs = no_attributes(superuser),
         pw = quote_literal(&scram_verifier(&key.password(lake))),
         db = quote_ident(lake),
         owner_lit = quote_literal(&owner),
@@ -150,106 +154,295 @@ pub async fn reset_server_role(
     .map_err(PgError::sql(format!("reset role {role}")))
 }
 
-/// The libpq connection string of `lake`'s server role on `socket`, for the DuckDB worker.
-pub fn server_conninfo(socket: &Socket, key: &ServerKey, lake: &str) -> String {
-    socket.conninfo(&server_role(lake), Some(&key.password(lake)), lake)
+/// The attributes a lake role must not have, as ALTER ROLE may name them in a session that is
+/// a superuser's or not (see [`reset_server_role`]).
+pub(crate) fn no_attributes(superuser: bool) -> &'static str {
+    if superuser {
+        "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+    } else {
+        "NOCREATEDB NOCREATEROLE"
+    }
 }
 
-/// A session in `lake`'s database as its server role, acting as the lake's owner role with
-/// the search path pinned (see the module docs). Resets the role first.
-pub async fn connect(
-    socket: &Socket,
-    key: &ServerKey,
-    lake: &str,
-    application_name: &str,
-) -> Result<tokio_postgres::Client, PgError> {
-    let su = socket
-        .connect_superuser("postgres", application_name)
-        .await
-        .map_err(PgError::sql("connect to database postgres"))?;
-    reset_server_role(&su, key, lake).await?;
-    drop(su);
-    let role = server_role(lake);
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host_path(&socket.dir)
-        .port(socket.port)
-        .user(&role)
-        .password(key.password(lake))
-        .dbname(lake)
-        .application_name(application_name)
-        .options("-c search_path=pg_catalog,pg_temp -c row_security=off")
-        .connect_timeout(std::time::Duration::from_secs(5));
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(PgError::sql(format!("connect to lake {lake} as {role}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "lake session closed");
-        }
-    });
-    client
-        .batch_execute(&format!(
-            "SET ROLE {}; SET search_path = pg_catalog, pg_temp; SET row_security = off",
-            quote_ident(&LakeRole::Owner.group(lake))
-        ))
-        .await
-        .map_err(PgError::sql(format!("act as lake {lake}'s owner role")))?;
-    Ok(client)
+/// What every session inside a lake pins: name resolution and no row security policy run.
+const LAKE_SESSION_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp -c row_security=off";
+
+/// The database of the lake registry on an external PostgreSQL: created by the admin (which
+/// may not create schemas in `postgres` there). The supervised cluster keeps it in `postgres`.
+pub const REGISTRY_DB: &str = "ducklake_catalog";
+
+/// A password that can change while it is shared (the admin's, rotated in Secrets Manager).
+pub type PasswordCell = std::sync::Arc<std::sync::RwLock<Option<crate::Secret>>>;
+
+/// How the server administers PostgreSQL.
+#[derive(Debug, Clone)]
+enum Admin {
+    /// The supervised cluster, over its Unix socket as its superuser (peer authentication).
+    Local(Socket),
+    /// An external PostgreSQL over TLS, as the admin login (`CREATEDB CREATEROLE`, never a
+    /// superuser).
+    Remote {
+        pg: crate::remote::RemotePg,
+        password: PasswordCell,
+    },
 }
 
 /// How the DuckLake administration reaches PostgreSQL: the role-administering session in the
-/// `postgres` database, and sessions inside each lake as its server role.
+/// registry's database, sessions as the admin in a lake's database (its bring-up), and sessions
+/// inside each lake as its server role. Built from the supervised cluster's socket or from
+/// `postgres.url`.
 #[derive(Debug, Clone)]
 pub struct PgHandle {
-    pub socket: Socket,
+    admin: Admin,
     key: ServerKey,
 }
 
 impl PgHandle {
+    /// The supervised cluster behind `socket`.
     pub fn new(socket: Socket, key: ServerKey) -> PgHandle {
-        PgHandle { socket, key }
+        PgHandle {
+            admin: Admin::Local(socket),
+            key,
+        }
     }
 
-    /// The running server's PostgreSQL for this configuration (its socket in `<home>/run`,
-    /// the key in `<home>/secrets`).
-    pub fn for_config(config: &crate::config::Config) -> Result<PgHandle, PgError> {
-        Ok(PgHandle {
-            socket: Socket::for_config(config),
-            key: ServerKey::load_or_create(&config.home.join("secrets"))?,
-        })
+    /// The external PostgreSQL `pg`, logging in as its user with the password in `password`.
+    pub fn remote(pg: crate::remote::RemotePg, password: PasswordCell, key: ServerKey) -> PgHandle {
+        PgHandle {
+            admin: Admin::Remote { pg, password },
+            key,
+        }
     }
 
-    /// A superuser session in the `postgres` database, which no lake user can connect to:
-    /// roles, databases, the lake registry.
+    /// This configuration's PostgreSQL: the running server's socket in `<home>/run`, or
+    /// `postgres.url` (with the admin password read now); the key in `<home>/secrets`.
+    pub async fn for_config(config: &crate::config::Config) -> Result<PgHandle, PgError> {
+        let key = ServerKey::load_or_create(&config.home.join("secrets"))?;
+        let Some(pg) = config.external() else {
+            return Ok(PgHandle::new(Socket::for_config(config), key));
+        };
+        let password = crate::connection::admin_password(config)
+            .await
+            .map_err(|e| PgError::Io {
+                action: "read the admin password".into(),
+                error: std::io::Error::other(e.to_string()),
+            })?;
+        Ok(PgHandle::remote(
+            pg.clone(),
+            std::sync::Arc::new(std::sync::RwLock::new(password)),
+            key,
+        ))
+    }
+
+    /// Whether the administering sessions are a superuser's (the supervised cluster). An
+    /// external PostgreSQL's admin is not: what needs a superuser degrades with a warning.
+    pub fn superuser(&self) -> bool {
+        matches!(self.admin, Admin::Local(_))
+    }
+
+    /// The external PostgreSQL, if that is what this handle reaches.
+    pub fn external(&self) -> Option<&crate::remote::RemotePg> {
+        match &self.admin {
+            Admin::Remote { pg, .. } => Some(pg),
+            Admin::Local(_) => None,
+        }
+    }
+
+    /// The database holding the lake registry.
+    pub fn registry_db(&self) -> &'static str {
+        match self.admin {
+            Admin::Local(_) => "postgres",
+            Admin::Remote { .. } => REGISTRY_DB,
+        }
+    }
+
+    fn remote_password(password: &PasswordCell) -> String {
+        password
+            .read()
+            .expect("the password lock is never poisoned")
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// A role-administering session in the registry's database, which no lake user can
+    /// connect to: roles, databases, the lake registry. On an external PostgreSQL the registry
+    /// database is created on first use.
     pub async fn postgres(
         &self,
         application_name: &str,
     ) -> Result<tokio_postgres::Client, crate::postgres::LocalError> {
-        self.socket
-            .connect_superuser("postgres", application_name)
-            .await
-            .map_err(|e| crate::postgres::LocalError::new(&self.socket, &e))
+        match &self.admin {
+            Admin::Local(socket) => socket
+                .connect_superuser("postgres", application_name)
+                .await
+                .map_err(|e| crate::postgres::LocalError::new(socket, &e)),
+            Admin::Remote { pg, password } => {
+                let pw = Self::remote_password(password);
+                match pg
+                    .connect(&pg.user, &pw, REGISTRY_DB, application_name, None)
+                    .await
+                {
+                    Ok(c) => Ok(c),
+                    Err(crate::remote::RemoteError::Connect { detail, .. })
+                        if detail
+                            .contains(&format!("database \"{REGISTRY_DB}\" does not exist")) =>
+                    {
+                        let first = pg
+                            .connect(&pg.user, &pw, &pg.dbname, application_name, None)
+                            .await?;
+                        create_registry_db(&first, &pg.user).await?;
+                        Ok(pg
+                            .connect(&pg.user, &pw, REGISTRY_DB, application_name, None)
+                            .await?)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
     }
 
-    /// A session inside `lake` as its server role ([`connect`]).
+    /// A session as the administering role in database `db` (a lake's bring-up): the superuser
+    /// of the supervised cluster, or the external PostgreSQL's admin, which owns the lake
+    /// databases.
+    pub async fn admin_in(
+        &self,
+        db: &str,
+        application_name: &str,
+    ) -> Result<tokio_postgres::Client, PgError> {
+        match &self.admin {
+            Admin::Local(socket) => socket
+                .connect_superuser(db, application_name)
+                .await
+                .map_err(PgError::sql(format!("connect to database {db}"))),
+            Admin::Remote { pg, password } => pg
+                .connect(
+                    &pg.user,
+                    &Self::remote_password(password),
+                    db,
+                    application_name,
+                    None,
+                )
+                .await
+                .map_err(PgError::from),
+        }
+    }
+
+    /// A session inside `lake` as its server role, acting as the lake's owner role with the
+    /// search path pinned (see the module docs). Resets the role first.
     pub async fn lake(
         &self,
         lake: &str,
         application_name: &str,
     ) -> Result<tokio_postgres::Client, PgError> {
-        connect(&self.socket, &self.key, lake, application_name).await
+        let su = self.postgres(application_name).await.map_err(|e| match e {
+            crate::postgres::LocalError::Registry(e) => e,
+            crate::postgres::LocalError::Remote(e) => e.into(),
+            e @ crate::postgres::LocalError::Socket { .. } => PgError::Io {
+                action: format!("reset lake {lake}'s server role"),
+                error: std::io::Error::other(e.to_string()),
+            },
+        })?;
+        reset_server_role(&su, &self.key, lake, self.superuser()).await?;
+        drop(su);
+        let role = server_role(lake);
+        let password = self.key.password(lake);
+        let client = match &self.admin {
+            Admin::Local(socket) => {
+                let mut cfg = tokio_postgres::Config::new();
+                cfg.host_path(&socket.dir)
+                    .port(socket.port)
+                    .user(&role)
+                    .password(password)
+                    .dbname(lake)
+                    .application_name(application_name)
+                    .options(LAKE_SESSION_OPTIONS)
+                    .connect_timeout(std::time::Duration::from_secs(5));
+                let (client, conn) = cfg
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(PgError::sql(format!("connect to lake {lake} as {role}")))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "lake session closed");
+                    }
+                });
+                client
+            }
+            Admin::Remote { pg, .. } => {
+                pg.connect(
+                    &role,
+                    &password,
+                    lake,
+                    application_name,
+                    Some(LAKE_SESSION_OPTIONS),
+                )
+                .await?
+            }
+        };
+        client
+            .batch_execute(&format!(
+                "SET ROLE {}; SET search_path = pg_catalog, pg_temp; SET row_security = off",
+                quote_ident(&LakeRole::Owner.group(lake))
+            ))
+            .await
+            .map_err(PgError::sql(format!("act as lake {lake}'s owner role")))?;
+        Ok(client)
     }
 
     /// The connection string of `lake`'s server role, for the DuckDB worker. Call
     /// [`PgHandle::lake`] (or [`reset_server_role`]) first: it sets the password.
     pub fn lake_conninfo(&self, lake: &str) -> String {
-        server_conninfo(&self.socket, &self.key, lake)
+        let password = self.key.password(lake);
+        match &self.admin {
+            Admin::Local(socket) => socket.conninfo(&server_role(lake), Some(&password), lake),
+            Admin::Remote { pg, .. } => pg.conninfo(&server_role(lake), Some(&password), lake),
+        }
     }
 
     pub fn key(&self) -> &ServerKey {
         &self.key
     }
+}
+
+/// The role-administering session in the registry's database of `config`'s PostgreSQL, for
+/// the commands that run beside `serve` (the supervised cluster's socket in `<home>/run`, or
+/// `postgres.url`). Sessions inside a lake go through [`PgHandle::lake`], never as a superuser.
+pub async fn connect_admin(
+    config: &crate::config::Config,
+    application_name: &str,
+) -> Result<tokio_postgres::Client, crate::postgres::LocalError> {
+    PgHandle::for_config(config)
+        .await?
+        .postgres(application_name)
+        .await
+}
+
+/// Creates the registry's database on an external PostgreSQL, owned by the admin and closed to
+/// everyone else.
+async fn create_registry_db(first: &tokio_postgres::Client, admin: &str) -> Result<(), PgError> {
+    let db = quote_ident(REGISTRY_DB);
+    // One statement a call: CREATE DATABASE cannot run in a transaction block.
+    first
+        .batch_execute(&format!(
+            "CREATE DATABASE {db} OWNER {} ENCODING 'UTF8' TEMPLATE template0",
+            quote_ident(admin)
+        ))
+        .await
+        .map_err(PgError::sql(format!(
+            "create database {REGISTRY_DB} for the lake registry"
+        )))?;
+    first
+        .batch_execute(&format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"))
+        .await
+        .map_err(PgError::sql(format!(
+            "close database {REGISTRY_DB} to others"
+        )))?;
+    tracing::info!(
+        database = REGISTRY_DB,
+        "created the lake registry's database"
+    );
+    Ok(())
 }
 
 /// The names `ducklake_inlined_data_tables` registers (of table `table_id`, or all): catalog
@@ -412,10 +605,35 @@ pub async fn inlined_data_table(
 /// code out. Placeholders are filled by [`guard_sql`].
 const GUARD_SQL: &str = include_str!("lake_guard.sql");
 
-/// [`GUARD_SQL`] for `lake`, whose admin role is `admin`, registered on `data_path`.
-fn guard_sql(lake: &str, admin: &str, data_path: &str) -> String {
-    GUARD_SQL
-        .replace(":\"lake\"", &quote_ident(lake))
+/// Large objects are writes outside any table: their functions are revoked from PUBLIC (only
+/// their owner, the superuser, may).
+const LARGE_OBJECTS_SQL: &str = "DO $do$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+           WHERE p.pronamespace = 'pg_catalog'::regnamespace
+             AND (p.proname LIKE 'lo\\_%' OR p.proname IN ('lowrite', 'loread'))
+  LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+  END LOOP;
+END
+$do$;";
+
+/// [`GUARD_SQL`] for `lake`, whose admin role is `admin`, registered on `data_path`; without
+/// the part only a superuser may run (the event triggers) unless `superuser`.
+fn guard_sql(lake: &str, admin: &str, data_path: &str, superuser: bool) -> String {
+    let sql = if superuser {
+        GUARD_SQL.to_owned()
+    } else {
+        let begin = GUARD_SQL
+            .find("-- BEGIN SUPERUSER")
+            .expect("lake_guard.sql marks its superuser part");
+        let end = GUARD_SQL
+            .find("-- END SUPERUSER")
+            .expect("lake_guard.sql marks its superuser part");
+        format!("{}{}", &GUARD_SQL[..begin], &GUARD_SQL[end..])
+    };
+    sql.replace(":\"lake\"", &quote_ident(lake))
         .replace(":\"reader\"", &quote_ident(&LakeRole::Reader.group(lake)))
         .replace(":\"writer\"", &quote_ident(&LakeRole::Writer.group(lake)))
         .replace(":\"owner\"", &quote_ident(&LakeRole::Owner.group(lake)))
@@ -434,33 +652,35 @@ fn guard_sql(lake: &str, admin: &str, data_path: &str) -> String {
 /// - Tables of an older release that the admin owns go to the owner role, once.
 /// - The guard ([`GUARD_SQL`]): the lake roles' privileges on DuckLake's tables, row triggers
 ///   and event triggers. Run again once DuckLake created its tables, and after a migration.
+///
+/// On an external PostgreSQL `su` is the admin's session (`superuser` false): the large-object
+/// functions and the event triggers stay as they are, and a warning says so.
 pub async fn prepare_database(
     su: &tokio_postgres::Client,
     lake: &str,
     admin: &str,
     data_path: &str,
+    superuser: bool,
 ) -> Result<(), PgError> {
     let owner = quote_ident(&LakeRole::Owner.group(lake));
     su.batch_execute(&format!(
-        "RESET ALL; RESET ROLE;
+        "RESET ALL; SET ROLE NONE;
          SET search_path = pg_catalog, pg_temp;
-         SET log_statement = 'none';
          ALTER SCHEMA public OWNER TO {owner};
-         REVOKE ALL ON SCHEMA public FROM PUBLIC;
-         DO $do$
-         DECLARE f regprocedure;
-         BEGIN
-           FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-                    WHERE p.pronamespace = 'pg_catalog'::regnamespace
-                      AND (p.proname LIKE 'lo\\_%' OR p.proname IN ('lowrite', 'loread'))
-           LOOP
-             EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
-           END LOOP;
-         END
-         $do$;"
+         REVOKE ALL ON SCHEMA public FROM PUBLIC;"
     ))
     .await
     .map_err(PgError::sql(format!("secure lake {lake}'s database")))?;
+    if superuser {
+        // The guard is long: kept out of the DDL log (log_statement, superuser only).
+        su.batch_execute(&format!("SET log_statement = 'none'; {LARGE_OBJECTS_SQL}"))
+            .await
+            .map_err(PgError::sql(format!(
+                "revoke large objects in lake {lake}'s database"
+            )))?;
+    } else {
+        tracing::warn!(lake, "the admin is not a superuser, so lake users' DDL is not confined by event triggers and large-object functions stay open: a writer of this lake can create functions, views and triggers in it (within the lake; see docs/external-postgres.md)");
+    }
     let tables: Vec<String> = su
         .query(
             "SELECT c.relname::text FROM pg_catalog.pg_class c
@@ -483,9 +703,24 @@ pub async fn prepare_database(
             "give {table} to the lake's owner role"
         )))?;
     }
-    su.batch_execute(&guard_sql(lake, admin, data_path))
+    su.batch_execute(&guard_sql(lake, admin, data_path, superuser))
         .await
-        .map_err(PgError::sql(format!("guard lake {lake}'s tables")))
+        .map_err(PgError::sql(format!("guard lake {lake}'s tables")))?;
+    if !superuser {
+        // Without the event trigger that hands each table a writer creates (DuckLake's
+        // inlined data) to the owner role and grants it, readers read them through default
+        // privileges; the next bring-up hands them over.
+        su.batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {writer} IN SCHEMA public GRANT SELECT ON TABLES TO {reader}",
+            writer = quote_ident(&LakeRole::Writer.group(lake)),
+            reader = quote_ident(&LakeRole::Reader.group(lake)),
+        ))
+        .await
+        .map_err(PgError::sql(format!(
+            "let lake {lake}'s readers read the tables its writers create"
+        )))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

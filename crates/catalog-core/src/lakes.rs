@@ -24,8 +24,9 @@ use crate::config::{
 use crate::duckdb_worker::{DuckDbRunner, Job};
 use crate::inspect::{Catalog, InspectError, Summary};
 use crate::lake::{ensure_lake, LakeError, LakeInfo};
+use crate::lake_session::connect_admin;
 use crate::lake_session::PgHandle;
-use crate::postgres::{connect_local, LocalError, PgError};
+use crate::postgres::{LocalError, PgError};
 use crate::versions::SPEC_CLIENTS;
 
 /// How often a running server looks for lakes created or dropped by command.
@@ -266,7 +267,7 @@ fn serving(config: &Config, known: &[RegisteredLake]) -> Vec<LakeConfig> {
 /// Adds the running server's registered lakes to `config.lakes`, so commands given `--lake`
 /// find lakes created by command. Leaves `config` as it is when no server is reachable.
 pub async fn with_registered(config: &mut Config) -> Result<(), LocalError> {
-    let client = connect_local(config, "ducklake-catalog").await?;
+    let client = connect_admin(config, "ducklake-catalog").await?;
     let known = registered(&client).await.unwrap_or_default();
     config.lakes = serving(config, &known);
     Ok(())
@@ -298,7 +299,7 @@ pub async fn create(
             reason,
         });
     }
-    let client = connect_local(config, "ducklake-catalog lake").await?;
+    let client = connect_admin(config, "ducklake-catalog lake").await?;
     ensure_registry(&client).await?;
     let known = registered(&client).await?;
     // Names and paths are taken by every lake: served, and being dropped (whose data path is
@@ -337,7 +338,7 @@ pub async fn create(
         }
     }
     let lake = LakeConfig::new(name.to_owned(), data_path.clone());
-    let pg = PgHandle::for_config(config)?;
+    let pg = PgHandle::for_config(config).await?;
     let info = ensure_lake(&pg, config, &lake, runner).await?;
     client
         .execute(
@@ -352,8 +353,8 @@ pub async fn create(
 
 /// Every lake the running server serves, with its spec version, clients and size.
 pub async fn list(config: &Config) -> Result<Vec<LakeListing>, LakesError> {
-    let client = connect_local(config, "ducklake-catalog lake").await?;
-    let pg = PgHandle::for_config(config)?;
+    let client = connect_admin(config, "ducklake-catalog lake").await?;
+    let pg = PgHandle::for_config(config).await?;
     let known = registered(&client).await?;
     let mut out = Vec::new();
     for lake in serving(config, &known) {
@@ -442,8 +443,8 @@ fn unknown(name: &str, lakes: &[LakeConfig]) -> LakesError {
 
 /// `lake show NAME`.
 pub async fn show(config: &Config, name: &str) -> Result<LakeDetail, LakesError> {
-    let client = connect_local(config, "ducklake-catalog lake").await?;
-    let pg = PgHandle::for_config(config)?;
+    let client = connect_admin(config, "ducklake-catalog lake").await?;
+    let pg = PgHandle::for_config(config).await?;
     let (lake, origin) = find(config, &client, name).await?;
     let listing = listing(&pg, &lake, origin).await?;
     let mut with_lake = config.clone();
@@ -488,8 +489,8 @@ pub async fn drop(
             name: name.to_owned(),
         });
     }
-    let client = connect_local(config, "ducklake-catalog lake").await?;
-    let pg = PgHandle::for_config(config)?;
+    let client = connect_admin(config, "ducklake-catalog lake").await?;
+    let pg = PgHandle::for_config(config).await?;
     let known = registered(&client).await?;
     let Some(entry) = known.iter().find(|r| r.name == name) else {
         return Err(unknown(name, &serving(config, &known)));
@@ -528,7 +529,8 @@ pub async fn drop(
         .await
         .map_err(PgError::sql("mark the lake as dropping"))?;
     let users_dropped =
-        crate::lake::drop_lake_objects(&client, name, &config.postgres.admin_user).await?;
+        crate::lake::drop_lake_objects(&client, name, &config.postgres.admin_user, pg.superuser())
+            .await?;
     tracing::info!(lake = name, users = ?users_dropped, "dropped the lake's catalog");
     let objects_deleted = if delete_data {
         let n = storage::purge(&data_path, &config.s3_settings(), progress).await?;
@@ -605,10 +607,10 @@ pub async fn migrate(
     runner: &DuckDbRunner,
     name: &str,
 ) -> Result<MigrateReport, LakesError> {
-    let client = connect_local(config, "ducklake-catalog lake").await?;
+    let client = connect_admin(config, "ducklake-catalog lake").await?;
     let (lake, _) = find(config, &client, name).await?;
     crate::lake::lock_lake(&client, name).await?;
-    let pg = PgHandle::for_config(config)?;
+    let pg = PgHandle::for_config(config).await?;
     let lake_db = pg.lake(name, "ducklake-catalog lake").await?;
     let from = spec_version(&lake_db).await?;
     let current = crate::versions::DUCKLAKE_SPEC_VERSION;

@@ -25,6 +25,7 @@ pub mod lakes;
 pub mod maintenance;
 pub mod postgres;
 pub mod recovery;
+pub mod remote;
 pub mod status;
 pub mod supervisor;
 pub mod tuning;

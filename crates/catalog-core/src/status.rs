@@ -97,6 +97,11 @@ pub enum PgState {
     Stopped,
     /// Start-up failed for good; the server is exiting.
     Failed,
+    /// No PostgreSQL of its own: the server administers the external one at `endpoint`
+    /// (`postgres.url`), which the readiness check pings.
+    External {
+        endpoint: String,
+    },
 }
 
 impl PgState {
@@ -110,6 +115,7 @@ impl PgState {
             PgState::Stopping => "stopping",
             PgState::Stopped => "stopped",
             PgState::Failed => "failed",
+            PgState::External { .. } => "external",
         }
     }
 
@@ -121,6 +127,7 @@ impl PgState {
                 | PgState::Restoring { .. }
                 | PgState::Running { .. }
                 | PgState::Stopping
+                | PgState::External { .. }
         )
     }
 }
@@ -155,7 +162,10 @@ impl Status {
 
     /// True when PostgreSQL accepts connections (a `SELECT 1` check is worth running).
     pub fn accepting(&self) -> bool {
-        matches!(self.postgres, PgState::Running { .. })
+        matches!(
+            self.postgres,
+            PgState::Running { .. } | PgState::External { .. }
+        )
     }
 
     /// Why the server is not ready, as `/readyz` says it; `None` when [`Status::lakes_ready`].
@@ -206,6 +216,9 @@ mod tests {
             PgState::Stopping,
             PgState::Stopped,
             PgState::Failed,
+            PgState::External {
+                endpoint: "db:5432".into(),
+            },
         ] {
             let json = serde_json::to_value(&state).unwrap();
             assert_eq!(json["state"], state.name());

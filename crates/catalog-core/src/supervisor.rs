@@ -20,7 +20,7 @@ use crate::config::{Config, LakeConfig, RetentionConfig};
 use crate::connection::{read_password_file, ConnectionInfo};
 use crate::duckdb_worker::{missing_extensions, DuckDbRunner};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
-use crate::lake_session::{PgHandle, ServerKey};
+use crate::lake_session::{PasswordCell, PgHandle, ServerKey};
 use crate::postgres::{
     create_home_dir, Boot, Cluster, ControlData, OsUser, PgError, RunningPostgres, ShutdownMode,
 };
@@ -54,6 +54,8 @@ pub enum ServeError {
     Engine(String),
     #[error("{0}; the server stopped PostgreSQL in order (nothing acknowledged is lost): start it again, and report the log line above as a bug")]
     TaskLost(String),
+    #[error("{0}")]
+    External(String),
 }
 
 /// Runs PostgreSQL and the lakes until `shutdown` is cancelled.
@@ -65,6 +67,9 @@ pub struct Supervisor {
     worker_program: PathBuf,
     /// Notified on SIGHUP: read the admin password secret again now.
     reload: Arc<Notify>,
+    /// The admin password in force, shared with the readiness probe of an external
+    /// PostgreSQL (which logs in as the admin).
+    admin_password: PasswordCell,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -173,7 +178,18 @@ impl Supervisor {
             status,
             worker_program,
             reload: Arc::new(Notify::new()),
+            admin_password: PasswordCell::default(),
         }
+    }
+
+    /// The readiness check's `SELECT 1`: over the supervised cluster's socket, or as the admin
+    /// on the external PostgreSQL.
+    pub fn probe(&self) -> Probe {
+        let mut probe = Probe::new(&self.config);
+        if let Some(remote) = self.config.external() {
+            probe.remote = Some((remote.clone(), self.admin_password.clone()));
+        }
+        probe
     }
 
     /// What SIGHUP notifies: the admin password secret is read again at once.
@@ -188,7 +204,11 @@ impl Supervisor {
         shutdown: CancellationToken,
         immediate: CancellationToken,
     ) -> Result<(), ServeError> {
-        let result = self.run_inner(&shutdown, &immediate).await;
+        let result = if self.config.external().is_some() {
+            self.run_external(&shutdown).await
+        } else {
+            self.run_inner(&shutdown, &immediate).await
+        };
         self.status.send_modify(|s| {
             s.postgres = if result.is_ok() {
                 PgState::Stopped
@@ -275,7 +295,7 @@ impl Supervisor {
                 if let Some(d) = &durable {
                     self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop, &mut tasks);
                 }
-                self.spawn_password_watch(&cluster, &password_tx, &agent_stop, &mut tasks);
+                self.spawn_password_watch(Some(&cluster), &password_tx, &agent_stop, &mut tasks);
             }
             first = false;
             // In this order: a stop cancels tasks that watch `shutdown` (they end then, which is
@@ -304,6 +324,74 @@ impl Supervisor {
                     self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
                     return Err(ServeError::TaskLost(reason));
                 }
+            }
+        }
+    }
+
+    /// `serve` with an external PostgreSQL (`postgres.url`): no cluster, no WAL shipping; the
+    /// lakes, their users' roles, the maintenance schedule and the lake watch as with the
+    /// supervised one, as the admin login.
+    async fn run_external(&self, shutdown: &CancellationToken) -> Result<(), ServeError> {
+        let remote = self
+            .config
+            .external()
+            .expect("run_external is for postgres.url")
+            .clone();
+        let _serving = serve_lock(&self.config.home)?;
+        let runner = self.engine().await?;
+        let password = self.admin_password().await?;
+        *self.admin_password.write().expect("never poisoned") = Some(password.clone());
+        let key = ServerKey::load_or_create(&self.config.home.join("secrets"))?;
+        let pg = PgHandle::remote(remote.clone(), self.admin_password.clone(), key);
+        let stop = CancellationToken::new();
+        let _stop_guard = stop.clone().drop_guard();
+        let mut tasks = Tasks::default();
+        let endpoint = format!("{}:{}", remote.host, remote.port);
+        tracing::info!(%endpoint, admin = %remote.user, sslmode = remote.sslmode(), "administering an external PostgreSQL (postgres.url): no PostgreSQL of its own, no WAL shipping");
+        // The admin's privileges are checked before anything is created (the registry's
+        // database included).
+        let first = remote
+            .connect(
+                &remote.user,
+                password.expose(),
+                &remote.dbname,
+                "ducklake-catalog",
+                None,
+            )
+            .await
+            .map_err(PgError::from)?;
+        crate::lake::ensure_external_admin(&first, &remote.user).await?;
+        drop(first);
+        let client = pg
+            .postgres("ducklake-catalog")
+            .await
+            .map_err(|e| ServeError::External(e.to_string()))?;
+        enable_statement_stats(&client).await;
+        let lakes = crate::lakes::reconcile(&client, &self.config).await?;
+        drop(client);
+        self.status.send_modify(|s| {
+            s.postgres = PgState::External {
+                endpoint: endpoint.clone(),
+            };
+        });
+        for lake in &lakes {
+            bring_up_lake(&pg, &self.config, lake, &runner, &self.status).await?;
+        }
+        self.announce(&lakes);
+        self.spawn_lakes(&pg, &runner, &stop, shutdown, &mut tasks);
+        let (password_tx, _password_rx) = watch::channel(password);
+        self.spawn_password_watch(None, &password_tx, &stop, &mut tasks);
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                self.status.send_modify(|s| s.postgres = PgState::Stopping);
+                stop.cancel();
+                tasks.finish().await;
+                Ok(())
+            }
+            (task, how) = tasks.next_lost() => {
+                tracing::error!(task, %how, "a background task of the server stopped: exiting, so the orchestrator starts a fresh server");
+                Err(ServeError::TaskLost(format!("the server's {task} task {how}")))
             }
         }
     }
@@ -726,7 +814,7 @@ impl Supervisor {
     /// SIGHUP, and apply a changed value with `ALTER ROLE`.
     fn spawn_password_watch(
         &self,
-        cluster: &Cluster,
+        cluster: Option<&Cluster>,
         current: &watch::Sender<Secret>,
         stop: &CancellationToken,
         tasks: &mut Tasks,
@@ -748,8 +836,9 @@ impl Supervisor {
             secret,
             aws: self.config.aws().expect("AWS is prepared").clone(),
             user: self.config.postgres.admin_user.clone(),
-            cluster: cluster.clone(),
+            cluster: cluster.cloned(),
             current: current.clone(),
+            cell: self.admin_password.clone(),
             status: self.status.clone(),
         };
         let interval = self.config.postgres.admin_password_refresh.0;
@@ -773,8 +862,12 @@ struct PasswordWatch {
     secret: SecretRef,
     aws: aws::AwsContext,
     user: String,
-    cluster: Cluster,
+    /// The supervised cluster, whose admin role takes the rotated password; `None` with an
+    /// external PostgreSQL, where the rotation already happened (RDS/Secrets Manager) and the
+    /// server only logs in with the new value.
+    cluster: Option<Cluster>,
     current: watch::Sender<Secret>,
+    cell: PasswordCell,
     status: StatusSender,
 }
 
@@ -817,14 +910,16 @@ impl PasswordWatch {
         if *self.current.borrow() == fetched.password {
             return Ok(Some((fetched.version_id, false)));
         }
-        let client = self
-            .cluster
-            .connect_superuser("postgres")
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure_admin_role(&client, &self.user, &fetched.password)
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Some(cluster) = &self.cluster {
+            let client = cluster
+                .connect_superuser("postgres")
+                .await
+                .map_err(|e| e.to_string())?;
+            ensure_admin_role(&client, &self.user, &fetched.password)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        *self.cell.write().expect("never poisoned") = Some(fetched.password.clone());
         self.current.send_replace(fetched.password);
         Ok(Some((fetched.version_id, true)))
     }
@@ -1185,7 +1280,7 @@ async fn enable_statement_stats(client: &tokio_postgres::Client) {
             .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .await
         {
-            tracing::warn!(error = %e, "pg_stat_statements is loaded but its extension could not be created");
+            tracing::warn!(error = %crate::postgres::pg_message(&e), "pg_stat_statements is loaded but its extension could not be created");
         }
     }
 }
@@ -1196,6 +1291,8 @@ async fn enable_statement_stats(client: &tokio_postgres::Client) {
 pub struct Probe {
     socket_dir: PathBuf,
     port: u16,
+    /// An external PostgreSQL, pinged as the admin with the password in force.
+    remote: Option<(crate::remote::RemotePg, PasswordCell)>,
     client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
@@ -1204,8 +1301,45 @@ impl Probe {
         Probe {
             socket_dir: config.socket_dir(),
             port: config.postgres.port,
+            remote: None,
             client: Arc::default(),
         }
+    }
+
+    /// The probe's session: the supervised cluster's superuser over its socket, or the admin
+    /// on the external PostgreSQL.
+    async fn connect(&self, timeout: Duration) -> Result<tokio_postgres::Client, String> {
+        if let Some((remote, password)) = &self.remote {
+            let pw = password
+                .read()
+                .expect("never poisoned")
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .ok_or("the admin password is not read yet")?;
+            return remote
+                .connect(
+                    &remote.user,
+                    &pw,
+                    &remote.dbname,
+                    "ducklake-catalog-health",
+                    None,
+                )
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let cfg = crate::postgres::superuser_config(
+            &self.socket_dir,
+            self.port,
+            "postgres",
+            "ducklake-catalog-health",
+            timeout,
+        );
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| crate::postgres::pg_message(&e))?;
+        tokio::spawn(conn);
+        Ok(client)
     }
 
     /// One `SELECT 1`, bounded by `timeout`.
@@ -1213,19 +1347,14 @@ impl Probe {
         let mut slot = self.client.lock().await;
         let attempt = async {
             if slot.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-                let cfg = crate::postgres::superuser_config(
-                    &self.socket_dir,
-                    self.port,
-                    "postgres",
-                    "ducklake-catalog-health",
-                    timeout,
-                );
-                let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-                tokio::spawn(conn);
-                *slot = Some(client);
+                *slot = Some(self.connect(timeout).await?);
             }
             let client = slot.as_ref().expect("connected just above");
-            client.simple_query("SELECT 1").await.map(|_| ())
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::postgres::pg_message(&e))
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(())) => return Ok(()),

@@ -26,8 +26,9 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::{valid_identifier, Config, LakeConfig};
+use crate::lake_session::connect_admin;
 use crate::lake_session::{role_marker, scram_verifier, server_role, SERVERS_GROUP};
-use crate::postgres::{connect_local, quote_ident, quote_literal, PgError, SUPERUSER};
+use crate::postgres::{quote_ident, quote_literal, PgError, SUPERUSER};
 use crate::secret::Secret;
 use crate::secrets_manager::check_strength;
 
@@ -182,7 +183,7 @@ pub async fn ensure_lake_roles(
 }
 
 async fn connect(config: &Config) -> Result<tokio_postgres::Client, UserError> {
-    Ok(connect_local(config, "ducklake-catalog user").await?)
+    Ok(connect_admin(config, "ducklake-catalog user").await?)
 }
 
 /// Suffixes of the roles the server makes per lake: no user name may end in one, so no user
@@ -284,8 +285,7 @@ pub async fn create(
     client
         .batch_execute(&format!(
             "ALTER ROLE {user} IN DATABASE {db} SET role = {group_lit};
-             ALTER ROLE {user} {USER_SETTINGS};
-             ALTER ROLE {user} {USER_TEMP_FILE_LIMIT};",
+             ALTER ROLE {user} {USER_SETTINGS};",
             group_lit = quote_literal(&role.group(&lake.name)),
         ))
         .await
@@ -293,6 +293,17 @@ pub async fn create(
             "make {name} act as {}",
             role.group(&lake.name)
         )))?;
+    // A superuser-only setting: an external PostgreSQL's admin may not be allowed it.
+    match client
+        .batch_execute(&format!("ALTER ROLE {user} {USER_TEMP_FILE_LIMIT}"))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if config.external().is_some() => {
+            tracing::warn!(user = name, error = %crate::postgres::pg_message(&e), "the admin may not cap the user's temporary files (temp_file_limit); set temp_file_limit in the parameter group instead");
+        }
+        Err(e) => return Err(PgError::sql(format!("cap {name}'s temporary files"))(e).into()),
+    }
     tracing::info!(user = name, lake = %lake.name, role = %role, connections = limits.connections, "created user");
     Ok(UserInfo {
         name: name.to_owned(),
@@ -385,9 +396,23 @@ pub async fn rotate(config: &Config, name: &str, password: &Secret) -> Result<Us
 /// itself owns goes to the lake's owner role.
 pub async fn drop(config: &Config, name: &str) -> Result<UserInfo, UserError> {
     let info = find(config, name).await?;
-    let client = connect(config).await?;
+    let pg = crate::lake_session::PgHandle::for_config(config).await?;
+    let client = pg
+        .postgres("ducklake-catalog user")
+        .await
+        .map_err(UserError::from)?;
     let user = quote_ident(name);
     let sql = |what: &str| PgError::sql(format!("drop user {name}: {what}"));
+    if !pg.superuser() {
+        // A CREATEROLE admin acts on a role's sessions and objects once it has its privileges.
+        client
+            .batch_execute(&format!(
+                "GRANT {user} TO {}",
+                quote_ident(&config.postgres.admin_user)
+            ))
+            .await
+            .map_err(sql("take its privileges"))?;
+    }
     client
         .batch_execute(&format!(
             "REVOKE ALL ON DATABASE {db} FROM {user};
@@ -401,13 +426,10 @@ pub async fn drop(config: &Config, name: &str) -> Result<UserInfo, UserError> {
     // REASSIGN and DROP OWNED work per database: in the lake's, as a superuser, with the search
     // path pinned. Neither runs code of the user's (lake users cannot create any, see
     // lake_session's guard).
-    let lake_db = crate::postgres::Socket::for_config(config)
-        .connect_superuser(&info.lake, "ducklake-catalog user")
-        .await
-        .map_err(sql("connect to the lake"))?;
+    let lake_db = pg.admin_in(&info.lake, "ducklake-catalog user").await?;
     lake_db
         .batch_execute(&format!(
-            "SET search_path = pg_catalog, pg_temp;
+            "SET ROLE NONE; SET search_path = pg_catalog, pg_temp;
              REASSIGN OWNED BY {user} TO {owner};
              DROP OWNED BY {user};",
             owner = quote_ident(&LakeRole::Owner.group(&info.lake)),

@@ -218,13 +218,13 @@ fn serve(mut config: Config) -> Result<(), Failure> {
                     config.http.listen
                 )
             })?;
-        let checks = tokio::spawn(health::run_checks(
-            health_state,
-            PgPing(Probe::new(&config)),
-            http_stop.clone(),
-        ));
         let program = std::env::current_exe().context("find this program's path")?;
         let supervisor = Supervisor::new(config, tx, program);
+        let checks = tokio::spawn(health::run_checks(
+            health_state,
+            PgPing(supervisor.probe()),
+            http_stop.clone(),
+        ));
         let supervisor_reload = supervisor.reload_handle();
         tokio::spawn(async move {
             loop {

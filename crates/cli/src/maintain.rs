@@ -38,7 +38,9 @@ fn maintain(config: &Config, lake: &str, dry_run: bool, format: Format) -> Resul
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
     runtime()?.block_on(async {
         let ctx = JobContext {
-            pg: PgHandle::for_config(config).map_err(anyhow::Error::new)?,
+            pg: PgHandle::for_config(config)
+                .await
+                .map_err(anyhow::Error::new)?,
             config: config.clone(),
             runner: crate::commands::duckdb_runner(config)?,
         };

@@ -74,6 +74,8 @@ pub enum PgError {
         action: String,
         error: tokio_postgres::Error,
     },
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
 }
 
 impl PgError {
@@ -128,15 +130,18 @@ pub(crate) fn superuser_config(
 
 /// The running server's PostgreSQL could not be reached over its Unix socket.
 #[derive(Debug, thiserror::Error)]
-#[error("the server's PostgreSQL is not reachable at {socket} ({detail}); commands that read or change the catalog run beside a running `ducklake-catalog serve` (same home, e.g. `docker exec`)")]
-pub struct LocalError {
-    pub socket: String,
-    pub detail: String,
+pub enum LocalError {
+    #[error("the server's PostgreSQL is not reachable at {socket} ({detail}); commands that read or change the catalog run beside a running `ducklake-catalog serve` (same home, e.g. `docker exec`)")]
+    Socket { socket: String, detail: String },
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error(transparent)]
+    Registry(#[from] PgError),
 }
 
 impl LocalError {
     pub(crate) fn new(socket: &Socket, e: &tokio_postgres::Error) -> LocalError {
-        LocalError {
+        LocalError::Socket {
             socket: socket.dir.display().to_string(),
             detail: crate::one_line(
                 &std::error::Error::source(e).map_or_else(|| e.to_string(), ToString::to_string),
@@ -199,20 +204,6 @@ impl Socket {
         });
         Ok(client)
     }
-}
-
-/// A superuser session in the `postgres` database (which no lake user can reach) on the
-/// running server's socket (`<home>/run`), for the commands that run beside `serve`. Sessions
-/// inside a lake go through [`crate::lake_session`], never as a superuser.
-pub async fn connect_local(
-    config: &crate::config::Config,
-    application_name: &str,
-) -> Result<tokio_postgres::Client, LocalError> {
-    let socket = Socket::for_config(config);
-    socket
-        .connect_superuser("postgres", application_name)
-        .await
-        .map_err(|e| LocalError::new(&socket, &e))
 }
 
 /// Creates role `name` (`LOGIN` or `NOLOGIN` per `login`) unless it exists; true when it was
