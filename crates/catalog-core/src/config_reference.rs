@@ -26,6 +26,11 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "folder for all state: `pgdata/`, `secrets/`, `run/` (socket), `lakes/` (local data)",
     },
     KeyDoc {
+        key: "postgres.url",
+        default: "— (supervise a PostgreSQL of its own)",
+        meaning: "an external PostgreSQL 15+ (RDS, Aurora) to administer instead: `postgres://ADMIN@HOST:5432/postgres`, optionally `?sslmode=verify-full&sslrootcert=PATH`; the admin needs `CREATEDB CREATEROLE`, never SUPERUSER; no password in the URL; not with `backup.target` (docs/external-postgres.md)",
+    },
+    KeyDoc {
         key: "postgres.bin_dir",
         default: "Debian's `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`",
         meaning: "PostgreSQL 15 server binaries",
@@ -48,7 +53,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "postgres.admin_user",
         default: "`admin`",
-        meaning: "login role for clients; owns every lake database; never superuser",
+        meaning: "login role for clients; owns every lake database; never superuser; with `postgres.url`, the URL's user",
     },
     KeyDoc {
         key: "postgres.admin_password",

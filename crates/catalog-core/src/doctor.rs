@@ -413,14 +413,19 @@ async fn check_external(report: &mut Report, config: &Config, remote: &crate::re
     }
 }
 
+/// The admin login's role attributes.
+struct RoleAttrs {
+    superuser: bool,
+    createdb: bool,
+    createrole: bool,
+}
+
 /// What the doctor reads from an external PostgreSQL about itself and the admin.
 struct ExternalFacts {
     version: String,
     version_num: i32,
     tls: String,
-    superuser: bool,
-    createdb: bool,
-    createrole: bool,
+    attrs: RoleAttrs,
     /// Roles whose privileges the admin has, of those that matter.
     member_of: Vec<String>,
     settings: std::collections::BTreeMap<String, String>,
@@ -459,9 +464,11 @@ async fn external_facts(client: &tokio_postgres::Client) -> Result<ExternalFacts
         version: row.get(0),
         version_num: row.get(1),
         tls: row.get(2),
-        superuser: row.get(3),
-        createdb: row.get(4),
-        createrole: row.get(5),
+        attrs: RoleAttrs {
+            superuser: row.get(3),
+            createdb: row.get(4),
+            createrole: row.get(5),
+        },
         member_of: row.get(6),
         settings,
         statements_preloaded: row.get(7),
@@ -471,16 +478,16 @@ async fn external_facts(client: &tokio_postgres::Client) -> Result<ExternalFacts
 /// Each privilege the admin login needs, and the statement that grants a missing one.
 fn check_admin_privileges(report: &mut Report, admin: &str, f: &ExternalFacts) {
     let admin = quote_ident(admin);
-    let has = |role: &str| f.superuser || f.member_of.iter().any(|m| m == role);
+    let has = |role: &str| f.attrs.superuser || f.member_of.iter().any(|m| m == role);
     let rds = has("rds_superuser");
     let mut missing: Vec<(&str, String)> = Vec::new();
-    if !f.superuser && !f.createdb {
+    if !f.attrs.superuser && !f.attrs.createdb {
         missing.push((
             "CREATEDB (each lake is a database)",
             format!("ALTER ROLE {admin} CREATEDB"),
         ));
     }
-    if !f.superuser && !f.createrole {
+    if !f.attrs.superuser && !f.attrs.createrole {
         missing.push((
             "CREATEROLE (each lake's roles and users)",
             format!("ALTER ROLE {admin} CREATEROLE"),
@@ -501,7 +508,7 @@ fn check_admin_privileges(report: &mut Report, admin: &str, f: &ExternalFacts) {
     if missing.is_empty() {
         report.pass(
             "admin privileges",
-            if f.superuser {
+            if f.attrs.superuser {
                 "superuser (more than needed: CREATEDB CREATEROLE pg_monitor pg_signal_backend suffice)".to_owned()
             } else {
                 format!(
@@ -531,7 +538,7 @@ fn check_admin_privileges(report: &mut Report, admin: &str, f: &ExternalFacts) {
             ),
         );
     }
-    if !f.superuser && !rds {
+    if !f.attrs.superuser && !rds {
         report.skip(
             "lake guard",
             "the admin is not a superuser: event triggers that confine writers' DDL are not installed (docs/external-postgres.md)",

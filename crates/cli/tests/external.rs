@@ -195,7 +195,7 @@ fn run_as_postgres(cmd: &mut Command) {
     assert!(
         out.status.success(),
         "{:?}: {}{}",
-        cmd.get_program(),
+        cmd.get_program().display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -286,13 +286,24 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
         ADMIN
     );
 
+    let (writer_pw, reader_pw) = users_write_and_read(&rds, dir.path(), &env);
+    maintenance_verify_and_inspection(dir.path(), &env);
+    connect_and_doctor(&rds, dir.path(), &env);
+    lake_and_users_dropped(&rds, dir.path(), &env);
+    no_password_in_clear(&rds, &[&writer_pw, &reader_pw, ADMIN_PASSWORD]);
+    assert_eq!(server.stop().code(), Some(0), "{}", server.logs());
+}
+
+/// Users: a writer writes every kind of operation, a reader reads and every write of its is
+/// refused by PostgreSQL. Their passwords.
+fn users_write_and_read(rds: &RdsLike, home: &Path, env: &[(String, String)]) -> (String, String) {
     // Users: a writer writes every kind of operation, a reader reads and every write of its
     // is refused by PostgreSQL.
-    seed(&rds);
+    seed(rds);
     let writer = ok_json(
         &cli(
-            dir.path(),
-            &env,
+            home,
+            env,
             &[
                 "user", "create", "pipeline", "--lake", "sales", "--role", "writer", "--format",
                 "json",
@@ -303,8 +314,8 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
     let writer_pw = writer["password"].as_str().unwrap().to_owned();
     let reader = ok_json(
         &cli(
-            dir.path(),
-            &env,
+            home,
+            env,
             &[
                 "user", "create", "analyst", "--lake", "sales", "--role", "reader", "--format",
                 "json",
@@ -345,11 +356,16 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
         }
     }
 
+    (writer_pw, reader_pw)
+}
+
+/// A maintenance run, verify and inspection, all through the admin login.
+fn maintenance_verify_and_inspection(home: &Path, env: &[(String, String)]) {
     // A maintenance run, verify and inspection, all through the admin login.
     let report = ok_json(
         &cli(
-            dir.path(),
-            &env,
+            home,
+            env,
             &["maintain", "--lake", "sales", "--format", "json"],
         ),
         "maintain",
@@ -361,8 +377,8 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
     );
     let verified = ok_json(
         &cli(
-            dir.path(),
-            &env,
+            home,
+            env,
             &["verify", "--lake", "sales", "--format", "json"],
         ),
         "verify",
@@ -378,25 +394,24 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
     );
     let tables = ok_json(
         &cli(
-            dir.path(),
-            &env,
+            home,
+            env,
             &["tables", "--lake", "sales", "--format", "json"],
         ),
         "tables",
     );
     assert!(tables.to_string().contains("events"), "{tables}");
     let usage = ok_json(
-        &cli(
-            dir.path(),
-            &env,
-            &["usage", "--lake", "sales", "--format", "json"],
-        ),
+        &cli(home, env, &["usage", "--lake", "sales", "--format", "json"]),
         "usage",
     );
     assert!(usage.to_string().contains("events"), "{usage}");
+}
 
+/// `connect` names the external host and TLS; `doctor` passes with what RDS's master user has.
+fn connect_and_doctor(rds: &RdsLike, home: &Path, env: &[(String, String)]) {
     // connect prints the external host and TLS.
-    let connect = cli(dir.path(), &env, &["connect", "--lake", "sales"]);
+    let connect = cli(home, env, &["connect", "--lake", "sales"]);
     let shown = String::from_utf8_lossy(&connect.stdout);
     assert!(
         shown.contains(&format!("port={}", rds.port)) && shown.contains("sslmode=require"),
@@ -404,7 +419,7 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
     );
 
     // doctor: every check passes against an admin with what RDS's master user has.
-    let doctor = cli(dir.path(), &env, &["doctor"]);
+    let doctor = cli(home, env, &["doctor"]);
     let text = String::from_utf8_lossy(&doctor.stdout);
     assert!(
         text.contains("admin privileges") && text.contains("external 127.0.0.1"),
@@ -414,14 +429,17 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
         !text.contains("✗ postgres") && !text.contains("✗ admin privileges"),
         "{text}"
     );
+}
 
+/// A lake by command, then dropped with its users; a user dropped.
+fn lake_and_users_dropped(rds: &RdsLike, home: &Path, env: &[(String, String)]) {
     // A lake by command, then dropped with its users: the admin ends their sessions and drops
     // their roles without being a superuser.
-    let extra = format!("{}/data/extra/", dir.path().display());
+    let extra = format!("{}/data/extra/", home.display());
     ok_json(
         &cli(
-            dir.path(),
-            &env,
+            home,
+            env,
             &[
                 "lake",
                 "create",
@@ -436,8 +454,8 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
     );
     ok_json(
         &cli(
-            dir.path(),
-            &env,
+            home,
+            env,
             &[
                 "user", "create", "tempuser", "--lake", "extra", "--role", "writer", "--format",
                 "json",
@@ -445,7 +463,7 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
         ),
         "user create in extra",
     );
-    let dropped = cli(dir.path(), &env, &["lake", "drop", "extra", "--yes"]);
+    let dropped = cli(home, env, &["lake", "drop", "extra", "--yes"]);
     assert!(
         dropped.status.success(),
         "{}",
@@ -457,13 +475,17 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
         ),
         "0"
     );
-    let gone = cli(dir.path(), &env, &["user", "drop", "analyst"]);
+    let gone = cli(home, env, &["user", "drop", "analyst"]);
     assert!(
         gone.status.success(),
         "{}",
         String::from_utf8_lossy(&gone.stderr)
     );
+}
 
+/// No password reached the external PostgreSQL in clear: its log (which records every
+/// statement here) and pg_stat_statements.
+fn no_password_in_clear(rds: &RdsLike, secrets: &[&str]) {
     // No user's password reached the external PostgreSQL in clear (its log records every
     // statement here), nor pg_stat_statements.
     let log = rds.log();
@@ -472,7 +494,7 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
         "the test cluster logs statements"
     );
     let statements = rds.psql("SELECT string_agg(query, ' ') FROM pg_stat_statements");
-    for secret in [writer_pw.as_str(), reader_pw.as_str(), ADMIN_PASSWORD] {
+    for secret in secrets {
         let at = |text: &str| {
             text.find(secret)
                 .map(|i| text[i.saturating_sub(300)..i].to_owned())
@@ -480,7 +502,6 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
         assert_eq!(at(&log), None, "a password is in PostgreSQL's log");
         assert_eq!(at(&statements), None, "a password is in pg_stat_statements");
     }
-    assert_eq!(server.stop().code(), Some(0), "{}", server.logs());
 }
 
 #[test]

@@ -75,7 +75,13 @@ pub enum PgError {
         error: tokio_postgres::Error,
     },
     #[error(transparent)]
-    Remote(#[from] crate::remote::RemoteError),
+    Remote(Box<crate::remote::RemoteError>),
+}
+
+impl From<crate::remote::RemoteError> for PgError {
+    fn from(e: crate::remote::RemoteError) -> Self {
+        PgError::Remote(Box::new(e))
+    }
 }
 
 impl PgError {
