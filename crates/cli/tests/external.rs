@@ -110,8 +110,13 @@ impl RdsLike {
         rds
     }
 
-    /// Runs `sql` as the cluster's superuser (the test plays AWS here, never the server).
+    /// Runs `sql` as the cluster's superuser in `postgres` (the test plays AWS here, never the
+    /// server).
     fn psql(&self, sql: &str) -> String {
+        self.psql_in("postgres", sql)
+    }
+
+    fn psql_in(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-X",
@@ -123,7 +128,7 @@ impl RdsLike {
                 "-U",
                 "master",
                 "-d",
-                "postgres",
+                db,
             ])
             .arg("-h")
             .arg(self.dir.path())
@@ -344,17 +349,28 @@ fn users_write_and_read(rds: &RdsLike, home: &Path, env: &[(String, String)]) ->
     for (operation, outcome) in read.as_object().unwrap() {
         assert_eq!(outcome, "ok", "reader: {operation}: {outcome}");
     }
+    let catalog = || {
+        rds.psql_in(
+            "sales",
+            "SELECT (SELECT count(*) FROM ducklake_snapshot) || ',' || (SELECT max(snapshot_id) FROM ducklake_snapshot) || ',' || (SELECT count(*) FROM ducklake_data_file) || ',' || (SELECT count(*) FROM ducklake_table)",
+        )
+    };
+    let before = catalog();
     let refused = ops(rds.port, "analyst", &reader_pw, "write-attempts", "shared");
     for (operation, outcome) in refused.as_object().unwrap() {
         let text = outcome.as_str().unwrap();
         if operation != "attach" {
             assert!(
-                text.contains("permission denied")
-                    || text.contains("Current transaction is aborted"),
+                common::refused_by_permission(text),
                 "reader: {operation} was not refused: {text}"
             );
         }
     }
+    assert_eq!(
+        catalog(),
+        before,
+        "a reader's refused write changed the catalog"
+    );
 
     (writer_pw, reader_pw)
 }

@@ -142,12 +142,7 @@ fn catalog_state(server: &Server, lake: &str) -> Vec<i64> {
     })
 }
 
-/// DuckDB reports either PostgreSQL's refusal or, when its pool sent the refused statement on
-/// another connection of the same commit (or a parallel step failed first), the aborted
-/// transaction that follows it. Callers prove separately that nothing changed.
-fn refused_by_permission(text: &str) -> bool {
-    text.contains("permission denied") || text.contains("Current transaction is aborted")
-}
+use common::refused_by_permission;
 
 /// DuckLake's maintenance functions: they delete catalog rows, which only the owner may.
 const OWNER_ONLY: [&str; 5] = [

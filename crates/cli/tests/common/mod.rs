@@ -559,3 +559,13 @@ pub fn client_script_with(
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// DuckDB reports either PostgreSQL's refusal or, when its pool sent the refused statement on
+/// another connection of the same commit (or a parallel step failed first), the aborted
+/// transaction that follows it, or only that a query of the step failed (seen in CI for a
+/// reader's `ducklake_flush_inlined_data`). Callers prove separately that nothing changed.
+pub fn refused_by_permission(text: &str) -> bool {
+    text.contains("permission denied")
+        || text.contains("Current transaction is aborted")
+        || text.contains("Attempting to fetch from an unsuccessful query result")
+}
