@@ -56,9 +56,59 @@ fn cloudformation_template_passes_cfn_lint() {
     );
 }
 
+/// The template's conditions this test evaluates: whether the stack makes the admin password's
+/// secret, and whether it administers an external PostgreSQL.
+#[derive(Clone, Copy)]
+struct Conditions {
+    create_secret: bool,
+    external: bool,
+}
+
+impl Conditions {
+    fn holds(self, name: &str) -> bool {
+        match name {
+            "CreateSecret" => self.create_secret,
+            "External" => self.external,
+            other => panic!("the test does not know condition {other}"),
+        }
+    }
+}
+
+/// The container's environment with the template's `!If`s decided by `when`: an entry that is
+/// `!If [cond, entry, AWS::NoValue]` (or the reverse) is there or not.
+fn environment(
+    container: &Value,
+    params: &BTreeMap<String, String>,
+    when: Conditions,
+) -> Vec<(String, String)> {
+    container["Environment"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Value::Tagged(t) if t.tag == "!If" => {
+                let branch = if when.holds(t.value[0].as_str().unwrap()) {
+                    1
+                } else {
+                    2
+                };
+                Some(t.value[branch].clone())
+                    .filter(|v| !matches!(v, Value::Tagged(r) if r.tag == "!Ref"))
+            }
+            other => Some(other.clone()),
+        })
+        .map(|e| {
+            (
+                e["Name"].as_str().unwrap().to_owned(),
+                resolve(&e["Value"], params, when),
+            )
+        })
+        .collect()
+}
+
 /// A template value with `!Ref`/`!Sub` resolved against the parameters' defaults (or a sample
-/// for parameters without one) and a few pseudo parameters.
-fn resolve(v: &Value, params: &BTreeMap<String, String>) -> String {
+/// for parameters without one) and a few pseudo parameters, `!If` decided by `when`.
+fn resolve(v: &Value, params: &BTreeMap<String, String>, when: Conditions) -> String {
     let sub = |s: &str| {
         let mut out = s.to_owned();
         for (k, v) in params {
@@ -71,7 +121,14 @@ fn resolve(v: &Value, params: &BTreeMap<String, String>) -> String {
         Value::Number(n) => n.to_string(),
         Value::Tagged(t) if t.tag == "!Ref" => params[t.value.as_str().unwrap()].clone(),
         Value::Tagged(t) if t.tag == "!Sub" => sub(t.value.as_str().unwrap()),
-        Value::Tagged(t) if t.tag == "!If" => resolve(&t.value[1], params),
+        Value::Tagged(t) if t.tag == "!If" => {
+            let branch = if when.holds(t.value[0].as_str().unwrap()) {
+                1
+            } else {
+                2
+            };
+            resolve(&t.value[branch], params, when)
+        }
         other => panic!("unexpected value in the environment: {other:?}"),
     }
 }
@@ -88,7 +145,14 @@ fn task_definition_environment_is_accepted_configuration() {
                 "ImageUri" => "example/ducklake-catalog:1".to_owned(),
                 _ => "sample".to_owned(),
             },
-            v => resolve(v, &BTreeMap::new()),
+            v => resolve(
+                v,
+                &BTreeMap::new(),
+                Conditions {
+                    create_secret: true,
+                    external: false,
+                },
+            ),
         };
         params.insert(name, value);
     }
@@ -105,17 +169,14 @@ fn task_definition_environment_is_accepted_configuration() {
         params.insert(k.into(), v.into());
     }
     let container = &t["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0];
-    let env: Vec<(String, String)> = container["Environment"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["Name"].as_str().unwrap().to_owned(),
-                resolve(&e["Value"], &params),
-            )
-        })
-        .collect();
+    let env = environment(
+        container,
+        &params,
+        Conditions {
+            create_secret: true,
+            external: false,
+        },
+    );
     // The server reads the admin password from Secrets Manager itself (so rotations apply),
     // with the task role; ECS injects nothing.
     assert!(container["Secrets"].is_null());
@@ -146,6 +207,47 @@ fn task_definition_environment_is_accepted_configuration() {
         "a-password-from-secrets-manager"
     );
     assert!(config.backup.target.is_some(), "backups configured");
+    assert!(config.external().is_none());
+
+    // With ExternalPostgresHost: the task administers that PostgreSQL as ExternalPostgresAdmin,
+    // with the given secret, and ships no WAL (the server would refuse backup.target).
+    params.insert(
+        "ExternalPostgresHost".into(),
+        "db.cluster-x.us-east-1.rds.amazonaws.com".into(),
+    );
+    params.insert(
+        "AdminPasswordSecretArn".into(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1:password".into(),
+    );
+    let external = environment(
+        container,
+        &params,
+        Conditions {
+            create_secret: false,
+            external: true,
+        },
+    );
+    let ext = load(&external).unwrap_or_else(|e| panic!("the external task's environment: {e}"));
+    let remote = ext.external().expect("postgres.url set");
+    assert_eq!(remote.host, "db.cluster-x.us-east-1.rds.amazonaws.com");
+    assert_eq!(remote.port, 5432);
+    assert_eq!(ext.postgres.admin_user, params["ExternalPostgresAdmin"]);
+    assert!(ext.backup.target.is_none());
+    assert_eq!(
+        ext.postgres
+            .admin_password_secret
+            .as_ref()
+            .unwrap()
+            .key
+            .as_deref(),
+        Some("password")
+    );
+    // CloudFormation itself refuses an external stack without the secret.
+    let rule = serde_yaml::to_string(&t["Rules"]["ExternalPostgresNeedsItsSecret"]).unwrap();
+    assert!(
+        rule.contains("ExternalPostgresHost") && rule.contains("AdminPasswordSecretArn"),
+        "{rule}"
+    );
 
     // The health check is the image's, and PostgreSQL's stop budget fits ECS's stop timeout.
     let check: Vec<&str> = container["HealthCheck"]["Command"]
