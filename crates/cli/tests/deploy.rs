@@ -133,9 +133,9 @@ fn resolve(v: &Value, params: &BTreeMap<String, String>, when: Conditions) -> St
     }
 }
 
-#[test]
-fn task_definition_environment_is_accepted_configuration() {
-    let t = template();
+/// The template's parameters at their defaults (a sample for those without one) and the pseudo
+/// parameters the task definition uses.
+fn parameters(t: &Value) -> BTreeMap<String, String> {
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     for (name, spec) in t["Parameters"].as_mapping().unwrap() {
         let name = name.as_str().unwrap().to_owned();
@@ -168,7 +168,19 @@ fn task_definition_environment_is_accepted_configuration() {
     ] {
         params.insert(k.into(), v.into());
     }
-    let container = &t["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0];
+    params
+}
+
+/// The task definition's container.
+fn container(t: &Value) -> &Value {
+    &t["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+}
+
+#[test]
+fn task_definition_environment_is_accepted_configuration() {
+    let t = template();
+    let params = parameters(&t);
+    let container = container(&t);
     let env = environment(
         container,
         &params,
@@ -209,6 +221,23 @@ fn task_definition_environment_is_accepted_configuration() {
     assert!(config.backup.target.is_some(), "backups configured");
     assert!(config.external().is_none());
 
+    // The health check is the image's, and PostgreSQL's stop budget fits ECS's stop timeout.
+    let check: Vec<&str> = container["HealthCheck"]["Command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(check, ["CMD", "ducklake-catalog", "health"]);
+    let stop_timeout = container["StopTimeout"].as_u64().unwrap();
+    assert!(config.postgres.stop_timeout_secs < stop_timeout);
+}
+
+#[test]
+fn an_external_postgres_stack_gives_the_task_postgres_url_and_no_wal_shipping() {
+    let t = template();
+    let mut params = parameters(&t);
+    let container = container(&t);
     // With ExternalPostgresHost: the task administers that PostgreSQL as ExternalPostgresAdmin,
     // with the given secret, and ships no WAL (the server would refuse backup.target).
     params.insert(
@@ -248,17 +277,6 @@ fn task_definition_environment_is_accepted_configuration() {
         rule.contains("ExternalPostgresHost") && rule.contains("AdminPasswordSecretArn"),
         "{rule}"
     );
-
-    // The health check is the image's, and PostgreSQL's stop budget fits ECS's stop timeout.
-    let check: Vec<&str> = container["HealthCheck"]["Command"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(check, ["CMD", "ducklake-catalog", "health"]);
-    let stop_timeout = container["StopTimeout"].as_u64().unwrap();
-    assert!(config.postgres.stop_timeout_secs < stop_timeout);
 }
 
 #[test]
