@@ -243,21 +243,31 @@ fn ok_json(out: &std::process::Output, what: &str) -> Value {
 
 /// As the admin: a Parquet table `shared` and an inlined one `small` in lake `sales`.
 fn seed(rds: &RdsLike) {
-    let code = format!(
-        "import duckdb, os\ncon = duckdb.connect(config={{'extension_directory': os.environ['DLC_EXTENSIONS'], 'autoinstall_known_extensions': 'false'}})\ncon.execute('LOAD ducklake; LOAD postgres;')\ncon.execute(\"ATTACH 'ducklake:postgres:host=127.0.0.1 port={} user={ADMIN} password={ADMIN_PASSWORD} dbname=sales sslmode=require' AS lake\")\ncon.execute('CREATE TABLE lake.shared AS SELECT i AS x FROM range(5000) r(i)')\ncon.execute('CREATE TABLE lake.small (x INTEGER)')\ncon.execute('INSERT INTO lake.small VALUES (1), (2), (3)')",
+    common::seed_shared_and_small(&format!(
+        "host=127.0.0.1 port={} user={ADMIN} password={ADMIN_PASSWORD} dbname=sales sslmode=require",
         rds.port
+    ));
+}
+
+/// `user create` through the admin login; the password it printed.
+fn create_user(
+    home: &Path,
+    env: &[(String, String)],
+    name: &str,
+    lake: &str,
+    role: &str,
+) -> String {
+    let created = ok_json(
+        &cli(
+            home,
+            env,
+            &[
+                "user", "create", name, "--lake", lake, "--role", role, "--format", "json",
+            ],
+        ),
+        &format!("user create {name}"),
     );
-    let out = Command::new(common::venv().join("bin/python"))
-        .arg("-c")
-        .arg(code)
-        .env("DLC_EXTENSIONS", common::extensions())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    created["password"].as_str().unwrap().to_owned()
 }
 
 fn ops(port: u16, user: &str, password: &str, mode: &str, table: &str) -> Value {
@@ -302,33 +312,9 @@ fn serve_administers_an_external_postgresql_as_a_non_superuser_admin() {
 /// Users: a writer writes every kind of operation, a reader reads and every write of its is
 /// refused by PostgreSQL. Their passwords.
 fn users_write_and_read(rds: &RdsLike, home: &Path, env: &[(String, String)]) -> (String, String) {
-    // Users: a writer writes every kind of operation, a reader reads and every write of its
-    // is refused by PostgreSQL.
     seed(rds);
-    let writer = ok_json(
-        &cli(
-            home,
-            env,
-            &[
-                "user", "create", "pipeline", "--lake", "sales", "--role", "writer", "--format",
-                "json",
-            ],
-        ),
-        "user create writer",
-    );
-    let writer_pw = writer["password"].as_str().unwrap().to_owned();
-    let reader = ok_json(
-        &cli(
-            home,
-            env,
-            &[
-                "user", "create", "analyst", "--lake", "sales", "--role", "reader", "--format",
-                "json",
-            ],
-        ),
-        "user create reader",
-    );
-    let reader_pw = reader["password"].as_str().unwrap().to_owned();
+    let writer_pw = create_user(home, env, "pipeline", "sales", "writer");
+    let reader_pw = create_user(home, env, "analyst", "sales", "reader");
     let done = ops(rds.port, "pipeline", &writer_pw, "write", "events");
     for (operation, outcome) in done.as_object().unwrap() {
         let text = outcome.as_str().unwrap();
@@ -468,17 +454,7 @@ fn lake_and_users_dropped(rds: &RdsLike, home: &Path, env: &[(String, String)]) 
         ),
         "lake create",
     );
-    ok_json(
-        &cli(
-            home,
-            env,
-            &[
-                "user", "create", "tempuser", "--lake", "extra", "--role", "writer", "--format",
-                "json",
-            ],
-        ),
-        "user create in extra",
-    );
+    create_user(home, env, "tempuser", "extra", "writer");
     let dropped = cli(home, env, &["lake", "drop", "extra", "--yes"]);
     assert!(
         dropped.status.success(),

@@ -5,9 +5,9 @@
 mod common;
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{error_line, extensions, home, run_cli, venv, Server};
+use common::{error_line, home, refused_by_permission, run_cli, Server};
 use serde_json::Value;
 
 const ADMIN_PASSWORD: &str = "admin-password-users-1";
@@ -105,21 +105,10 @@ fn ops(server: &Server, user: &str, password: &str, lake: &str, mode: &str, tabl
 
 /// As the admin: a Parquet table `shared` and an inlined one `small` in `lake`.
 fn seed(server: &Server, lake: &str) {
-    let code = format!(
-        "import duckdb, os\ncon = duckdb.connect(config={{'extension_directory': os.environ['DLC_EXTENSIONS'], 'autoinstall_known_extensions': 'false'}})\ncon.execute('LOAD ducklake; LOAD postgres;')\ncon.execute(\"ATTACH 'ducklake:postgres:host=127.0.0.1 port={} user=admin password={ADMIN_PASSWORD} dbname={lake}' AS lake\")\ncon.execute('CREATE TABLE lake.shared AS SELECT i AS x FROM range(5000) r(i)')\ncon.execute('CREATE TABLE lake.small (x INTEGER)')\ncon.execute('INSERT INTO lake.small VALUES (1), (2), (3)')",
+    common::seed_shared_and_small(&format!(
+        "host=127.0.0.1 port={} user=admin password={ADMIN_PASSWORD} dbname={lake}",
         server.pg_port
-    );
-    let out = Command::new(venv().join("bin/python"))
-        .arg("-c")
-        .arg(code)
-        .env("DLC_EXTENSIONS", extensions())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
 }
 
 /// What the catalog holds, as the admin sees it: snapshots, and rows of `shared` and `small`.
@@ -141,8 +130,6 @@ fn catalog_state(server: &Server, lake: &str) -> Vec<i64> {
         (0..4).map(|i| row.get::<_, i64>(i)).collect()
     })
 }
-
-use common::refused_by_permission;
 
 /// DuckLake's maintenance functions: they delete catalog rows, which only the owner may.
 const OWNER_ONLY: [&str; 5] = [

@@ -569,3 +569,22 @@ pub fn refused_by_permission(text: &str) -> bool {
         || text.contains("Current transaction is aborted")
         || text.contains("Attempting to fetch from an unsuccessful query result")
 }
+
+/// As whoever `conninfo` logs in as: a Parquet table `shared` (5,000 rows) and an inlined one
+/// `small` (3 rows) in the lake `conninfo` names.
+pub fn seed_shared_and_small(conninfo: &str) {
+    let code = format!(
+        "import duckdb, os\ncon = duckdb.connect(config={{'extension_directory': os.environ['DLC_EXTENSIONS'], 'autoinstall_known_extensions': 'false'}})\ncon.execute('LOAD ducklake; LOAD postgres;')\ncon.execute(\"ATTACH 'ducklake:postgres:{conninfo}' AS lake\")\ncon.execute('CREATE TABLE lake.shared AS SELECT i AS x FROM range(5000) r(i)')\ncon.execute('CREATE TABLE lake.small (x INTEGER)')\ncon.execute('INSERT INTO lake.small VALUES (1), (2), (3)')"
+    );
+    let out = Command::new(venv().join("bin/python"))
+        .arg("-c")
+        .arg(code)
+        .env("DLC_EXTENSIONS", extensions())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
