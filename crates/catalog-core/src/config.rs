@@ -51,9 +51,6 @@ pub struct Config {
     /// `lakehouse` (or `DUCKLAKE_CATALOG_LAKE_NAME`) with data path `DUCKLAKE_CATALOG_DATA_PATH`
     /// or `<home>/lakes/<name>/`.
     pub lakes: Vec<LakeConfig>,
-    /// The process's AWS identity, set by [`Config::prepare_aws`]; not configuration.
-    #[serde(skip)]
-    aws: Option<AwsContext>,
     /// `postgres.url`, parsed when the configuration is loaded.
     #[serde(skip)]
     external: Option<crate::remote::RemotePg>,
@@ -363,7 +360,6 @@ impl Default for Config {
             marketplace: MarketplaceConfig::default(),
             maintenance: MaintenanceConfig::default(),
             lakes: Vec::new(),
-            aws: None,
             external: None,
         }
     }
@@ -916,9 +912,10 @@ impl Config {
             || self.marketplace.product_code.is_some()
     }
 
-    /// Resolves the region and sets up the one AWS credential chain every AWS call of this
-    /// process shares; does nothing when nothing configured uses AWS.
-    pub async fn prepare_aws(&mut self) -> Result<Option<ResolvedRegion>, AwsError> {
+    /// Resolves the region (written into `s3.region`) and sets up the one AWS credential chain
+    /// every AWS call of this process shares, which the caller keeps and passes on (the
+    /// configuration holds data only); `None` when nothing configured uses AWS.
+    pub async fn prepare_aws(&mut self) -> Result<Option<(ResolvedRegion, AwsContext)>, AwsError> {
         if !self.uses_aws() {
             return Ok(None);
         }
@@ -938,19 +935,15 @@ impl Config {
             _ => None,
         };
         self.s3.region = Some(region.name.clone());
-        self.aws = Some(AwsContext::new(&region.name, keys.as_ref()));
-        Ok(Some(region))
+        let context = AwsContext::new(&region.name, keys.as_ref());
+        Ok(Some((region, context)))
     }
 
-    /// The AWS identity [`Config::prepare_aws`] set up.
-    pub fn aws(&self) -> Option<&AwsContext> {
-        self.aws.as_ref()
-    }
-
-    /// S3 settings for the storage crate, secrets exposed only into that struct.
-    pub fn s3_settings(&self) -> S3Settings {
+    /// S3 settings for the storage crate, signing with `aws` (from [`Config::prepare_aws`])
+    /// when given; secrets exposed only into that struct.
+    pub fn s3_settings(&self, aws: Option<&AwsContext>) -> S3Settings {
         S3Settings {
-            identity: self.aws.as_ref().map(|ctx| storage::S3Identity {
+            identity: aws.map(|ctx| storage::S3Identity {
                 region: ctx.region().to_owned(),
                 credentials: ctx.object_store_credentials(),
             }),

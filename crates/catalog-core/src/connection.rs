@@ -106,11 +106,11 @@ pub async fn admin_password(
 ) -> Result<Option<Secret>, crate::secrets_manager::SecretError> {
     if let Some(r) = &config.postgres.admin_password_secret {
         let mut config = config.clone();
-        if config.aws().is_none() {
-            config.prepare_aws().await?;
-        }
-        let aws = config.aws().expect("prepared for the secret");
-        return Ok(Some(crate::secrets_manager::fetch(aws, r).await?.password));
+        let (_, aws) = config
+            .prepare_aws()
+            .await?
+            .expect("a configured secret uses AWS");
+        return Ok(Some(crate::secrets_manager::fetch(&aws, r).await?.password));
     }
     if let Some(pw) = &config.postgres.admin_password {
         return Ok(Some(pw.clone()));

@@ -143,6 +143,7 @@ fn refuse_shared(config: &Config, lake: &LakeConfig) -> Result<(), FilesError> {
 /// Checks every file of every retained snapshot; `progress(checked, total)`.
 pub async fn verify(
     config: &Config,
+    s3: &storage::S3Settings,
     lake: &LakeConfig,
     deep: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
@@ -158,7 +159,7 @@ pub async fn verify(
             rows: u64::try_from(f.rows).ok(),
         })
         .collect();
-    let problems = storage::verify(&path, &config.s3_settings(), &expected, deep, progress).await?;
+    let problems = storage::verify(&path, s3, &expected, deep, progress).await?;
     Ok(VerifyReport {
         lake: lake.name.clone(),
         data_path: path.to_string(),
@@ -171,12 +172,16 @@ pub async fn verify(
 
 /// Objects under the data path that no retained snapshot names and DuckLake has not
 /// scheduled for deletion.
-pub async fn orphans(config: &Config, lake: &LakeConfig) -> Result<OrphanReport, FilesError> {
+pub async fn orphans(
+    config: &Config,
+    s3: &storage::S3Settings,
+    lake: &LakeConfig,
+) -> Result<OrphanReport, FilesError> {
     let catalog = Catalog::open_local(config, lake).await?;
     let path = data_path(lake, &catalog)?;
     // List first, then read the catalog: a file committed in between is then known, never
     // taken for an orphan.
-    let listed = storage::list(&path, &config.s3_settings()).await?;
+    let listed = storage::list(&path, s3).await?;
     let mut referenced: std::collections::HashSet<String> = catalog
         .all_files()
         .await?
@@ -203,12 +208,13 @@ pub async fn orphans(config: &Config, lake: &LakeConfig) -> Result<OrphanReport,
 /// delete and deletes nothing ([`GcReport::unconfirmed`] is the error to show then).
 pub async fn gc(
     config: &Config,
+    s3: &storage::S3Settings,
     lake: &LakeConfig,
     grace: Duration,
     confirmed: bool,
 ) -> Result<GcReport, FilesError> {
     refuse_shared(config, lake)?;
-    let found = orphans(config, lake).await?;
+    let found = orphans(config, s3, lake).await?;
     let (deletable, young): (Vec<Listed>, Vec<Listed>) = found
         .orphans
         .iter()
@@ -227,7 +233,7 @@ pub async fn gc(
         return Ok(report);
     }
     // Once more, just before deleting: only what is still unreferenced goes.
-    let again = orphans(config, lake).await?;
+    let again = orphans(config, s3, lake).await?;
     let still: std::collections::HashSet<&str> =
         again.orphans.iter().map(|o| o.path.as_str()).collect();
     let doomed: Vec<String> = report
@@ -241,7 +247,7 @@ pub async fn gc(
         recorded: report.orphans.data_path.clone(),
         reason: e.to_string(),
     })?;
-    report.deleted = storage::delete(&path, &config.s3_settings(), &doomed).await?;
+    report.deleted = storage::delete(&path, s3, &doomed).await?;
     tracing::info!(lake = %lake.name, deleted = report.deleted, "gc deleted orphaned objects");
     Ok(report)
 }

@@ -149,9 +149,10 @@ pub async fn run(config: Result<Config, ConfigError>) -> Report {
         }
         check_postgres(&mut report, &config).await;
     }
-    let aws_ok = check_aws(&mut report, &mut config).await;
-    let probes = check_places(&mut report, &config, aws_ok).await;
-    check_services(&mut report, &config, aws_ok).await;
+    let (aws_ok, aws) = check_aws(&mut report, &mut config).await;
+    let usable = aws.as_ref().filter(|_| aws_ok);
+    let probes = check_places(&mut report, &config, aws.as_ref(), usable).await;
+    check_services(&mut report, &config, usable).await;
     check_clock(&mut report, &probes);
     report
 }
@@ -627,28 +628,31 @@ async fn lake_spec_remote(
     spec_of(&client).await
 }
 
-/// Region and credentials, when anything configured uses AWS; `false` when those failed.
-async fn check_aws(report: &mut Report, config: &mut Config) -> bool {
+/// Region and credentials, when anything configured uses AWS: whether those passed, and the
+/// identity set up (when the region resolved).
+async fn check_aws(report: &mut Report, config: &mut Config) -> (bool, Option<aws::AwsContext>) {
     if !config.uses_aws() {
         report.skip(
             "aws",
             "nothing configured uses AWS (local data paths, no secret, no metering)",
         );
-        return true;
+        return (true, None);
     }
-    match config.prepare_aws().await {
-        Ok(Some(region)) => report.pass(
-            "region",
-            format!("{} (from {})", region.name, region.source),
-        ),
-        Ok(None) => {}
+    let aws = match config.prepare_aws().await {
+        Ok(Some((region, aws))) => {
+            report.pass(
+                "region",
+                format!("{} (from {})", region.name, region.source),
+            );
+            aws
+        }
+        Ok(None) => return (true, None),
         Err(e) => {
             report.fail_with("region", &e);
-            return false;
+            return (false, None);
         }
-    }
-    let aws = config.aws().expect("prepared above");
-    match aws.credentials().await {
+    };
+    let ok = match aws.credentials().await {
         Ok(c) => {
             report.pass(
                 "credentials",
@@ -665,12 +669,19 @@ async fn check_aws(report: &mut Report, config: &mut Config) -> bool {
             report.fail_with("credentials", &e);
             false
         }
-    }
+    };
+    (ok, Some(aws))
 }
 
 /// Each data path and the backup target: the bucket's region, then list/put/get/delete.
 /// Returns what S3 answered, for the clock check.
-async fn check_places(report: &mut Report, config: &Config, aws_ok: bool) -> Vec<S3Probe> {
+/// `aws` signs the storage checks; `usable` is it when the AWS checks passed.
+async fn check_places(
+    report: &mut Report,
+    config: &Config,
+    aws: Option<&aws::AwsContext>,
+    usable: Option<&aws::AwsContext>,
+) -> Vec<S3Probe> {
     let mut places: Vec<(String, DataPath)> = config
         .lakes
         .iter()
@@ -680,10 +691,10 @@ async fn check_places(report: &mut Report, config: &Config, aws_ok: bool) -> Vec
         places.push(("backup target".into(), t.clone()));
     }
     let mut probes = Vec::new();
-    let s3 = config.s3_settings();
+    let s3 = config.s3_settings(aws);
     for (name, path) in &places {
         if let DataPath::S3 { bucket, .. } = path {
-            let Some(aws) = config.aws().filter(|_| aws_ok) else {
+            let Some(aws) = usable else {
                 report.skip(
                     name.clone(),
                     format!("{path}: needs the AWS checks above to pass"),
@@ -717,8 +728,7 @@ async fn check_places(report: &mut Report, config: &Config, aws_ok: bool) -> Vec
 }
 
 /// The admin password secret and Marketplace metering, when configured.
-async fn check_services(report: &mut Report, config: &Config, aws_ok: bool) {
-    let aws = config.aws().filter(|_| aws_ok);
+async fn check_services(report: &mut Report, config: &Config, aws: Option<&aws::AwsContext>) {
     if let Some(r) = &config.postgres.admin_password_secret {
         match aws {
             None => report.skip(

@@ -132,6 +132,7 @@ pub async fn ensure_external_admin(
 pub async fn ensure_lake(
     pg: &PgHandle,
     config: &Config,
+    s3: &storage::S3Settings,
     lake: &LakeConfig,
     runner: &DuckDbRunner,
 ) -> Result<LakeInfo, LakeError> {
@@ -140,7 +141,7 @@ pub async fn ensure_lake(
         lake: name.clone(),
         error,
     };
-    preflight(&lake.data_path, &config.s3_settings())
+    preflight(&lake.data_path, s3)
         .await
         .map_err(|error| LakeError::Storage {
             lake: name.clone(),

@@ -284,6 +284,7 @@ fn paths_overlap(a: &str, b: &str) -> bool {
 /// adopted as it is (e.g. one an older client created).
 pub async fn create(
     config: &Config,
+    s3: &storage::S3Settings,
     runner: &DuckDbRunner,
     name: &str,
     data_path: &DataPath,
@@ -339,7 +340,7 @@ pub async fn create(
     }
     let lake = LakeConfig::new(name.to_owned(), data_path.clone());
     let pg = PgHandle::for_config(config).await?;
-    let info = ensure_lake(&pg, config, &lake, runner).await?;
+    let info = ensure_lake(&pg, config, s3, &lake, runner).await?;
     client
         .execute(
             "INSERT INTO ducklake_catalog.lakes (name, data_path, origin) VALUES ($1, $2, 'command')",
@@ -479,6 +480,7 @@ pub async fn show(config: &Config, name: &str) -> Result<LakeDetail, LakesError>
 /// again finishes an interrupted drop.
 pub async fn drop(
     config: &Config,
+    s3: &storage::S3Settings,
     name: &str,
     delete_data: bool,
     confirmed: bool,
@@ -533,7 +535,7 @@ pub async fn drop(
             .await?;
     tracing::info!(lake = name, users = ?users_dropped, "dropped the lake's catalog");
     let objects_deleted = if delete_data {
-        let n = storage::purge(&data_path, &config.s3_settings(), progress).await?;
+        let n = storage::purge(&data_path, s3, progress).await?;
         tracing::info!(lake = name, objects = n, data_path = %data_path, "deleted the lake's data");
         Some(n)
     } else {

@@ -87,6 +87,8 @@ impl JobReport {
 pub struct JobContext {
     pub pg: PgHandle,
     pub config: Config,
+    /// How the lakes' data paths are reached (the process's AWS identity included).
+    pub s3: storage::S3Settings,
     pub runner: DuckDbRunner,
 }
 
@@ -225,8 +227,7 @@ async fn run_steps(
     report.files_created = done.files_created;
     report.files_deleted = i64::try_from(done.old_files.len()).unwrap_or(i64::MAX);
     report.conflicts_retried = done.retries;
-    report.bytes_deleted =
-        storage::object_sizes(&lake.data_path, &ctx.config.s3_settings(), &done.old_files).await?;
+    report.bytes_deleted = storage::object_sizes(&lake.data_path, &ctx.s3, &done.old_files).await?;
     if !dry_run && !done.old_files.is_empty() {
         let cleanup = Job::CleanupOldFiles {
             conninfo: ctx.pg.lake_conninfo(&lake.name),

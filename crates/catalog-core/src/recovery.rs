@@ -98,18 +98,19 @@ async fn recover(
     })
 }
 
-fn require_target(config: &Config) -> Result<BackupTarget, ServeError> {
-    Ok(backup::open_target(config)?.ok_or(BackupError::NotConfigured)?)
+fn require_target(config: &Config, s3: &storage::S3Settings) -> Result<BackupTarget, ServeError> {
+    Ok(backup::open_target(config, s3)?.ok_or(BackupError::NotConfigured)?)
 }
 
 /// Restores the newest backup (or the state at `to_time`) into the configured, empty home and
 /// stops; the next `serve` on that home continues from it and owns the target.
 pub async fn restore_home(
     config: &Config,
+    s3: &storage::S3Settings,
     to_time: Option<DateTime<Utc>>,
 ) -> Result<RestoreReport, ServeError> {
     let started = Instant::now();
-    let target = require_target(config)?;
+    let target = require_target(config, s3)?;
     let pgdata = config.pgdata();
     let occupied = std::fs::read_dir(&pgdata).is_ok_and(|mut d| d.next().is_some());
     if occupied {
@@ -166,9 +167,12 @@ async fn list_lakes(cluster: &Cluster) -> Result<Vec<String>, ServeError> {
 
 /// Restores the newest backup into a temporary folder, starts it on a free loopback port,
 /// checks every lake's catalog and every B-tree index (amcheck), and removes the copy.
-pub async fn verify_newest(config: &Config) -> Result<VerifyReport, ServeError> {
+pub async fn verify_newest(
+    config: &Config,
+    s3: &storage::S3Settings,
+) -> Result<VerifyReport, ServeError> {
     let started = Instant::now();
-    let target = require_target(config)?;
+    let target = require_target(config, s3)?;
     let manifest = restore::choose(&target, None)
         .await?
         .ok_or_else(|| BackupError::NoBackup {

@@ -67,6 +67,10 @@ pub struct Supervisor {
     worker_program: PathBuf,
     /// Notified on SIGHUP: read the admin password secret again now.
     reload: Arc<Notify>,
+    /// The process's AWS identity (Secrets Manager, S3), set up before the supervisor.
+    aws: Option<aws::AwsContext>,
+    /// How the lakes' data paths and the backup target are reached.
+    s3: storage::S3Settings,
     /// The admin password in force, shared with the readiness probe of an external
     /// PostgreSQL (which logs in as the admin).
     admin_password: PasswordCell,
@@ -172,8 +176,17 @@ struct Durable {
 }
 
 impl Supervisor {
-    pub fn new(config: Config, status: StatusSender, worker_program: PathBuf) -> Self {
+    /// `aws` is the process's AWS identity ([`Config::prepare_aws`]), when anything configured
+    /// uses AWS.
+    pub fn new(
+        config: Config,
+        aws: Option<aws::AwsContext>,
+        status: StatusSender,
+        worker_program: PathBuf,
+    ) -> Self {
         Supervisor {
+            s3: config.s3_settings(aws.as_ref()),
+            aws,
             config,
             status,
             worker_program,
@@ -375,7 +388,7 @@ impl Supervisor {
             };
         });
         for lake in &lakes {
-            bring_up_lake(&pg, &self.config, lake, &runner, &self.status).await?;
+            bring_up_lake(&pg, &self.config, &self.s3, lake, &runner, &self.status).await?;
         }
         self.announce(&lakes);
         self.spawn_lakes(&pg, &runner, &stop, shutdown, &mut tasks);
@@ -512,7 +525,7 @@ impl Supervisor {
         tasks: &mut Tasks,
     ) -> Result<(Cluster, Boot, Option<Durable>), ServeError> {
         let config = self.config.clone();
-        let target = backup::open_target(&config)?;
+        let target = backup::open_target(&config, &self.s3)?;
         let os_user = OsUser::for_config(&config)?;
         let mut restored = None;
         let mut extra = Vec::new();
@@ -683,7 +696,7 @@ impl Supervisor {
         let lakes = crate::lakes::reconcile(&client, &self.config).await?;
         drop(client);
         for lake in &lakes {
-            bring_up_lake(pg, &self.config, lake, runner, &self.status).await?;
+            bring_up_lake(pg, &self.config, &self.s3, lake, runner, &self.status).await?;
         }
         Ok(lakes)
     }
@@ -697,6 +710,7 @@ impl Supervisor {
         tasks: &mut Tasks,
     ) {
         let config = self.config.clone();
+        let s3 = self.s3.clone();
         let pg = pg.clone();
         let runner = runner.clone();
         let status = self.status.clone();
@@ -717,7 +731,9 @@ impl Supervisor {
                     registry = pg.postgres("ducklake-catalog lake watch").await.ok();
                 }
                 let Some(client) = &registry else { continue };
-                if let Err(e) = watch_lakes_once(client, &pg, &config, &runner, &status).await {
+                if let Err(e) =
+                    watch_lakes_once(client, &pg, (&config, &s3), &runner, &status).await
+                {
                     tracing::debug!(error = %e, "could not read the lake registry");
                 }
             }
@@ -738,6 +754,7 @@ impl Supervisor {
         let ctx = crate::maintenance::JobContext {
             pg: pg.clone(),
             config: self.config.clone(),
+            s3: self.s3.clone(),
             runner: runner.clone(),
         };
         tasks.spawn(
@@ -760,8 +777,8 @@ impl Supervisor {
         let mut status = PasswordStatus::default();
         let password = if let Some(r) = &pg.admin_password_secret {
             let aws = self
-                .config
-                .aws()
+                .aws
+                .as_ref()
                 .expect("serve prepares AWS when a secret is configured");
             let fetched = secrets_manager::fetch(aws, r).await?;
             status.source = format!("Secrets Manager secret {r}");
@@ -834,7 +851,10 @@ impl Supervisor {
         };
         let watch = PasswordWatch {
             secret,
-            aws: self.config.aws().expect("AWS is prepared").clone(),
+            aws: self
+                .aws
+                .clone()
+                .expect("serve prepares AWS when a secret is configured"),
             user: self.config.postgres.admin_user.clone(),
             cluster: cluster.cloned(),
             current: current.clone(),
@@ -1123,6 +1143,7 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 async fn bring_up_lake(
     pg: &PgHandle,
     config: &Config,
+    s3: &storage::S3Settings,
     lake: &LakeConfig,
     runner: &DuckDbRunner,
     status: &StatusSender,
@@ -1136,7 +1157,7 @@ async fn bring_up_lake(
     status.send_modify(|s| {
         s.lakes.insert(lake.name.clone(), entry.clone());
     });
-    let result = ensure_lake(pg, config, lake, runner).await;
+    let result = ensure_lake(pg, config, s3, lake, runner).await;
     match &result {
         Ok(info) => {
             entry.state = LakeState::Ready;
@@ -1157,7 +1178,7 @@ async fn bring_up_lake(
 async fn watch_lakes_once(
     client: &tokio_postgres::Client,
     pg: &PgHandle,
-    config: &Config,
+    (config, s3): (&Config, &storage::S3Settings),
     runner: &DuckDbRunner,
     status: &StatusSender,
 ) -> Result<(), ServeError> {
@@ -1172,7 +1193,7 @@ async fn watch_lakes_once(
         }
     }
     for lake in lakes.iter().filter(|l| !served.contains(&l.name)) {
-        match bring_up_lake(pg, config, lake, runner, status).await {
+        match bring_up_lake(pg, config, s3, lake, runner, status).await {
             Ok(()) => announce_lake(config, lake),
             Err(e) => tracing::error!(lake = %lake.name, error = %e, "a created lake is not ready"),
         }

@@ -11,7 +11,7 @@ use crate::{BackupCommand, Failure, Format};
 
 pub(crate) fn run(config: &Config, command: &BackupCommand) -> Result<(), Failure> {
     let rt = runtime()?;
-    let config = &with_aws(&rt, config)?;
+    let (config, s3) = &with_aws(&rt, config)?;
     match command {
         BackupCommand::Now { format } => {
             let socket = config.socket_dir().join(backup::AGENT_SOCKET);
@@ -21,11 +21,11 @@ pub(crate) fn run(config: &Config, command: &BackupCommand) -> Result<(), Failur
             print_backups(std::slice::from_ref(&m), *format);
             Ok(())
         }
-        BackupCommand::List { format } => rt.block_on(list(config, *format)),
+        BackupCommand::List { format } => rt.block_on(list(config, s3, *format)),
         BackupCommand::Verify { format } => {
             init_quiet_tracing(config);
             let report = rt
-                .block_on(recovery::verify_newest(config))
+                .block_on(recovery::verify_newest(config, s3))
                 .map_err(anyhow::Error::new)?;
             match format {
                 Format::Json => {
@@ -56,8 +56,8 @@ pub(crate) fn run(config: &Config, command: &BackupCommand) -> Result<(), Failur
     }
 }
 
-async fn list(config: &Config, format: Format) -> Result<(), Failure> {
-    let target = backup::open_target(config)
+async fn list(config: &Config, s3: &storage::S3Settings, format: Format) -> Result<(), Failure> {
+    let target = backup::open_target(config, s3)
         .map_err(anyhow::Error::new)?
         .ok_or_else(|| Failure::config(anyhow::Error::new(backup::BackupError::NotConfigured)))?;
     let backups = backup::list_backups(&target)
@@ -129,9 +129,9 @@ pub(crate) fn restore(
         .map_err(Failure::config)?;
     init_quiet_tracing(config);
     let rt = runtime()?;
-    let config = &with_aws(&rt, config)?;
+    let (config, s3) = &with_aws(&rt, config)?;
     let report = rt
-        .block_on(recovery::restore_home(config, to_time))
+        .block_on(recovery::restore_home(config, s3, to_time))
         .map_err(anyhow::Error::new)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string(&report).context("serialise")?),

@@ -143,11 +143,19 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Config::load(&sources).map_err(Failure::config)
 }
 
-/// `config` with the process's AWS identity set up on `rt` (the runtime that will use it).
-pub(crate) fn with_aws(rt: &tokio::runtime::Runtime, config: &Config) -> Result<Config, Failure> {
+/// `config` with its region resolved, and the S3 settings signing with the process's AWS
+/// identity, set up on `rt` (the runtime that will use it).
+pub(crate) fn with_aws(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+) -> Result<(Config, storage::S3Settings), Failure> {
     let mut config = config.clone();
-    rt.block_on(config.prepare_aws()).map_err(Failure::config)?;
-    Ok(config)
+    let aws = rt
+        .block_on(config.prepare_aws())
+        .map_err(Failure::config)?
+        .map(|(_, aws)| aws);
+    let s3 = config.s3_settings(aws.as_ref());
+    Ok((config, s3))
 }
 
 /// How this binary runs DuckDB work: its own `duckdb-worker` subcommand, with the extension
@@ -200,11 +208,15 @@ fn serve(mut config: Config) -> Result<(), Failure> {
             home = %config.home.display(),
             "starting ducklake-catalog"
         );
-        if let Some(region) = config.prepare_aws().await.map_err(Failure::config)? {
-            tracing::info!(region = %region.name, source = region.source, "AWS region");
-        }
+        let aws = match config.prepare_aws().await.map_err(Failure::config)? {
+            Some((region, aws)) => {
+                tracing::info!(region = %region.name, source = region.source, "AWS region");
+                Some(aws)
+            }
+            None => None,
+        };
         // A paid container checks its entitlement before it serves anything.
-        catalog_core::marketplace::register(config.aws(), &config.marketplace)
+        catalog_core::marketplace::register(aws.as_ref(), &config.marketplace)
             .await
             .map_err(anyhow::Error::new)?;
         let (tx, rx) = status::channel();
@@ -219,7 +231,7 @@ fn serve(mut config: Config) -> Result<(), Failure> {
                 )
             })?;
         let program = std::env::current_exe().context("find this program's path")?;
-        let supervisor = Supervisor::new(config, tx, program);
+        let supervisor = Supervisor::new(config, aws, tx, program);
         let checks = tokio::spawn(health::run_checks(
             health_state,
             PgPing(supervisor.probe()),

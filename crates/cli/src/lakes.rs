@@ -68,6 +68,7 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
             let info = rt
                 .block_on(lakes::create(
                     config,
+                    &config.s3_settings(None),
                     &crate::commands::duckdb_runner(config)?,
                     name,
                     &path,
@@ -166,9 +167,16 @@ fn drop(
 ) -> Result<(), Failure> {
     let mut bar = Progress::new();
     let report = rt
-        .block_on(lakes::drop(config, name, delete_data, yes, |d, l| {
-            bar.show(d, l);
-        }))
+        .block_on(lakes::drop(
+            config,
+            &config.s3_settings(None),
+            name,
+            delete_data,
+            yes,
+            |d, l| {
+                bar.show(d, l);
+            },
+        ))
         .map_err(failure)?;
     bar.finish();
     let users = if report.users_dropped.is_empty() {

@@ -42,6 +42,7 @@ fn maintain(config: &Config, lake: &str, dry_run: bool, format: Format) -> Resul
                 .await
                 .map_err(anyhow::Error::new)?,
             config: config.clone(),
+            s3: config.s3_settings(None),
             runner: crate::commands::duckdb_runner(config)?,
         };
         let cancel = CancellationToken::new();
@@ -92,7 +93,13 @@ fn verify(config: &Config, lake: &str, deep: bool, format: Format) -> Result<(),
         }
     };
     let report = runtime()?
-        .block_on(datafiles::verify(config, &lake, deep, &progress))
+        .block_on(datafiles::verify(
+            config,
+            &config.s3_settings(None),
+            &lake,
+            deep,
+            &progress,
+        ))
         .map_err(failure)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string(&report).context("serialise")?),
@@ -131,7 +138,7 @@ fn verify(config: &Config, lake: &str, deep: bool, format: Format) -> Result<(),
 fn orphans(config: &Config, lake: &str, format: Format) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
     let report = runtime()?
-        .block_on(datafiles::orphans(config, &lake))
+        .block_on(datafiles::orphans(config, &config.s3_settings(None), &lake))
         .map_err(failure)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string(&report).context("serialise")?),
@@ -161,7 +168,13 @@ fn gc(
 ) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
     let report = runtime()?
-        .block_on(datafiles::gc(config, &lake, older_than, yes))
+        .block_on(datafiles::gc(
+            config,
+            &config.s3_settings(None),
+            &lake,
+            older_than,
+            yes,
+        ))
         .map_err(failure)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string(&report).context("serialise")?),

@@ -101,13 +101,16 @@ impl BackupError {
     }
 }
 
-/// Opens the configured backup target, if any.
-pub fn open_target(config: &Config) -> Result<Option<BackupTarget>, BackupError> {
+/// Opens the configured backup target, if any, through `s3`.
+pub fn open_target(
+    config: &Config,
+    s3: &storage::S3Settings,
+) -> Result<Option<BackupTarget>, BackupError> {
     config
         .backup
         .target
         .as_ref()
-        .map(|t| BackupTarget::open(t, &config.s3_settings()).map_err(BackupError::from))
+        .map(|t| BackupTarget::open(t, s3).map_err(BackupError::from))
         .transpose()
 }
 
