@@ -129,3 +129,39 @@ fn only_the_binary_and_xtask_use_anyhow() {
         );
     }
 }
+
+#[test]
+fn the_postgresql_crates_know_nothing_of_the_product() {
+    let all = dependencies();
+    let ours = ours(&all);
+    let allowed = |keep: &[&str]| -> Vec<String> {
+        ours.iter()
+            .filter(|c| !keep.contains(&c.as_str()))
+            .cloned()
+            .collect()
+    };
+    // pg-conn: sessions and PostgreSQL's error text; both the supervisor and the DuckLake
+    // administration build on it.
+    let not_conn = allowed(&["base"]);
+    forbid(
+        &all,
+        "pg-conn",
+        &not_conn.iter().map(String::as_str).collect::<Vec<_>>(),
+        "pg-conn is the bottom of the PostgreSQL stack: base only",
+    );
+    // pg-cluster: the supervisor takes its own ClusterSettings, never the configuration, and
+    // knows no lake, backup or AWS.
+    let not_cluster = allowed(&["base", "pg-conn"]);
+    forbid(
+        &all,
+        "pg-cluster",
+        &not_cluster.iter().map(String::as_str).collect::<Vec<_>>(),
+        "the PostgreSQL supervisor depends on base and pg-conn only (ARCHITECTURE.md)",
+    );
+    forbid(
+        &all,
+        "pg-cluster",
+        &["duckdb", "figment", "object_store", "aws-config"],
+        "the supervisor runs PostgreSQL; DuckDB, configuration loading, storage and AWS are others'",
+    );
+}

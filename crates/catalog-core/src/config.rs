@@ -845,6 +845,37 @@ impl Config {
         self.home.join("run")
     }
 
+    /// The supervised PostgreSQL's Unix socket (`<home>/run`).
+    pub fn socket(&self) -> crate::postgres::Socket {
+        crate::postgres::Socket {
+            dir: self.socket_dir(),
+            port: self.postgres.port,
+        }
+    }
+
+    /// The supervisor's settings slice.
+    pub fn cluster_settings(&self) -> crate::postgres::ClusterSettings {
+        let pg = &self.postgres;
+        crate::postgres::ClusterSettings {
+            home: self.home.clone(),
+            pgdata: self.pgdata(),
+            socket_dir: self.socket_dir(),
+            bin_dir: pg.bin_dir.clone(),
+            listen_address: pg.listen_address.clone(),
+            port: pg.port,
+            client_host: self.client_host(),
+            os_user: pg.os_user.clone(),
+            tls_cert_file: pg.tls_cert_file.clone(),
+            tls_key_file: pg.tls_key_file.clone(),
+            max_connections: pg.max_connections,
+            shared_buffers: pg.shared_buffers.clone(),
+            wal_segment_size_mb: pg.wal_segment_size_mb,
+            stop_timeout_secs: pg.stop_timeout_secs,
+            start_timeout_secs: pg.start_timeout_secs,
+            settings: pg.settings.clone(),
+        }
+    }
+
     /// The file the generated admin password is stored in.
     pub fn generated_password_file(&self) -> PathBuf {
         self.home.join("secrets").join("admin.password")

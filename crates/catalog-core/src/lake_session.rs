@@ -219,7 +219,7 @@ impl PgHandle {
     pub async fn for_config(config: &crate::config::Config) -> Result<PgHandle, PgError> {
         let key = ServerKey::load_or_create(&config.home.join("secrets"))?;
         let Some(pg) = config.external() else {
-            return Ok(PgHandle::new(Socket::for_config(config), key));
+            return Ok(PgHandle::new(config.socket(), key));
         };
         let password = crate::connection::admin_password(config)
             .await

@@ -25,7 +25,6 @@ pub mod lakes;
 pub mod maintenance;
 pub mod postgres;
 pub mod recovery;
-pub mod remote;
 pub mod status;
 pub mod supervisor;
 pub mod tuning;
@@ -36,6 +35,7 @@ pub use config::Config;
 pub use aws::{marketplace, secrets_manager};
 pub(crate) use base::one_line;
 pub use base::{secret, versions, Secret};
+pub use pg_conn::remote;
 pub use supervisor::{Probe, ServeError, Supervisor};
 
 /// `doc` with the text between `begin` and the next `end` replaced by `content`; both markers

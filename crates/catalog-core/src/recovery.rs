@@ -59,15 +59,16 @@ async fn recover(
     lease: Option<Lease>,
     to_time: Option<&DateTime<Utc>>,
 ) -> Result<Recovered, ServeError> {
-    let os_user = OsUser::for_config(config)?;
+    let os_user = OsUser::for_settings(&config.cluster_settings())?;
     let raw_bytes = restore::unpack(target, manifest, &config.pgdata(), os_user.as_ref()).await?;
     let helper = backup::install_helper(config, os_user.as_ref())?;
     let archive = lease.is_some();
     let extra = backup::archive_settings(config, &helper, archive, to_time);
     let prepared = config.clone();
-    let (mut cluster, _) = tokio::task::spawn_blocking(move || Cluster::prepare(&prepared, extra))
-        .await
-        .expect("cluster preparation does not panic")?;
+    let (mut cluster, _) =
+        tokio::task::spawn_blocking(move || Cluster::prepare(&prepared.cluster_settings(), extra))
+            .await
+            .expect("cluster preparation does not panic")?;
     cluster.start_timeout_secs = cluster.start_timeout_secs.max(6 * 3600);
     let stop = CancellationToken::new();
     let agent = ArchiveAgent::new(

@@ -37,6 +37,8 @@ pub enum ServeError {
     #[error(transparent)]
     Postgres(#[from] PgError),
     #[error(transparent)]
+    Cluster(#[from] crate::postgres::ClusterError),
+    #[error(transparent)]
     Lake(#[from] LakeError),
     #[error(transparent)]
     Lakes(#[from] crate::lakes::LakesError),
@@ -526,7 +528,7 @@ impl Supervisor {
     ) -> Result<(Cluster, Boot, Option<Durable>), ServeError> {
         let config = self.config.clone();
         let target = backup::open_target(&config, &self.s3)?;
-        let os_user = OsUser::for_config(&config)?;
+        let os_user = OsUser::for_settings(&config.cluster_settings())?;
         let mut restored = None;
         let mut extra = Vec::new();
         if let Some(t) = &target {
@@ -536,9 +538,11 @@ impl Supervisor {
         } else {
             tracing::warn!("backup.target is not set: the catalog lives only in this home; if the disk is lost, every lake's metadata is lost with it");
         }
-        let (cluster, boot) = tokio::task::spawn_blocking(move || Cluster::prepare(&config, extra))
-            .await
-            .expect("cluster preparation does not panic")?;
+        let (cluster, boot) = tokio::task::spawn_blocking(move || {
+            Cluster::prepare(&config.cluster_settings(), extra)
+        })
+        .await
+        .expect("cluster preparation does not panic")?;
         tracing::info!(?boot, pgdata = %cluster.pgdata.display(), "data directory ready");
         let durable = match target {
             Some(t) => Some(

@@ -52,6 +52,8 @@ pub enum BackupError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Postgres(#[from] PgError),
+    #[error(transparent)]
+    Cluster(#[from] crate::postgres::ClusterError),
     #[error("{place} holds the history of another cluster (system id {theirs}; this one is {ours}); give this catalog its own backup.target, or restore from that target into an empty home")]
     OtherCluster {
         place: String,

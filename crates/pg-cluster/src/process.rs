@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::logs::{forward, RecentLines};
-use super::{Cluster, PgError};
+use super::{Cluster, ClusterError};
 
 /// How a running PostgreSQL is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct RunningPostgres {
 
 impl Cluster {
     /// Spawns `postgres -D PGDATA` and waits until it answers `SELECT 1` over the socket.
-    pub async fn start(&self) -> Result<RunningPostgres, PgError> {
+    pub async fn start(&self) -> Result<RunningPostgres, ClusterError> {
         self.check_port_free()?;
         let mut cmd = Command::new(self.bins.postgres());
         cmd.arg("-D")
@@ -49,7 +49,7 @@ impl Cluster {
         if let Some(user) = &self.os_user {
             cmd.uid(user.uid).gid(user.gid);
         }
-        let mut child = cmd.spawn().map_err(PgError::io("spawn postgres"))?;
+        let mut child = cmd.spawn().map_err(ClusterError::io("spawn postgres"))?;
         let pid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
@@ -78,22 +78,22 @@ impl Cluster {
 }
 
 impl RunningPostgres {
-    async fn wait_ready(&mut self, cluster: &Cluster) -> Result<(), PgError> {
+    async fn wait_ready(&mut self, cluster: &Cluster) -> Result<(), ClusterError> {
         let deadline = Instant::now() + Duration::from_secs(cluster.start_timeout_secs);
         loop {
             if let Some(status) = self
                 .child
                 .try_wait()
-                .map_err(PgError::io("poll postgres"))?
+                .map_err(ClusterError::io("poll postgres"))?
             {
                 // Let the log forwarder drain the last lines before they are summarised.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 if self.recent.mentions("Address already in use") {
-                    return Err(PgError::PortInUse {
+                    return Err(ClusterError::PortInUse {
                         addr: format!("port {}", cluster.port),
                     });
                 }
-                return Err(PgError::StartFailed {
+                return Err(ClusterError::StartFailed {
                     status: status.to_string(),
                     last_lines: self.recent.summary(),
                 });
@@ -104,7 +104,7 @@ impl RunningPostgres {
                 }
             }
             if Instant::now() > deadline {
-                return Err(PgError::StartTimeout {
+                return Err(ClusterError::StartTimeout {
                     secs: cluster.start_timeout_secs,
                     last_lines: self.recent.summary(),
                 });
@@ -124,8 +124,10 @@ impl RunningPostgres {
     }
 
     /// The exit status if PostgreSQL has exited, without waiting.
-    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>, PgError> {
-        self.child.try_wait().map_err(PgError::io("poll postgres"))
+    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>, ClusterError> {
+        self.child
+            .try_wait()
+            .map_err(ClusterError::io("poll postgres"))
     }
 
     /// The last lines PostgreSQL wrote, on one line.
@@ -139,7 +141,7 @@ impl RunningPostgres {
         mut self,
         mode: ShutdownMode,
         immediate: &CancellationToken,
-    ) -> Result<ExitStatus, PgError> {
+    ) -> Result<ExitStatus, ClusterError> {
         let started = Instant::now();
         if mode == ShutdownMode::Fast {
             tracing::info!(
@@ -149,7 +151,7 @@ impl RunningPostgres {
             self.signal(Signal::SIGINT);
             tokio::select! {
                 status = self.child.wait() => {
-                    let status = status.map_err(PgError::io("wait for postgres"))?;
+                    let status = status.map_err(ClusterError::io("wait for postgres"))?;
                     tracing::info!(elapsed_ms = started.elapsed().as_millis(), %status, "postgres stopped");
                     return Ok(status);
                 }
@@ -163,17 +165,17 @@ impl RunningPostgres {
         }
         self.signal(Signal::SIGQUIT);
         if let Ok(status) = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
-            return status.map_err(PgError::io("wait for postgres"));
+            return status.map_err(ClusterError::io("wait for postgres"));
         }
         tracing::error!(pg_pid = self.pid, "postgres ignored SIGQUIT; killing it");
         self.child
             .kill()
             .await
-            .map_err(PgError::io("kill postgres"))?;
+            .map_err(ClusterError::io("kill postgres"))?;
         self.child
             .wait()
             .await
-            .map_err(PgError::io("wait for postgres"))
+            .map_err(ClusterError::io("wait for postgres"))
     }
 
     fn signal(&self, sig: Signal) {

@@ -122,10 +122,10 @@ impl Redactor {
         loop {
             if let Some(close) = self.open.clone() {
                 let Some(end) = find_close(rest, &close) else {
-                    out.push_str(crate::secret::REDACTED);
+                    out.push_str(base::secret::REDACTED);
                     return out;
                 };
-                out.push_str(crate::secret::REDACTED);
+                out.push_str(base::secret::REDACTED);
                 out.push_str(&close);
                 rest = &rest[end + close.len()..];
                 self.open = None;

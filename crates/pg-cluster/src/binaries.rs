@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::PgError;
-use crate::versions::PG_MAJOR;
+use super::ClusterError;
+use base::versions::PG_MAJOR;
 
 /// The PostgreSQL programs the supervisor runs.
 #[derive(Debug, Clone)]
@@ -14,7 +14,7 @@ pub struct PgBinaries {
 
 impl PgBinaries {
     /// `configured` (key `postgres.bin_dir`), else Debian's path, else `pg_config --bindir`.
-    pub fn find(configured: Option<&Path>) -> Result<Self, PgError> {
+    pub fn find(configured: Option<&Path>) -> Result<Self, ClusterError> {
         let candidates: Vec<(PathBuf, &str)> = if let Some(dir) = configured {
             vec![(dir.to_path_buf(), "postgres.bin_dir")]
         } else {
@@ -40,7 +40,7 @@ impl PgBinaries {
             .iter()
             .map(|(d, how)| format!("{} ({how})", d.display()))
             .collect();
-        Err(PgError::BinariesMissing {
+        Err(ClusterError::BinariesMissing {
             looked: looked.join(", "),
         })
     }
@@ -76,12 +76,12 @@ impl PgBinaries {
     }
 
     /// Runs `postgres --version` and checks it is PostgreSQL [`PG_MAJOR`].
-    fn check_major(&self) -> Result<(), PgError> {
+    fn check_major(&self) -> Result<(), ClusterError> {
         let out = Command::new(self.postgres())
             .arg("--version")
             .env_clear()
             .output()
-            .map_err(|e| PgError::Io {
+            .map_err(|e| ClusterError::Io {
                 action: format!("run {} --version", self.postgres().display()),
                 error: e,
             })?;
@@ -92,7 +92,7 @@ impl PgBinaries {
         if major == Some(PG_MAJOR) {
             Ok(())
         } else {
-            Err(PgError::WrongBinaries {
+            Err(ClusterError::WrongBinaries {
                 bin_dir: self.bin_dir.clone(),
                 found: text.trim().to_owned(),
             })

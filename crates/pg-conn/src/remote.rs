@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::postgres::conninfo_value;
+use crate::conninfo_value;
 
 /// How the TLS certificate of an external PostgreSQL is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl RemotePg {
             endpoint: format!("{}:{}", self.host, self.port),
             user: user.to_owned(),
             dbname: dbname.to_owned(),
-            detail: crate::postgres::pg_message(&e),
+            detail: crate::pg_message(&e),
         })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {

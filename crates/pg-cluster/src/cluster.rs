@@ -9,9 +9,8 @@ use std::process::Command;
 
 use nix::unistd::{Uid, User};
 
-use super::{tls, PgBinaries, PgError, Socket, SUPERUSER};
-use crate::config::Config;
-use crate::versions::PG_MAJOR;
+use super::{tls, ClusterError, ClusterSettings, PgBinaries, Socket, SUPERUSER};
+use base::versions::PG_MAJOR;
 
 /// The file that marks a data directory as initialised by ducklake-catalog.
 const MARKER: &str = "ducklake-catalog.cluster";
@@ -27,15 +26,15 @@ pub struct OsUser {
 impl OsUser {
     /// `postgres.os_user` when the supervisor is root; `None` otherwise (PostgreSQL then runs
     /// as the supervisor's own user).
-    pub fn for_config(config: &Config) -> Result<Option<OsUser>, PgError> {
+    pub fn for_settings(settings: &ClusterSettings) -> Result<Option<OsUser>, ClusterError> {
         if !Uid::effective().is_root() {
             return Ok(None);
         }
-        let name = &config.postgres.os_user;
+        let name = &settings.os_user;
         let user = User::from_name(name)
             .ok()
             .flatten()
-            .ok_or_else(|| PgError::NoOsUser { user: name.clone() })?;
+            .ok_or_else(|| ClusterError::NoOsUser { user: name.clone() })?;
         Ok(Some(OsUser {
             name: name.clone(),
             uid: user.uid.as_raw(),
@@ -88,31 +87,31 @@ impl Cluster {
     /// Finds the binaries, creates the home, initialises PGDATA on first boot (never over a
     /// foreign or other-major directory) and writes the managed configuration.
     pub fn prepare(
-        config: &Config,
+        settings: &ClusterSettings,
         extra_settings: Vec<(String, String)>,
-    ) -> Result<(Cluster, Boot), PgError> {
-        let bins = PgBinaries::find(config.postgres.bin_dir.as_deref())?;
-        let os_user = OsUser::for_config(config)?;
+    ) -> Result<(Cluster, Boot), ClusterError> {
+        let bins = PgBinaries::find(settings.bin_dir.as_deref())?;
+        let os_user = OsUser::for_settings(settings)?;
         let cluster = Cluster {
             bins,
-            pgdata: config.pgdata(),
-            socket_dir: config.socket_dir(),
-            port: config.postgres.port,
-            listen_address: config.postgres.listen_address.clone(),
+            pgdata: settings.pgdata.clone(),
+            socket_dir: settings.socket_dir.clone(),
+            port: settings.port,
+            listen_address: settings.listen_address.clone(),
             os_user,
-            stop_timeout_secs: config.postgres.stop_timeout_secs,
-            start_timeout_secs: config.postgres.start_timeout_secs,
+            stop_timeout_secs: settings.stop_timeout_secs,
+            start_timeout_secs: settings.start_timeout_secs,
             extra_settings,
-            wal_segment_size_mb: config.postgres.wal_segment_size_mb,
+            wal_segment_size_mb: settings.wal_segment_size_mb,
         };
-        cluster.make_home(&config.home)?;
+        cluster.make_home(&settings.home)?;
         let boot = cluster.init_if_needed()?;
-        cluster.write_managed_files(config)?;
+        cluster.write_managed_files(settings)?;
         cluster.clear_stale_pid()?;
         Ok((cluster, boot))
     }
 
-    fn make_home(&self, home: &Path) -> Result<(), PgError> {
+    fn make_home(&self, home: &Path) -> Result<(), ClusterError> {
         let secrets = home.join("secrets");
         for dir in [home, &self.socket_dir, &secrets] {
             create_home_dir(home, dir)?;
@@ -120,7 +119,9 @@ impl Cluster {
         set_mode(&secrets, 0o700)?;
         if let Some(user) = &self.os_user {
             // PostgreSQL's user must traverse the home to reach PGDATA and the socket folder.
-            let mode = fs::metadata(home).map_err(PgError::io("stat home"))?.mode();
+            let mode = fs::metadata(home)
+                .map_err(ClusterError::io("stat home"))?
+                .mode();
             if mode & 0o001 == 0 {
                 set_mode(home, (mode & 0o7777) | 0o011)?;
             }
@@ -130,25 +131,25 @@ impl Cluster {
         Ok(())
     }
 
-    fn init_if_needed(&self) -> Result<Boot, PgError> {
+    fn init_if_needed(&self) -> Result<Boot, ClusterError> {
         let version_file = self.pgdata.join("PG_VERSION");
         if version_file.exists() {
             let found = fs::read_to_string(&version_file)
-                .map_err(PgError::io(format!("read {}", version_file.display())))?;
+                .map_err(ClusterError::io(format!("read {}", version_file.display())))?;
             let found = found.trim();
             if found != PG_MAJOR.to_string() {
-                return Err(PgError::WrongMajor {
+                return Err(ClusterError::WrongMajor {
                     pgdata: self.pgdata.clone(),
                     found: found.into(),
                 });
             }
             if !self.pgdata.join(MARKER).exists() {
-                return Err(PgError::ForeignDataDir {
+                return Err(ClusterError::ForeignDataDir {
                     pgdata: self.pgdata.clone(),
                 });
             }
             if let Some(user) = &self.os_user {
-                let meta = fs::metadata(&self.pgdata).map_err(PgError::io("stat PGDATA"))?;
+                let meta = fs::metadata(&self.pgdata).map_err(ClusterError::io("stat PGDATA"))?;
                 if meta.uid() != user.uid {
                     // A volume remounted with other ownership: give it back to PostgreSQL's user.
                     chown_tree(&self.pgdata, user)?;
@@ -158,11 +159,11 @@ impl Cluster {
         }
         if self.pgdata.exists()
             && fs::read_dir(&self.pgdata)
-                .map_err(PgError::io(format!("read {}", self.pgdata.display())))?
+                .map_err(ClusterError::io(format!("read {}", self.pgdata.display())))?
                 .next()
                 .is_some()
         {
-            return Err(PgError::ForeignDataDir {
+            return Err(ClusterError::ForeignDataDir {
                 pgdata: self.pgdata.clone(),
             });
         }
@@ -170,9 +171,10 @@ impl Cluster {
         // looks like a cluster.
         let staging = self.pgdata.with_file_name("pgdata.initdb");
         if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(PgError::io("remove an interrupted initdb"))?;
+            fs::remove_dir_all(&staging)
+                .map_err(ClusterError::io("remove an interrupted initdb"))?;
         }
-        fs::create_dir_all(&staging).map_err(PgError::io("create the initdb folder"))?;
+        fs::create_dir_all(&staging).map_err(ClusterError::io("create the initdb folder"))?;
         set_mode(&staging, 0o700)?;
         self.chown(&staging)?;
         tracing::info!(pgdata = %self.pgdata.display(), "first boot: running initdb");
@@ -193,11 +195,11 @@ impl Cluster {
             .env_clear()
             .env("LC_ALL", "C");
         self.as_os_user(&mut cmd);
-        let out = cmd.output().map_err(PgError::io("run initdb"))?;
+        let out = cmd.output().map_err(ClusterError::io("run initdb"))?;
         if !out.status.success() {
-            return Err(PgError::Initdb {
+            return Err(ClusterError::Initdb {
                 status: out.status.to_string(),
-                stderr: crate::one_line(&String::from_utf8_lossy(&out.stderr)),
+                stderr: base::one_line(&String::from_utf8_lossy(&out.stderr)),
             });
         }
         fs::write(
@@ -207,37 +209,36 @@ impl Cluster {
                 env!("CARGO_PKG_VERSION")
             ),
         )
-        .map_err(PgError::io("write the cluster marker"))?;
+        .map_err(ClusterError::io("write the cluster marker"))?;
         self.chown(&staging.join(MARKER))?;
         if self.pgdata.exists() {
-            fs::remove_dir(&self.pgdata).map_err(PgError::io("replace the empty PGDATA"))?;
+            fs::remove_dir(&self.pgdata).map_err(ClusterError::io("replace the empty PGDATA"))?;
         }
         fs::rename(&staging, &self.pgdata)
-            .map_err(PgError::io("move the new cluster into place"))?;
+            .map_err(ClusterError::io("move the new cluster into place"))?;
         Ok(Boot::First)
     }
 
     /// Writes postgresql.conf, pg_hba.conf, pg_ident.conf and the TLS files, wholesale.
-    fn write_managed_files(&self, config: &Config) -> Result<(), PgError> {
-        let pg = &config.postgres;
+    fn write_managed_files(&self, pg: &ClusterSettings) -> Result<(), ClusterError> {
         let (cert, key) = match (&pg.tls_cert_file, &pg.tls_key_file) {
             (Some(c), Some(k)) => (
-                fs::read(c).map_err(PgError::io(format!(
+                fs::read(c).map_err(ClusterError::io(format!(
                     "read postgres.tls_cert_file {}",
                     c.display()
                 )))?,
-                fs::read(k).map_err(PgError::io(format!(
+                fs::read(k).map_err(ClusterError::io(format!(
                     "read postgres.tls_key_file {}",
                     k.display()
                 )))?,
             ),
-            _ => tls::existing_or_new(&self.pgdata, &config.client_host())?,
+            _ => tls::existing_or_new(&self.pgdata, &pg.client_host)?,
         };
         self.write_file("server.crt", &cert, 0o600)?;
         self.write_file("server.key", &key, 0o600)?;
         self.write_file(
             "postgresql.conf",
-            postgresql_conf(self, config).as_bytes(),
+            postgresql_conf(self, pg).as_bytes(),
             0o600,
         )?;
         self.write_file("pg_hba.conf", PG_HBA.as_bytes(), 0o600)?;
@@ -251,15 +252,15 @@ impl Cluster {
         self.write_file("pg_ident.conf", ident.as_bytes(), 0o600)
     }
 
-    fn write_file(&self, name: &str, content: &[u8], mode: u32) -> Result<(), PgError> {
+    fn write_file(&self, name: &str, content: &[u8], mode: u32) -> Result<(), ClusterError> {
         let path = self.pgdata.join(name);
-        fs::write(&path, content).map_err(PgError::io(format!("write {}", path.display())))?;
+        fs::write(&path, content).map_err(ClusterError::io(format!("write {}", path.display())))?;
         set_mode(&path, mode)?;
         self.chown(&path)
     }
 
     /// Removes a `postmaster.pid` left by a crash, unless its postgres is still alive.
-    fn clear_stale_pid(&self) -> Result<(), PgError> {
+    fn clear_stale_pid(&self) -> Result<(), ClusterError> {
         let pidfile = self.pgdata.join("postmaster.pid");
         let Ok(content) = fs::read_to_string(&pidfile) else {
             return Ok(());
@@ -272,19 +273,19 @@ impl Cluster {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let exe = String::from_utf8_lossy(&cmdline);
             if pid != std::process::id().cast_signed() && exe.contains("postgres") {
-                return Err(PgError::AlreadyRunning {
+                return Err(ClusterError::AlreadyRunning {
                     pid,
                     pgdata: self.pgdata.clone(),
                 });
             }
         }
         tracing::warn!(pidfile = %pidfile.display(), "removing a stale postmaster.pid left by an unclean stop");
-        fs::remove_file(&pidfile).map_err(PgError::io("remove the stale postmaster.pid"))
+        fs::remove_file(&pidfile).map_err(ClusterError::io("remove the stale postmaster.pid"))
     }
 
     /// Reads the control file: system identifier, timeline, WAL segment size, redo WAL file.
     /// `pg_controldata` runs as a child the runtime awaits, never blocking a worker thread.
-    pub async fn control_data(&self) -> Result<ControlData, PgError> {
+    pub async fn control_data(&self) -> Result<ControlData, ClusterError> {
         let out = tokio::process::Command::new(self.bins.pg_controldata())
             .arg("-D")
             .arg(&self.pgdata)
@@ -292,7 +293,7 @@ impl Cluster {
             .env("LC_ALL", "C")
             .output()
             .await
-            .map_err(PgError::io("run pg_controldata"))?;
+            .map_err(ClusterError::io("run pg_controldata"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let field = |name: &str| {
             text.lines()
@@ -307,9 +308,9 @@ impl Cluster {
                 redo_wal_file: field("Latest checkpoint's REDO WAL file")?,
             })
         })();
-        parsed.ok_or_else(|| PgError::Io {
+        parsed.ok_or_else(|| ClusterError::Io {
             action: format!("read the control data of {}", self.pgdata.display()),
-            error: std::io::Error::other(crate::one_line(&String::from_utf8_lossy(&out.stderr))),
+            error: std::io::Error::other(base::one_line(&String::from_utf8_lossy(&out.stderr))),
         })
     }
 
@@ -320,11 +321,11 @@ impl Cluster {
         }
     }
 
-    fn chown(&self, path: &Path) -> Result<(), PgError> {
+    fn chown(&self, path: &Path) -> Result<(), ClusterError> {
         if let Some(user) = &self.os_user {
-            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(PgError::io(
-                format!("chown {} to {}", path.display(), user.name),
-            ))?;
+            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(
+                ClusterError::io(format!("chown {} to {}", path.display(), user.name)),
+            )?;
         }
         Ok(())
     }
@@ -343,17 +344,20 @@ impl Cluster {
     }
 
     /// Connects as the internal superuser over the Unix socket.
-    pub async fn connect_superuser(&self, dbname: &str) -> Result<tokio_postgres::Client, PgError> {
+    pub async fn connect_superuser(
+        &self,
+        dbname: &str,
+    ) -> Result<tokio_postgres::Client, pg_conn::PgError> {
         self.socket()
             .connect_superuser(dbname, "ducklake-catalog")
             .await
-            .map_err(PgError::sql(format!(
+            .map_err(pg_conn::PgError::sql(format!(
                 "connect to database {dbname} as {SUPERUSER}"
             )))
     }
 
     /// Fails when another process already listens on the configured port.
-    pub fn check_port_free(&self) -> Result<(), PgError> {
+    pub fn check_port_free(&self) -> Result<(), ClusterError> {
         for addr in self.listen_address.split(',').map(str::trim) {
             let host = match addr {
                 "*" => "0.0.0.0",
@@ -367,7 +371,7 @@ impl Cluster {
             };
             if let Err(e) = std::net::TcpListener::bind(&target) {
                 if e.kind() == std::io::ErrorKind::AddrInUse {
-                    return Err(PgError::PortInUse { addr: target });
+                    return Err(ClusterError::PortInUse { addr: target });
                 }
             }
         }
@@ -395,8 +399,7 @@ fn conf_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
-    let pg = &config.postgres;
+fn postgresql_conf(cluster: &Cluster, pg: &ClusterSettings) -> String {
     let mut s = String::from(
         "# Managed by ducklake-catalog: rewritten on every start. Change settings through the\n\
          # ducklake-catalog configuration ([postgres] and [postgres.settings]), not here.\n",
@@ -412,7 +415,7 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
     );
     let connections = pg
         .max_connections
-        .unwrap_or_else(|| crate::tuning::connections_for_memory(crate::tuning::memory_limit()));
+        .unwrap_or_else(|| crate::sizing::connections_for_memory(crate::sizing::memory_limit()));
     set("max_connections", connections.to_string());
     set("superuser_reserved_connections", "3".into());
     set("password_encryption", "'scram-sha-256'".into());
@@ -482,33 +485,33 @@ fn postgresql_conf(cluster: &Cluster, config: &Config) -> String {
 /// Creates `dir` (the home or a folder in it). A permission error means the home is not
 /// writable by this server's user — a root-owned volume or bind mount under the non-root image —
 /// and says so; every path that creates the home goes through here.
-pub(crate) fn create_home_dir(home: &Path, dir: &Path) -> Result<(), PgError> {
+pub fn create_home_dir(home: &Path, dir: &Path) -> Result<(), ClusterError> {
     fs::create_dir_all(dir).map_err(home_io(home, format!("create {}", dir.display())))
 }
 
 /// An I/O error of `action` on the home or in it: a permission error means the home is not
 /// writable by this server's user, and says so.
-pub(crate) fn home_io(home: &Path, action: String) -> impl FnOnce(std::io::Error) -> PgError {
+pub fn home_io(home: &Path, action: String) -> impl FnOnce(std::io::Error) -> ClusterError {
     let home = home.to_path_buf();
     move |error| {
         if error.kind() == std::io::ErrorKind::PermissionDenied {
-            PgError::HomeNotWritable {
+            ClusterError::HomeNotWritable {
                 path: home,
                 uid: nix::unistd::geteuid().as_raw(),
             }
         } else {
-            PgError::Io { action, error }
+            ClusterError::Io { action, error }
         }
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
+fn set_mode(path: &Path, mode: u32) -> Result<(), ClusterError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(PgError::io(format!("chmod {}", path.display())))
+        .map_err(ClusterError::io(format!("chmod {}", path.display())))
 }
 
 /// Makes `dir` a valid PGDATA: mode 0700, owned by PostgreSQL's user throughout.
-pub(crate) fn own_tree(dir: &Path, user: Option<&OsUser>) -> Result<(), PgError> {
+pub fn own_tree(dir: &Path, user: Option<&OsUser>) -> Result<(), ClusterError> {
     set_mode(dir, 0o700)?;
     match user {
         Some(user) => chown_tree(dir, user),
@@ -516,26 +519,26 @@ pub(crate) fn own_tree(dir: &Path, user: Option<&OsUser>) -> Result<(), PgError>
     }
 }
 
-fn chown_tree(dir: &Path, user: &OsUser) -> Result<(), PgError> {
+fn chown_tree(dir: &Path, user: &OsUser) -> Result<(), ClusterError> {
     std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
-        .map_err(PgError::io(format!("chown {}", dir.display())))?;
-    for entry in fs::read_dir(dir).map_err(PgError::io(format!("read {}", dir.display())))? {
-        let path = entry.map_err(PgError::io("read PGDATA"))?.path();
+        .map_err(ClusterError::io(format!("chown {}", dir.display())))?;
+    for entry in fs::read_dir(dir).map_err(ClusterError::io(format!("read {}", dir.display())))? {
+        let path = entry.map_err(ClusterError::io("read PGDATA"))?.path();
         if path.is_dir() && !path.is_symlink() {
             chown_tree(&path, user)?;
         } else {
             std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))
-                .map_err(PgError::io(format!("chown {}", path.display())))?;
+                .map_err(ClusterError::io(format!("chown {}", path.display())))?;
         }
     }
     Ok(())
 }
 
 /// Checks that `user` can traverse every ancestor of `path` (permission bits only).
-fn check_reachable(user: &OsUser, path: &Path) -> Result<(), PgError> {
+fn check_reachable(user: &OsUser, path: &Path) -> Result<(), ClusterError> {
     let abs = path
         .canonicalize()
-        .map_err(PgError::io(format!("resolve {}", path.display())))?;
+        .map_err(ClusterError::io(format!("resolve {}", path.display())))?;
     for dir in abs.ancestors() {
         let Ok(meta) = fs::metadata(dir) else {
             continue;
@@ -549,7 +552,7 @@ fn check_reachable(user: &OsUser, path: &Path) -> Result<(), PgError> {
             mode & 0o001 != 0
         };
         if !ok {
-            return Err(PgError::Unreachable {
+            return Err(ClusterError::Unreachable {
                 user: user.name.clone(),
                 path: dir.to_path_buf(),
             });
