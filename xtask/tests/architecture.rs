@@ -165,3 +165,20 @@ fn the_postgresql_crates_know_nothing_of_the_product() {
         "the supervisor runs PostgreSQL; DuckDB, configuration loading, storage and AWS are others'",
     );
 }
+
+#[test]
+fn backups_depend_on_storage_and_the_postgresql_crates_only() {
+    let all = dependencies();
+    let ours = ours(&all);
+    let forbidden: Vec<&str> = ours
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !["base", "storage", "pg-conn", "pg-cluster"].contains(c))
+        .collect();
+    forbid(
+        &all,
+        "backup",
+        &forbidden,
+        "backups take their own BackupConfig and an S3Settings, never the configuration or the DuckLake administration",
+    );
+}

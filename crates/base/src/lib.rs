@@ -4,6 +4,7 @@
 //! It depends on nothing of ours and on no I/O library, so `health`, `connectors` and `xtask`
 //! can use it without pulling in PostgreSQL, DuckDB or AWS.
 
+pub mod duration;
 pub mod secret;
 pub mod versions;
 

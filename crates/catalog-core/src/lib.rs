@@ -9,7 +9,6 @@
 //! **Architecture invariant:** only this crate runs SQL against the catalog; other crates see
 //! [`status::Status`], [`supervisor::Probe`] and [`connection::ConnectionInfo`].
 
-pub mod backup;
 pub mod config;
 pub mod config_reference;
 pub mod connection;
@@ -32,6 +31,7 @@ pub mod users;
 
 pub use config::Config;
 
+pub use ::backup;
 pub use aws::{marketplace, secrets_manager};
 pub(crate) use base::one_line;
 pub use base::{secret, versions, Secret};

@@ -61,9 +61,15 @@ async fn recover(
 ) -> Result<Recovered, ServeError> {
     let os_user = OsUser::for_settings(&config.cluster_settings())?;
     let raw_bytes = restore::unpack(target, manifest, &config.pgdata(), os_user.as_ref()).await?;
-    let helper = backup::install_helper(config, os_user.as_ref())?;
+    let helper = backup::install_helper(&config.socket_dir(), os_user.as_ref())?;
     let archive = lease.is_some();
-    let extra = backup::archive_settings(config, &helper, archive, to_time);
+    let extra = backup::archive_settings(
+        &config.backup,
+        &config.socket_dir(),
+        &helper,
+        archive,
+        to_time,
+    );
     let prepared = config.clone();
     let (mut cluster, _) =
         tokio::task::spawn_blocking(move || Cluster::prepare(&prepared.cluster_settings(), extra))
@@ -73,7 +79,7 @@ async fn recover(
     let stop = CancellationToken::new();
     let agent = ArchiveAgent::new(
         target.clone(),
-        backup::compression(config),
+        backup::compression(&config.backup),
         manifest.segment_bytes,
         lease,
     );
@@ -100,7 +106,7 @@ async fn recover(
 }
 
 fn require_target(config: &Config, s3: &storage::S3Settings) -> Result<BackupTarget, ServeError> {
-    Ok(backup::open_target(config, s3)?.ok_or(BackupError::NotConfigured)?)
+    Ok(backup::open_target(&config.backup, s3)?.ok_or(BackupError::NotConfigured)?)
 }
 
 /// Restores the newest backup (or the state at `to_time`) into the configured, empty home and

@@ -527,14 +527,15 @@ impl Supervisor {
         tasks: &mut Tasks,
     ) -> Result<(Cluster, Boot, Option<Durable>), ServeError> {
         let config = self.config.clone();
-        let target = backup::open_target(&config, &self.s3)?;
+        let target = backup::open_target(&config.backup, &self.s3)?;
         let os_user = OsUser::for_settings(&config.cluster_settings())?;
         let mut restored = None;
         let mut extra = Vec::new();
         if let Some(t) = &target {
             restored = self.restore_if_empty(t, os_user.as_ref()).await?;
-            let helper = backup::install_helper(&config, os_user.as_ref())?;
-            extra = backup::archive_settings(&config, &helper, true, None);
+            let helper = backup::install_helper(&config.socket_dir(), os_user.as_ref())?;
+            extra =
+                backup::archive_settings(&config.backup, &config.socket_dir(), &helper, true, None);
         } else {
             tracing::warn!("backup.target is not set: the catalog lives only in this home; if the disk is lost, every lake's metadata is lost with it");
         }
@@ -629,7 +630,7 @@ impl Supervisor {
         };
         let agent = ArchiveAgent::new(
             target.clone(),
-            backup::compression(&self.config),
+            backup::compression(&self.config.backup),
             control.segment_bytes,
             Some(lease.clone()),
         );
@@ -666,7 +667,7 @@ impl Supervisor {
         let schedule = BackupSchedule {
             cluster: cluster.clone(),
             target: d.target.clone(),
-            compression: backup::compression(&self.config),
+            compression: backup::compression(&self.config.backup),
             control: d.control.clone(),
             interval: self.config.backup.base_interval.0,
             retention: self.config.backup.retention.clone(),

@@ -57,7 +57,7 @@ pub(crate) fn run(config: &Config, command: &BackupCommand) -> Result<(), Failur
 }
 
 async fn list(config: &Config, s3: &storage::S3Settings, format: Format) -> Result<(), Failure> {
-    let target = backup::open_target(config, s3)
+    let target = backup::open_target(&config.backup, s3)
         .map_err(anyhow::Error::new)?
         .ok_or_else(|| Failure::config(anyhow::Error::new(backup::BackupError::NotConfigured)))?;
     let backups = backup::list_backups(&target)

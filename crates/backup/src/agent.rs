@@ -216,7 +216,9 @@ impl ArchiveAgent {
                 match data {
                     Ok(data) => match self.push(name, &data).await {
                         Ok(()) => b"ok\n".to_vec(),
-                        Err(e) => format!("err {}\n", crate::one_line(&e.to_string())).into_bytes(),
+                        Err(e) => {
+                            format!("err {}\n", ::base::one_line(&e.to_string())).into_bytes()
+                        }
                     },
                     Err(e) => format!("err {e}\n").into_bytes(),
                 }
@@ -229,7 +231,7 @@ impl ArchiveAgent {
                 }
                 Ok(None) => b"missing\n".to_vec(),
                 Err(e) => {
-                    let e = crate::one_line(&e.to_string());
+                    let e = ::base::one_line(&e.to_string());
                     tracing::error!(wal = %name, error = %e, "restoring a WAL file failed; PostgreSQL stops rather than end recovery early");
                     *self
                         .inner
@@ -245,7 +247,7 @@ impl ArchiveAgent {
                     serde_json::to_string(&m).expect("manifest serialises")
                 )
                 .into_bytes(),
-                Err(e) => format!("err {}\n", crate::one_line(&e.to_string())).into_bytes(),
+                Err(e) => format!("err {}\n", ::base::one_line(&e.to_string())).into_bytes(),
             },
             _ => format!("err unknown request `{}`\n", line.trim()).into_bytes(),
         };
@@ -266,7 +268,7 @@ impl ArchiveAgent {
             }
             Err(e) => {
                 stats.failures += 1;
-                stats.last_failure = Some(crate::one_line(&e.to_string()));
+                stats.last_failure = Some(::base::one_line(&e.to_string()));
                 stats.last_failure_at = Some(Utc::now());
                 tracing::warn!(wal = name, error = %e, "archiving a WAL file failed; PostgreSQL keeps it and retries");
             }

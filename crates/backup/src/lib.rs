@@ -20,6 +20,7 @@ pub mod agent;
 pub mod base;
 pub mod lease;
 pub mod restore;
+mod settings;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -29,8 +30,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use storage::{BackupTarget, Compression, TargetError};
 
-use crate::config::{CompressionKind, Config, RetentionConfig};
-use crate::postgres::PgError;
+use pg_conn::PgError;
+
+pub use settings::{BackupConfig, CompressionKind, RetentionConfig};
 
 pub use agent::{AgentClient, ArchiveAgent, ArchiveStats};
 pub use lease::Lease;
@@ -53,7 +55,7 @@ pub enum BackupError {
     #[error(transparent)]
     Postgres(#[from] PgError),
     #[error(transparent)]
-    Cluster(#[from] crate::postgres::ClusterError),
+    Cluster(#[from] pg_cluster::ClusterError),
     #[error("{place} holds the history of another cluster (system id {theirs}; this one is {ours}); give this catalog its own backup.target, or restore from that target into an empty home")]
     OtherCluster {
         place: String,
@@ -97,7 +99,7 @@ pub enum BackupError {
 }
 
 impl BackupError {
-    pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
+    pub fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
         let action = action.into();
         move |error| BackupError::Io { action, error }
     }
@@ -105,11 +107,10 @@ impl BackupError {
 
 /// Opens the configured backup target, if any, through `s3`.
 pub fn open_target(
-    config: &Config,
+    settings: &BackupConfig,
     s3: &storage::S3Settings,
 ) -> Result<Option<BackupTarget>, BackupError> {
-    config
-        .backup
+    settings
         .target
         .as_ref()
         .map(|t| BackupTarget::open(t, s3).map_err(BackupError::from))
@@ -117,8 +118,8 @@ pub fn open_target(
 }
 
 /// The configured compression, for the storage crate.
-pub fn compression(config: &Config) -> Compression {
-    match config.backup.compression {
+pub fn compression(settings: &BackupConfig) -> Compression {
+    match settings.compression {
         CompressionKind::Zstd => Compression::Zstd,
         CompressionKind::None => Compression::None,
     }
@@ -330,12 +331,13 @@ pub const HELPER: &str = "ducklake-wal";
 /// `postgresql.conf` settings that archive through, and restore from, the agent. `archive` is
 /// false for a throw-away verification copy, which must never write into the target.
 pub fn archive_settings(
-    config: &Config,
+    settings: &BackupConfig,
+    socket_dir: &Path,
     helper: &Path,
     archive: bool,
     recovery_target_time: Option<&DateTime<Utc>>,
 ) -> Vec<(String, String)> {
-    let socket = config.socket_dir().join(AGENT_SOCKET);
+    let socket = socket_dir.join(AGENT_SOCKET);
     let q = |p: &Path| format!("'{}'", p.display());
     let mut s = vec![
         (
@@ -354,7 +356,7 @@ pub fn archive_settings(
             ),
             (
                 "archive_timeout".into(),
-                format!("{}s", config.backup.archive_timeout.0.as_secs()),
+                format!("{}s", settings.archive_timeout.0.as_secs()),
             ),
         ]);
     }
@@ -370,12 +372,12 @@ pub fn archive_settings(
 /// Copies the `ducklake-wal` helper (installed next to this binary) into the run folder, where
 /// PostgreSQL's OS user can always execute it and its version matches the running server.
 pub fn install_helper(
-    config: &Config,
-    owner: Option<&crate::postgres::OsUser>,
+    socket_dir: &Path,
+    owner: Option<&pg_cluster::OsUser>,
 ) -> Result<PathBuf, BackupError> {
     let exe = std::env::current_exe().map_err(BackupError::io("find this executable"))?;
     let source = exe.with_file_name(HELPER);
-    let dir = config.socket_dir();
+    let dir = socket_dir.to_path_buf();
     let dest = dir.join(HELPER);
     if dest.to_string_lossy().contains('\'') {
         return Err(BackupError::Agent(format!(
@@ -428,14 +430,14 @@ pub fn pending_wal(pgdata: &Path) -> (u64, Option<Duration>) {
 /// Switches to a new WAL segment and waits until everything before it is archived, so a stop
 /// loses no acknowledged commit. Returns false when `within` ran out first.
 pub async fn flush_archive(
-    cluster: &crate::postgres::Cluster,
+    cluster: &pg_cluster::Cluster,
     within: Duration,
 ) -> Result<bool, BackupError> {
     let client = cluster.connect_superuser("postgres").await?;
     let row = client
         .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
         .await
-        .map_err(crate::postgres::PgError::sql("switch WAL before stopping"))?;
+        .map_err(pg_cluster::PgError::sql("switch WAL before stopping"))?;
     let last: String = row.get(0);
     let deadline = std::time::Instant::now() + within;
     loop {
@@ -445,7 +447,7 @@ pub async fn flush_archive(
                 &[],
             )
             .await
-            .map_err(crate::postgres::PgError::sql("read pg_stat_archiver"))?;
+            .map_err(pg_cluster::PgError::sql("read pg_stat_archiver"))?;
         let archived: String = row.get(0);
         let (pending, _) = pending_wal(&cluster.pgdata);
         if pending == 0 || archived.get(..24).is_some_and(|a| a >= last.as_str()) {
@@ -463,7 +465,7 @@ pub async fn flush_archive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HumanDuration;
+    use ::base::duration::HumanDuration;
     use storage::{DataPath, S3Settings};
 
     const MB: u64 = 1 << 20;

@@ -12,7 +12,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::base::{hex, HashingReader};
 use super::{list_backups, BackupError, BackupManifest};
-use crate::postgres::{Cluster, OsUser, RunningPostgres};
+use pg_cluster::{Cluster, OsUser, RunningPostgres};
 
 /// The newest complete backup of the target, or for a point in time the newest that finished
 /// before it.
@@ -102,7 +102,7 @@ pub async fn unpack(
         .map_err(BackupError::io("create pg_wal"))?;
     std::fs::write(staging.join("recovery.signal"), b"")
         .map_err(BackupError::io("write recovery.signal"))?;
-    crate::postgres::own_tree(&staging, os_user)?;
+    pg_cluster::own_tree(&staging, os_user)?;
     std::fs::rename(&staging, pgdata)
         .map_err(BackupError::io("move the restored cluster into place"))?;
     tracing::info!(

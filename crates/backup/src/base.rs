@@ -12,7 +12,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::wal::Lsn;
 use super::{data_object, manifest_object, BackupError, BackupManifest, WAL_DIR};
-use crate::postgres::{Cluster, ControlData, SUPERUSER};
+use pg_cluster::{Cluster, ControlData, SUPERUSER};
 
 /// How long a finished backup waits for its last WAL segment to reach the target.
 const WAL_WAIT: Duration = Duration::from_mins(2);
@@ -202,7 +202,7 @@ fn stream(
             abort(sink);
             return Err(BackupError::BaseBackup(format!(
                 "pg_basebackup failed ({status}): {}",
-                crate::one_line(stderr.lines().last().unwrap_or(""))
+                ::base::one_line(stderr.lines().last().unwrap_or(""))
             )));
         }
         Err(e) => {
