@@ -182,3 +182,25 @@ fn backups_depend_on_storage_and_the_postgresql_crates_only() {
         "backups take their own BackupConfig and an S3Settings, never the configuration or the DuckLake administration",
     );
 }
+
+#[test]
+fn no_library_depends_on_the_configuration() {
+    let all = dependencies();
+    for krate in [
+        "base",
+        "aws",
+        "storage",
+        "health",
+        "connectors",
+        "pg-conn",
+        "pg-cluster",
+        "backup",
+    ] {
+        forbid(
+            &all,
+            krate,
+            &["config", "figment"],
+            "a library takes its own settings struct; the config crate composes them (ARCHITECTURE.md)",
+        );
+    }
+}

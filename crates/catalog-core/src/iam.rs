@@ -405,11 +405,11 @@ mod tests {
 
     #[test]
     fn docs_iam_permissions_shows_the_generated_policies() {
-        crate::assert_doc_current("iam-permissions.md", |doc| {
+        ::config::doc_pages::assert_doc_current("iam-permissions.md", |doc| {
             let mut out = doc.to_owned();
             for role in [PolicyRole::Server, PolicyRole::Writer, PolicyRole::Reader] {
                 let policy = policy(&example_config(), role, Some("sales")).unwrap();
-                out = crate::fill_block(
+                out = ::config::doc_pages::fill_block(
                     &out,
                     &format!("<!-- iam-policy {} -->\n", role.name()),
                     "<!-- end -->",

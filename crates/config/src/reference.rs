@@ -2,11 +2,11 @@
 //! `ducklake-catalog config reference` prints it; docs/configuration.md holds the same table
 //! (a test keeps them equal), and a test here keeps it equal to the keys of [`Config`].
 //!
-//! [`Config`]: crate::config::Config
+//! [`Config`]: crate::Config
 
 use std::fmt::Write as _;
 
-use crate::config::ENV_PREFIX;
+use crate::ENV_PREFIX;
 
 /// One configuration key.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -315,7 +315,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::config::{Config, LakeConfig};
+    use crate::{Config, LakeConfig};
 
     fn leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
         match v {
@@ -360,8 +360,8 @@ mod tests {
 
     #[test]
     fn docs_configuration_holds_the_reference_table() {
-        crate::assert_doc_current("configuration.md", |doc| {
-            crate::fill_block(
+        crate::doc_pages::assert_doc_current("configuration.md", |doc| {
+            crate::doc_pages::fill_block(
                 doc,
                 "<!-- config reference -->\n",
                 "<!-- end config reference -->",

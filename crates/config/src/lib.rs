@@ -5,6 +5,8 @@
 //! Every secret `x` also accepts `x_file`, a path whose content is the value. The field docs
 //! below are the configuration reference (docs/configuration.md).
 
+pub mod reference;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use storage::{DataPath, S3Settings};
 
-use crate::secret::Secret;
-use crate::secrets_manager::{check_strength, SecretRef};
+use aws::secrets_manager::{check_strength, SecretRef};
+use base::Secret;
 
 /// The environment prefix the product reads.
 pub const ENV_PREFIX: &str = "DUCKLAKE_CATALOG_";
@@ -53,7 +55,7 @@ pub struct Config {
     pub lakes: Vec<LakeConfig>,
     /// `postgres.url`, parsed when the configuration is loaded.
     #[serde(skip)]
-    external: Option<crate::remote::RemotePg>,
+    external: Option<pg_conn::remote::RemotePg>,
 }
 
 pub use aws::marketplace::MarketplaceConfig;
@@ -385,7 +387,7 @@ impl Config {
         }
         let mut config: Config = figment
             .extract_lossy()
-            .map_err(|e| ConfigError::Figment(crate::one_line(&e.to_string())))?;
+            .map_err(|e| ConfigError::Figment(base::one_line(&e.to_string())))?;
         config.resolve(sources)?;
         Ok(config)
     }
@@ -447,7 +449,7 @@ impl Config {
         let Some(url) = &self.postgres.url else {
             return Ok(());
         };
-        let remote = crate::remote::RemotePg::parse(url, cwd)
+        let remote = pg_conn::remote::RemotePg::parse(url, cwd)
             .map_err(|e| ConfigError::invalid("postgres.url", e.to_string()))?;
         let pg = &mut self.postgres;
         if pg.admin_user != PostgresConfig::default().admin_user && pg.admin_user != remote.user {
@@ -483,7 +485,7 @@ impl Config {
 
     /// The external PostgreSQL this server administers (`postgres.url`); `None`: it supervises
     /// its own.
-    pub fn external(&self) -> Option<&crate::remote::RemotePg> {
+    pub fn external(&self) -> Option<&pg_conn::remote::RemotePg> {
         self.external.as_ref()
     }
 
@@ -510,13 +512,13 @@ impl Config {
                 "must not be empty",
             ));
         }
-        if !valid_identifier(&pg.admin_user) || pg.admin_user == crate::postgres::SUPERUSER {
+        if !valid_identifier(&pg.admin_user) || pg.admin_user == pg_conn::SUPERUSER {
             return Err(ConfigError::invalid(
                 "postgres.admin_user",
                 format!(
                     "`{}` is not allowed: use lowercase letters, digits and _ (not `{}`)",
                     pg.admin_user,
-                    crate::postgres::SUPERUSER
+                    pg_conn::SUPERUSER
                 ),
             ));
         }
@@ -738,17 +740,17 @@ impl Config {
     }
 
     /// The supervised PostgreSQL's Unix socket (`<home>/run`).
-    pub fn socket(&self) -> crate::postgres::Socket {
-        crate::postgres::Socket {
+    pub fn socket(&self) -> pg_conn::Socket {
+        pg_conn::Socket {
             dir: self.socket_dir(),
             port: self.postgres.port,
         }
     }
 
     /// The supervisor's settings slice.
-    pub fn cluster_settings(&self) -> crate::postgres::ClusterSettings {
+    pub fn cluster_settings(&self) -> pg_cluster::ClusterSettings {
         let pg = &self.postgres;
-        crate::postgres::ClusterSettings {
+        pg_cluster::ClusterSettings {
             home: self.home.clone(),
             pgdata: self.pgdata(),
             socket_dir: self.socket_dir(),
@@ -1002,7 +1004,7 @@ pub fn valid_lake_name(name: &str) -> bool {
 }
 
 /// True when one path is inside the other; local paths with their symbolic links resolved.
-pub(crate) fn overlaps(a: &DataPath, b: &DataPath) -> bool {
+pub fn overlaps(a: &DataPath, b: &DataPath) -> bool {
     if let (DataPath::Local(a), DataPath::Local(b)) = (a, b) {
         let (a, b) = (resolve_existing(a), resolve_existing(b));
         return a.starts_with(&b) || b.starts_with(&a);
@@ -1014,7 +1016,7 @@ pub(crate) fn overlaps(a: &DataPath, b: &DataPath) -> bool {
 pub(crate) const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
 /// A name safe as a PostgreSQL identifier without quoting surprises.
-pub(crate) fn valid_identifier(name: &str) -> bool {
+pub fn valid_identifier(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -1344,5 +1346,43 @@ mod tests {
         }
         assert!(shown.contains("[redacted]"));
         assert!(!format!("{c:?}").contains("pg-secret-value"));
+    }
+}
+
+/// Test support for the doc pages whose parts are generated from code (this crate's
+/// `configuration.md`, catalog-core's `iam-permissions.md`).
+#[doc(hidden)]
+pub mod doc_pages {
+    /// `doc` with the text between `begin` and the next `end` replaced by `content`; both
+    /// markers stay. Panics when the page lost its markers.
+    pub fn fill_block(doc: &str, begin: &str, end: &str, content: &str) -> String {
+        let start = doc
+            .find(begin)
+            .unwrap_or_else(|| panic!("the page lost its `{begin}` marker"))
+            + begin.len();
+        let len = doc[start..]
+            .find(end)
+            .unwrap_or_else(|| panic!("no `{end}` after `{begin}`"));
+        format!("{}{content}{}", &doc[..start], &doc[start + len..])
+    }
+
+    /// Checks that a doc page's generated parts are current: `fill` regenerates them from the
+    /// code. With `DUCKLAKE_UPDATE_DOCS` set the page is rewritten instead.
+    pub fn assert_doc_current(page: &str, fill: impl Fn(&str) -> String) {
+        let path =
+            std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+                .join("../../docs")
+                .join(page);
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let fresh = fill(&doc);
+        assert_ne!(fresh.len(), 0);
+        if std::env::var_os("DUCKLAKE_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &fresh).unwrap();
+            return;
+        }
+        assert!(
+            doc == fresh,
+            "docs/{page} differs from what the code generates: run `DUCKLAKE_UPDATE_DOCS=1 cargo xtask test -p config -p catalog-core docs_`"
+        );
     }
 }
