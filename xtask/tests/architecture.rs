@@ -195,12 +195,41 @@ fn no_library_depends_on_the_configuration() {
         "pg-conn",
         "pg-cluster",
         "backup",
+        "duckdb-worker",
     ] {
         forbid(
             &all,
             krate,
             &["config", "figment"],
             "a library takes its own settings struct; the config crate composes them (ARCHITECTURE.md)",
+        );
+    }
+}
+
+#[test]
+fn duckdb_is_linked_by_the_worker_and_the_binary_only() {
+    let all = dependencies();
+    let ours = ours(&all);
+    let others: Vec<&str> = ours
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != "base")
+        .collect();
+    forbid(
+        &all,
+        "duckdb-worker",
+        &others,
+        "the worker runs DuckDB jobs it is sent; it depends on base only",
+    );
+    for krate in all.keys() {
+        if ["duckdb-worker", "ducklake-catalog"].contains(&krate.as_str()) {
+            continue;
+        }
+        forbid(
+            &all,
+            krate,
+            &["duckdb"],
+            "only the worker (and the binary's `version`) link DuckDB, so the other crates build without it",
         );
     }
 }

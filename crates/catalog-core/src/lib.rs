@@ -12,7 +12,6 @@
 pub mod connection;
 pub mod datafiles;
 pub mod doctor;
-pub mod duckdb_worker;
 pub mod garbage;
 pub mod iam;
 pub mod inspect;
@@ -32,6 +31,7 @@ pub use config::Config;
 pub use ::backup;
 pub use ::config;
 pub use ::config::reference as config_reference;
+pub use ::duckdb_worker;
 pub use aws::{marketplace, secrets_manager};
 pub(crate) use base::one_line;
 pub use base::{secret, versions, Secret};

@@ -34,21 +34,10 @@ impl RdsLike {
         let pgdata = dir.path().join("pgdata");
         let cert = dir.path().join("server.crt");
         let key = dir.path().join("server.key");
-        let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // A self-signed certificate, as a managed database presents one clients do not know.
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let pwfile = dir.path().join("master.pw");
         std::fs::write(&pwfile, "master-only-in-this-test").unwrap();

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::postgres::quote_literal;
-use crate::versions::{DUCKDB_PLATFORM, DUCKDB_VERSION};
+use base::quote_literal;
+use base::versions::{DUCKDB_PLATFORM, DUCKDB_VERSION};
 
 /// The hidden subcommand of the `ducklake-catalog` binary that runs one job.
 pub const SUBCOMMAND: &str = "duckdb-worker";
@@ -216,7 +216,7 @@ fn tail(stderr: &[u8]) -> String {
         String::new()
     } else {
         let lines: Vec<&str> = last.into_iter().rev().collect();
-        format!(": {}", crate::one_line(&lines.join(" | ")))
+        format!(": {}", base::one_line(&lines.join(" | ")))
     }
 }
 
@@ -240,7 +240,7 @@ impl Job {
                 .map(|v| v.trim_matches('\'').to_owned())
         });
         match password {
-            Some(pw) if !pw.is_empty() => message.replace(&pw, crate::secret::REDACTED),
+            Some(pw) if !pw.is_empty() => message.replace(&pw, base::secret::REDACTED),
             _ => message.to_owned(),
         }
     }
@@ -316,7 +316,7 @@ fn execute(extension_dir: &Path, job: &Job) -> Reply {
             .map(|files| Reply::Cleaned { files }),
     };
     result.unwrap_or_else(|message| Reply::Failed {
-        message: job.redact(&crate::one_line(&message)),
+        message: job.redact(&base::one_line(&message)),
     })
 }
 
@@ -517,7 +517,7 @@ fn retrying<T>(
                 std::thread::sleep(wait);
                 wait *= 2;
             }
-            Err(e) => return Err(format!("{what}: {}", crate::one_line(&e.to_string()))),
+            Err(e) => return Err(format!("{what}: {}", base::one_line(&e.to_string()))),
         }
     }
     unreachable!("the last attempt returns")
