@@ -48,6 +48,14 @@ fn ours(all: &BTreeMap<String, Vec<String>>) -> Vec<String> {
     all.keys().cloned().collect()
 }
 
+/// The workspace's crates but `keep`: what a crate allowed only `keep` must not depend on.
+fn ours_except(all: &BTreeMap<String, Vec<String>>, keep: &[&str]) -> Vec<String> {
+    ours(all)
+        .into_iter()
+        .filter(|c| !keep.contains(&c.as_str()))
+        .collect()
+}
+
 fn forbid(all: &BTreeMap<String, Vec<String>>, krate: &str, forbidden: &[&str], why: &str) {
     let deps = all
         .get(krate)
@@ -75,12 +83,8 @@ fn the_base_depends_on_no_crate_of_ours() {
 #[test]
 fn health_connectors_storage_and_aws_depend_on_no_crate_of_ours_but_the_base() {
     let all = dependencies();
-    let ours = ours(&all);
-    let others: Vec<&str> = ours
-        .iter()
-        .map(String::as_str)
-        .filter(|c| *c != "base")
-        .collect();
+    let others = ours_except(&all, &["base"]);
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
     for krate in ["health", "connectors", "storage", "aws"] {
         forbid(
             &all,
@@ -133,16 +137,9 @@ fn only_the_binary_and_xtask_use_anyhow() {
 #[test]
 fn the_postgresql_crates_know_nothing_of_the_product() {
     let all = dependencies();
-    let ours = ours(&all);
-    let allowed = |keep: &[&str]| -> Vec<String> {
-        ours.iter()
-            .filter(|c| !keep.contains(&c.as_str()))
-            .cloned()
-            .collect()
-    };
     // pg-conn: sessions and PostgreSQL's error text; both the supervisor and the DuckLake
     // administration build on it.
-    let not_conn = allowed(&["base"]);
+    let not_conn = ours_except(&all, &["base"]);
     forbid(
         &all,
         "pg-conn",
@@ -151,7 +148,7 @@ fn the_postgresql_crates_know_nothing_of_the_product() {
     );
     // pg-cluster: the supervisor takes its own ClusterSettings, never the configuration, and
     // knows no lake, backup or AWS.
-    let not_cluster = allowed(&["base", "pg-conn"]);
+    let not_cluster = ours_except(&all, &["base", "pg-conn"]);
     forbid(
         &all,
         "pg-cluster",
@@ -169,12 +166,8 @@ fn the_postgresql_crates_know_nothing_of_the_product() {
 #[test]
 fn backups_depend_on_storage_and_the_postgresql_crates_only() {
     let all = dependencies();
-    let ours = ours(&all);
-    let forbidden: Vec<&str> = ours
-        .iter()
-        .map(String::as_str)
-        .filter(|c| !["base", "storage", "pg-conn", "pg-cluster"].contains(c))
-        .collect();
+    let forbidden = ours_except(&all, &["base", "storage", "pg-conn", "pg-cluster"]);
+    let forbidden: Vec<&str> = forbidden.iter().map(String::as_str).collect();
     forbid(
         &all,
         "backup",
@@ -209,12 +202,8 @@ fn no_library_depends_on_the_configuration() {
 #[test]
 fn duckdb_is_linked_by_the_worker_and_the_binary_only() {
     let all = dependencies();
-    let ours = ours(&all);
-    let others: Vec<&str> = ours
-        .iter()
-        .map(String::as_str)
-        .filter(|c| *c != "base")
-        .collect();
+    let others = ours_except(&all, &["base"]);
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
     forbid(
         &all,
         "duckdb-worker",

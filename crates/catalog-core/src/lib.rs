@@ -1,13 +1,16 @@
-//! The DuckLake catalog: configuration, the PostgreSQL supervisor, lakes and their roles.
+//! The DuckLake administration and the server that runs it.
 //!
-//! [`Supervisor::run`] is what `serve` runs: it prepares the data directory
-//! ([`postgres::Cluster::prepare`]), starts PostgreSQL as a child
-//! ([`postgres::Cluster::start`]), creates the admin role and each lake's database and DuckLake
-//! catalog ([`lake::ensure_lake`]), publishes its [`status::Status`] for the health endpoints,
-//! restarts PostgreSQL with backoff when it dies, and stops it with a checkpoint on shutdown.
+//! [`Supervisor::run`] is what `serve` runs: with the supervised PostgreSQL it prepares the
+//! data directory and starts PostgreSQL as a child (the `pg-cluster` crate), with
+//! `postgres.url` it administers an external one; either way it makes each lake's database,
+//! roles and DuckLake catalog ready ([`lake::ensure_lake`], through a
+//! [`lake_session::PgHandle`]), publishes its [`status::Status`] for the health endpoints and
+//! runs the lake watch and the maintenance schedule. The configuration, the supervisor, the
+//! backups and the DuckDB worker are crates of their own, re-exported here under their old
+//! paths.
 //!
-//! **Architecture invariant:** only this crate runs SQL against the catalog; other crates see
-//! [`status::Status`], [`supervisor::Probe`] and [`connection::ConnectionInfo`].
+//! **Architecture invariant:** only this crate runs SQL against the lakes' catalogs; other
+//! crates see [`status::Status`], [`supervisor::Probe`] and [`connection::ConnectionInfo`].
 
 pub mod connection;
 pub mod datafiles;
