@@ -284,10 +284,7 @@ impl PgHandle {
                     .await
                 {
                     Ok(c) => Ok(c),
-                    Err(crate::remote::RemoteError::Connect { detail, .. })
-                        if detail
-                            .contains(&format!("database \"{REGISTRY_DB}\" does not exist")) =>
-                    {
+                    Err(e) if e.database_missing() => {
                         let first = pg
                             .connect(&pg.user, &pw, &pg.dbname, application_name, None)
                             .await?;
@@ -337,7 +334,7 @@ impl PgHandle {
     ) -> Result<tokio_postgres::Client, PgError> {
         let su = self.postgres(application_name).await.map_err(|e| match e {
             crate::postgres::LocalError::Registry(e) => e,
-            crate::postgres::LocalError::Remote(e) => e.into(),
+            crate::postgres::LocalError::Remote(e) => PgError::Remote(e),
             e @ crate::postgres::LocalError::Socket { .. } => PgError::Io {
                 action: format!("reset lake {lake}'s server role"),
                 error: std::io::Error::other(e.to_string()),

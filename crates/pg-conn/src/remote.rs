@@ -171,6 +171,7 @@ impl RemotePg {
             user: user.to_owned(),
             dbname: dbname.to_owned(),
             detail: crate::pg_message(&e),
+            sqlstate: e.code().cloned(),
         })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -189,9 +190,20 @@ pub enum RemoteError {
         user: String,
         dbname: String,
         detail: String,
+        /// PostgreSQL's code for the refusal, when it answered: callers decide by it, never by
+        /// the message's text.
+        sqlstate: Option<tokio_postgres::error::SqlState>,
     },
     #[error("read the CA bundle {path} (sslrootcert in postgres.url): {detail}")]
     RootCert { path: String, detail: String },
+}
+
+impl RemoteError {
+    /// The login was refused because its database does not exist (SQLSTATE 3D000).
+    pub fn database_missing(&self) -> bool {
+        matches!(self, RemoteError::Connect { sqlstate: Some(code), .. }
+            if *code == tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+    }
 }
 
 /// `key=value` parameters after `?` (URL form) or among the words (libpq form).

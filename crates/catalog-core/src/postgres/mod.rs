@@ -14,9 +14,15 @@ pub enum LocalError {
     #[error("the server's PostgreSQL is not reachable at {socket} ({detail}); commands that read or change the catalog run beside a running `ducklake-catalog serve` (same home, e.g. `docker exec`)")]
     Socket { socket: String, detail: String },
     #[error(transparent)]
-    Remote(#[from] crate::remote::RemoteError),
+    Remote(Box<crate::remote::RemoteError>),
     #[error(transparent)]
     Registry(#[from] PgError),
+}
+
+impl From<crate::remote::RemoteError> for LocalError {
+    fn from(e: crate::remote::RemoteError) -> Self {
+        LocalError::Remote(Box::new(e))
+    }
 }
 
 impl LocalError {
