@@ -2,6 +2,7 @@
 //! catalog bound to its data path by the embedded DuckDB.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use storage::{preflight, StorageError};
 use tokio_util::sync::CancellationToken;
@@ -268,16 +269,43 @@ pub(crate) async fn lock_lake(su: &tokio_postgres::Client, lake: &str) -> Result
 }
 
 /// The superuser's part of a lake's bring-up ([`crate::lake_session::prepare_database`]).
+///
+/// The guard gives way to clients: when a table lock it needs is held past
+/// [`crate::lake_session::GUARD_LOCK_TIMEOUT_MS`] (a client's open transaction), its
+/// transaction is rolled back and it is tried again, for up to about a minute.
 pub(crate) async fn guard(pg: &PgHandle, lake: &LakeConfig, admin: &str) -> Result<(), PgError> {
     let su_lake = pg.admin_in(&lake.name, "ducklake-catalog").await?;
-    crate::lake_session::prepare_database(
-        &su_lake,
-        &lake.name,
-        admin,
-        &lake.data_path.to_string(),
-        pg.superuser(),
-    )
-    .await
+    let mut attempt = 0u32;
+    loop {
+        let result = crate::lake_session::prepare_database(
+            &su_lake,
+            &lake.name,
+            admin,
+            &lake.data_path.to_string(),
+            pg.superuser(),
+        )
+        .await;
+        match result {
+            Err(e) if attempt < GUARD_ATTEMPTS && gave_way(&e) => {
+                attempt += 1;
+                tracing::info!(lake = %lake.name, attempt, "a client's transaction holds a catalog table the guard changes; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10)))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tries of the guard that gives way to clients' locks ([`guard`]): about a minute in all.
+const GUARD_ATTEMPTS: u32 = 40;
+
+/// The guard's statement gave way to another session's lock (its `lock_timeout`, or chosen as
+/// a deadlock's victim).
+fn gave_way(e: &PgError) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(e, PgError::Sql { error, .. }
+        if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+            || error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED))
 }
 
 /// Drops a lake's database (ending its sessions) and the roles that carry the server's mark

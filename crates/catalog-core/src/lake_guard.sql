@@ -243,7 +243,7 @@ DO $do$
 DECLARE
   lake text := current_setting('ducklake_guard.lake');
   t record; reader text := lake || '_reader'; writer text := lake || '_writer'; owner text := lake || '_owner';
-  has_end boolean; has_begin boolean;
+  has_end boolean; has_begin boolean; fn text; events text; kind int; intact boolean;
 BEGIN
   -- tables a writer created before this hardening (inlined data): hand them to the owner
   FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -262,17 +262,40 @@ BEGIN
     IF has_end THEN
       EXECUTE format('GRANT UPDATE (end_snapshot) ON public.%I TO %I', t.relname, writer);
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS ducklake_guard ON public.%I', t.relname);
-    IF t.relname = 'ducklake_snapshot' THEN
-      EXECUTE 'CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE OR DELETE ON public.ducklake_snapshot FOR EACH ROW EXECUTE FUNCTION ducklake_guard.snapshot()';
-    ELSIF t.relname = 'ducklake_metadata' THEN
-      EXECUTE 'CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE OR DELETE ON public.ducklake_metadata FOR EACH ROW EXECUTE FUNCTION ducklake_guard.metadata()';
-    ELSIF t.relname = 'ducklake_table_stats' THEN
-      EXECUTE 'CREATE TRIGGER ducklake_guard BEFORE UPDATE ON public.ducklake_table_stats FOR EACH ROW EXECUTE FUNCTION ducklake_guard.table_stats()';
-    ELSIF t.relname = 'ducklake_files_scheduled_for_deletion' THEN
-      EXECUTE 'CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE ON public.ducklake_files_scheduled_for_deletion FOR EACH ROW EXECUTE FUNCTION ducklake_guard.scheduled_deletion()';
-    ELSIF has_begin OR t.relname = 'ducklake_snapshot_changes' THEN
-      EXECUTE format('CREATE TRIGGER ducklake_guard BEFORE INSERT OR UPDATE OR DELETE ON public.%I FOR EACH ROW EXECUTE FUNCTION ducklake_guard.versioned()', t.relname);
+    -- The row trigger this table needs (function, BEFORE ROW events as pg_trigger.tgtype bits:
+    -- ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16), or none.
+    fn := CASE
+      WHEN t.relname = 'ducklake_snapshot' THEN 'ducklake_guard.snapshot()'
+      WHEN t.relname = 'ducklake_metadata' THEN 'ducklake_guard.metadata()'
+      WHEN t.relname = 'ducklake_table_stats' THEN 'ducklake_guard.table_stats()'
+      WHEN t.relname = 'ducklake_files_scheduled_for_deletion' THEN 'ducklake_guard.scheduled_deletion()'
+      WHEN has_begin OR t.relname = 'ducklake_snapshot_changes' THEN 'ducklake_guard.versioned()'
+    END;
+    events := CASE
+      WHEN t.relname = 'ducklake_table_stats' THEN 'UPDATE'
+      WHEN t.relname = 'ducklake_files_scheduled_for_deletion' THEN 'INSERT OR UPDATE'
+      ELSE 'INSERT OR UPDATE OR DELETE'
+    END;
+    kind := 1 + 2 + CASE events WHEN 'UPDATE' THEN 16 WHEN 'INSERT OR UPDATE' THEN 20 ELSE 28 END;
+    -- Dropping and creating a trigger takes an ACCESS EXCLUSIVE lock, which a client's open
+    -- transaction holds off (and, table after table, deadlocks with): only a trigger that is
+    -- missing or not exactly the guard's is replaced, so a bring-up of a guarded lake takes no
+    -- such lock.
+    IF fn IS NULL THEN
+      intact := NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = t.oid AND g.tgname = 'ducklake_guard');
+    ELSE
+      intact := EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                        WHERE g.tgrelid = t.oid AND g.tgname = 'ducklake_guard'
+                          AND g.tgfoid = fn::pg_catalog.regprocedure AND g.tgtype = kind
+                          AND g.tgenabled = 'O' AND g.tgqual IS NULL AND g.tgnargs = 0
+                          AND g.tgattr::text = '' AND NOT g.tgdeferrable AND g.tgconstraint = 0);
+    END IF;
+    IF NOT intact THEN
+      EXECUTE format('DROP TRIGGER IF EXISTS ducklake_guard ON public.%I', t.relname);
+      IF fn IS NOT NULL THEN
+        EXECUTE format('CREATE TRIGGER ducklake_guard BEFORE %s ON public.%I FOR EACH ROW EXECUTE FUNCTION %s',
+                       events, t.relname, fn);
+      END IF;
     END IF;
   END LOOP;
 END $do$;

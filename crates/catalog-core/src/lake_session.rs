@@ -597,6 +597,11 @@ pub async fn inlined_data_table(
     Ok(genuine)
 }
 
+/// How long the guard waits for a table lock before it gives way (and is tried again): shorter
+/// than PostgreSQL's `deadlock_timeout` (1 s), so when the guard and a client's transaction wait
+/// on each other the guard yields, never the client.
+pub const GUARD_LOCK_TIMEOUT_MS: u64 = 500;
+
 /// The guard of a lake database ([`prepare_database`]): the lake roles' privileges, the row
 /// triggers that keep writers to what DuckLake's writes do, and the event triggers that keep
 /// code out. Placeholders are filled by [`guard_sql`].
@@ -663,6 +668,7 @@ pub async fn prepare_database(
     su.batch_execute(&format!(
         "RESET ALL; SET ROLE NONE;
          SET search_path = pg_catalog, pg_temp;
+         SET lock_timeout = '{GUARD_LOCK_TIMEOUT_MS}ms';
          ALTER SCHEMA public OWNER TO {owner};
          REVOKE ALL ON SCHEMA public FROM PUBLIC;"
     ))

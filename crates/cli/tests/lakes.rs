@@ -351,6 +351,105 @@ async fn supervisor(server: &Server, db: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The guard's triggers of a lake, by table, with their oids and whether they are enabled.
+async fn guard_triggers(client: &tokio_postgres::Client) -> Vec<(String, u32, String)> {
+    client
+        .query(
+            "SELECT c.relname::text, g.oid, g.tgenabled::text FROM pg_trigger g
+             JOIN pg_class c ON c.oid = g.tgrelid
+             WHERE g.tgname = 'ducklake_guard' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// Every bring-up and `lake migrate` runs the guard again while clients work. Replacing a row
+/// trigger takes an ACCESS EXCLUSIVE lock: done table after table inside a client's
+/// transaction it made clients deadlock (a CI run saw "deadlock detected" in a DuckDB commit).
+/// A guarded lake's triggers are left as they are, so the guard waits on nobody; a tampered
+/// one is replaced.
+#[test]
+fn the_guard_runs_again_beside_an_open_client_transaction_and_repairs_only_what_changed() {
+    let (_dir, mut server) = start();
+    wait_lake(&mut server, "sales", true);
+    write_rows(&server, "admin", ADMIN_PASSWORD, "sales");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let su = rt.block_on(supervisor(&server, "sales"));
+    let before = rt.block_on(guard_triggers(&su));
+    assert!(before.len() > 10, "{before:?}");
+    let client = rt.block_on(async {
+        let client = common::admin_client(&server, ADMIN_PASSWORD, "sales")
+            .await
+            .unwrap();
+        client.batch_execute("BEGIN").await.unwrap();
+        let tables: Vec<String> = client
+            .query(
+                "SELECT relname::text FROM pg_class
+                 WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for table in tables {
+            client
+                .batch_execute(&format!("SELECT count(*) FROM public.\"{table}\""))
+                .await
+                .unwrap();
+        }
+        client
+    });
+    std::thread::scope(|scope| {
+        let migrate = scope.spawn(|| cli(&server, &["lake", "migrate", "sales"]));
+        let deadline = std::time::Instant::now() + Duration::from_mins(1);
+        while !migrate.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let finished = migrate.is_finished();
+        rt.block_on(client.batch_execute("ROLLBACK")).unwrap();
+        let out = migrate.join().unwrap();
+        assert!(
+            finished,
+            "lake migrate waited on a client's open transaction: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    assert_eq!(
+        rt.block_on(guard_triggers(&su)),
+        before,
+        "no trigger of a guarded lake is replaced"
+    );
+
+    rt.block_on(
+        su.batch_execute("ALTER TABLE public.ducklake_snapshot DISABLE TRIGGER ducklake_guard"),
+    )
+    .unwrap();
+    ok(&server, &["lake", "migrate", "sales"]);
+    let after = rt.block_on(guard_triggers(&su));
+    assert!(
+        after.iter().all(|(_, _, enabled)| enabled == "O"),
+        "{after:?}"
+    );
+    let replaced: Vec<&str> = after
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(|(table, _, _)| table.as_str())
+        .collect();
+    assert_eq!(replaced, ["ducklake_snapshot"], "only the tampered trigger");
+    assert!(server.stop().success());
+}
+
 #[test]
 fn migrate_upgrades_a_catalog_an_older_duckdb_created() {
     let (_dir, mut server) = start();
