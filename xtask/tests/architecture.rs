@@ -177,6 +177,49 @@ fn backups_depend_on_storage_and_the_postgresql_crates_only() {
 }
 
 #[test]
+fn the_ducklake_administration_reaches_postgresql_through_a_handle_only() {
+    let all = dependencies();
+    let allowed: [(&str, &[&str]); 3] = [
+        ("lake-session", &["base", "pg-conn"]),
+        (
+            "lake-admin",
+            &[
+                "base",
+                "storage",
+                "pg-conn",
+                "duckdb-worker",
+                "lake-session",
+            ],
+        ),
+        (
+            "lake-upkeep",
+            &["base", "storage", "duckdb-worker", "lake-admin"],
+        ),
+    ];
+    for (krate, keep) in allowed {
+        let forbidden = ours_except(&all, keep);
+        let forbidden: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+        forbid(
+            &all,
+            krate,
+            &forbidden,
+            "the administration takes a PgHandle and its AdminSettings: never the supervisor (pg-cluster), the backups, AWS, the configuration or the server",
+        );
+        forbid(
+            &all,
+            krate,
+            &[
+                "aws-config",
+                "aws-sdk-secretsmanager",
+                "figment",
+                "tokio-postgres-rustls",
+            ],
+            "it knows no AWS SDK and no configuration loading; TLS to PostgreSQL is pg-conn's",
+        );
+    }
+}
+
+#[test]
 fn no_library_depends_on_the_configuration() {
     let all = dependencies();
     for krate in [
@@ -189,6 +232,9 @@ fn no_library_depends_on_the_configuration() {
         "pg-cluster",
         "backup",
         "duckdb-worker",
+        "lake-session",
+        "lake-admin",
+        "lake-upkeep",
     ] {
         forbid(
             &all,

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use base::Secret;
 
-/// The shortest admin password the server accepts, from any source.
-pub const MIN_PASSWORD_LEN: usize = 12;
+pub use base::secret::{check_strength, WeakPassword, MIN_PASSWORD_LEN};
 
 /// `postgres.admin_password_secret`: a secret ARN or name, optionally with the JSON key that
 /// holds the password — `arn:aws:secretsmanager:…:secret:NAME:password`, `NAME:password`, or
@@ -126,31 +125,12 @@ pub enum SecretError {
         key: String,
         keys: String,
     },
-    #[error("the password from {source_name} is empty; store a password of at least {MIN_PASSWORD_LEN} characters")]
-    Empty { source_name: String },
-    #[error("the password from {source_name} is too weak ({length} characters); use at least {MIN_PASSWORD_LEN}")]
-    Weak { source_name: String, length: usize },
+    #[error(transparent)]
+    Weak(#[from] WeakPassword),
     #[error("reading Secrets Manager secret `{secret}` failed: {detail}; check the network path to Secrets Manager (NAT or VPC endpoint) and AWS_ENDPOINT_URL_SECRETS_MANAGER if set")]
     Unreachable { secret: String, detail: String },
     #[error(transparent)]
     Aws(#[from] AwsError),
-}
-
-/// Refuses an empty or short password; `source_name` says where it came from.
-pub fn check_strength(password: &Secret, source_name: &str) -> Result<(), SecretError> {
-    let length = password.expose().chars().count();
-    if length == 0 {
-        return Err(SecretError::Empty {
-            source_name: source_name.to_owned(),
-        });
-    }
-    if length < MIN_PASSWORD_LEN {
-        return Err(SecretError::Weak {
-            source_name: source_name.to_owned(),
-            length,
-        });
-    }
-    Ok(())
 }
 
 /// A password read from Secrets Manager, with the version it came from.

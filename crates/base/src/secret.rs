@@ -4,6 +4,35 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The shortest password the server accepts, from any source.
+pub const MIN_PASSWORD_LEN: usize = 12;
+
+/// A password refused by [`check_strength`].
+#[derive(Debug, thiserror::Error)]
+pub enum WeakPassword {
+    #[error("the password from {source_name} is empty; store a password of at least {MIN_PASSWORD_LEN} characters")]
+    Empty { source_name: String },
+    #[error("the password from {source_name} is too weak ({length} characters); use at least {MIN_PASSWORD_LEN}")]
+    Short { source_name: String, length: usize },
+}
+
+/// Refuses an empty or short password; `source_name` says where it came from.
+pub fn check_strength(password: &Secret, source_name: &str) -> Result<(), WeakPassword> {
+    let length = password.expose().chars().count();
+    if length == 0 {
+        return Err(WeakPassword::Empty {
+            source_name: source_name.to_owned(),
+        });
+    }
+    if length < MIN_PASSWORD_LEN {
+        return Err(WeakPassword::Short {
+            source_name: source_name.to_owned(),
+            length,
+        });
+    }
+    Ok(())
+}
+
 /// What a secret prints as, everywhere.
 pub const REDACTED: &str = "[redacted]";
 

@@ -1,102 +1,43 @@
-//! What a client needs to connect to a lake, and the ATTACH string built from it.
-
-use serde::Serialize;
+//! The connection details the configuration gives a client: the admin password and where it
+//! comes from, on top of [`lake_admin::connection::ConnectionInfo`].
 
 use crate::config::{Config, LakeConfig};
 use crate::secret::Secret;
+pub use lake_admin::connection::ConnectionInfo;
 
-/// The connection details of one lake.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnectionInfo {
-    pub lake: String,
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub user: String,
-    pub data_path: String,
-    /// Where the password comes from when it is not shown.
-    pub password_source: String,
-    /// libpq's `sslmode` clients should use: `require` for an external PostgreSQL (whose
-    /// `pg_hba.conf` is not ours); unset for the supervised one (TLS is offered, libpq's
-    /// default `prefer` takes it).
-    pub sslmode: Option<&'static str>,
-    #[serde(skip)]
-    pub password: Option<Secret>,
-}
-
-impl ConnectionInfo {
-    /// Connection details for `lake`, with the admin password when it can be read.
-    pub fn for_lake(config: &Config, lake: &LakeConfig) -> ConnectionInfo {
-        let (password, source) = match (
-            &config.postgres.admin_password,
-            &config.postgres.admin_password_file,
-        ) {
-            _ if config.postgres.admin_password_secret.is_some() => (
-                None,
-                format!(
-                    "Secrets Manager secret {}",
-                    config
-                        .postgres
-                        .admin_password_secret
-                        .as_ref()
-                        .expect("checked")
-                ),
+/// Connection details for `lake`, with the admin password when it can be read.
+pub fn for_lake(config: &Config, lake: &LakeConfig) -> ConnectionInfo {
+    let (password, source) = match (
+        &config.postgres.admin_password,
+        &config.postgres.admin_password_file,
+    ) {
+        _ if config.postgres.admin_password_secret.is_some() => (
+            None,
+            format!(
+                "Secrets Manager secret {}",
+                config
+                    .postgres
+                    .admin_password_secret
+                    .as_ref()
+                    .expect("checked")
             ),
-            (Some(pw), Some(file)) => (
-                Some(pw.clone()),
-                format!("postgres.admin_password_file ({})", file.display()),
-            ),
-            (Some(pw), None) => (Some(pw.clone()), "postgres.admin_password".to_owned()),
-            _ => {
-                let file = config.generated_password_file();
-                let pw = read_password_file(&file).ok().flatten();
-                (pw, format!("generated, stored in {}", file.display()))
-            }
-        };
-        let (host, port, sslmode) = match config.external() {
-            Some(r) => (r.host.clone(), r.port, Some("require")),
-            None => (config.client_host(), config.postgres.port, None),
-        };
-        ConnectionInfo {
-            lake: lake.name.clone(),
-            host,
-            port,
-            sslmode,
-            dbname: lake.name.clone(),
-            user: config.postgres.admin_user.clone(),
-            data_path: lake.data_path.to_string(),
-            password_source: source,
-            password,
+        ),
+        (Some(pw), Some(file)) => (
+            Some(pw.clone()),
+            format!("postgres.admin_password_file ({})", file.display()),
+        ),
+        (Some(pw), None) => (Some(pw.clone()), "postgres.admin_password".to_owned()),
+        _ => {
+            let file = config.generated_password_file();
+            let pw = read_password_file(&file).ok().flatten();
+            (pw, format!("generated, stored in {}", file.display()))
         }
-    }
-
-    /// The libpq connection string; the password only when `with_password`.
-    pub fn conninfo(&self, with_password: bool) -> String {
-        let mut s = format!("host={} port={} user={}", self.host, self.port, self.user);
-        if with_password {
-            if let Some(pw) = &self.password {
-                s.push_str(" password=");
-                s.push_str(&crate::postgres::conninfo_value(pw.expose()));
-            }
-        }
-        s.push_str(" dbname=");
-        s.push_str(&self.dbname);
-        if let Some(mode) = self.sslmode {
-            s.push_str(" sslmode=");
-            s.push_str(mode);
-        }
-        s
-    }
-
-    /// `ATTACH 'ducklake:postgres:…' AS <lake>`, ready to paste into DuckDB.
-    pub fn attach_sql(&self, with_password: bool) -> String {
-        let target = format!("ducklake:postgres:{}", self.conninfo(with_password));
-        format!(
-            "ATTACH {} AS {}",
-            crate::postgres::quote_literal(&target),
-            self.lake
-        )
-    }
+    };
+    let mut info =
+        ConnectionInfo::new(&config.client_endpoint(), &config.postgres.admin_user, lake);
+    info.password = password;
+    info.password_source = source;
+    info
 }
 
 /// The admin password as a client needs it: from Secrets Manager (read now), the

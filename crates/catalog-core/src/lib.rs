@@ -12,22 +12,15 @@
 //! **Architecture invariant:** only this crate runs SQL against the lakes' catalogs; other
 //! crates see [`status::Status`], [`supervisor::Probe`] and [`connection::ConnectionInfo`].
 
+pub mod admin;
 pub mod connection;
-pub mod datafiles;
 pub mod doctor;
-pub mod garbage;
 pub mod iam;
-pub mod inspect;
-pub mod lake;
-pub mod lake_session;
-pub mod lakes;
-pub mod maintenance;
 pub mod postgres;
 pub mod recovery;
+pub mod schedule;
 pub mod status;
 pub mod supervisor;
-pub mod tuning;
-pub mod users;
 
 pub use config::Config;
 
@@ -35,8 +28,12 @@ pub use ::backup;
 pub use ::config;
 pub use ::config::reference as config_reference;
 pub use ::duckdb_worker;
+pub use ::lake_admin;
+pub use ::lake_upkeep;
 pub use aws::{marketplace, secrets_manager};
 pub(crate) use base::one_line;
 pub use base::{secret, versions, Secret};
+pub use lake_admin::{inspect, lake, lake_session, lakes, tuning, users, Admin};
+pub use lake_upkeep::{datafiles, garbage, maintenance};
 pub use pg_conn::remote;
 pub use supervisor::{Probe, ServeError, Supervisor};

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::backup::agent::BackupRequest;
 use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
 use crate::config::{Config, LakeConfig, RetentionConfig};
-use crate::connection::{read_password_file, ConnectionInfo};
+use crate::connection::read_password_file;
 use crate::duckdb_worker::{missing_extensions, DuckDbRunner};
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
 use crate::lake_session::{PasswordCell, PgHandle, ServerKey};
@@ -29,6 +29,7 @@ use crate::secrets_manager::{self, SecretError, SecretRef};
 use crate::status::{
     BackupStatus, BaseBackupInfo, LakeState, LakeStatus, PasswordStatus, PgState, StatusSender,
 };
+use crate::Admin;
 
 /// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -382,7 +383,7 @@ impl Supervisor {
             .await
             .map_err(|e| ServeError::External(e.to_string()))?;
         enable_statement_stats(&client).await;
-        let lakes = crate::lakes::reconcile(&client, &self.config).await?;
+        let lakes = crate::lakes::reconcile(&client, &self.admin(&pg)).await?;
         drop(client);
         self.status.send_modify(|s| {
             s.postgres = PgState::External {
@@ -390,7 +391,7 @@ impl Supervisor {
             };
         });
         for lake in &lakes {
-            bring_up_lake(&pg, &self.config, &self.s3, lake, &runner, &self.status).await?;
+            bring_up_lake(&self.admin(&pg), &self.s3, lake, &runner, &self.status).await?;
         }
         self.announce(&lakes);
         self.spawn_lakes(&pg, &runner, &stop, shutdown, &mut tasks);
@@ -445,7 +446,10 @@ impl Supervisor {
     /// The DuckDB worker, checked before anything is created: the extension folder holds what
     /// the server needs (or the library has it built in) and the worker loads it all.
     async fn engine(&self) -> Result<DuckDbRunner, ServeError> {
-        let extension_dir = find_extension_directory(&self.config)?;
+        let extension_dir = find_extension_directory(
+            self.config.duckdb.extension_directory.as_deref(),
+            &self.config.home,
+        )?;
         let missing = missing_extensions(&extension_dir);
         if !missing.is_empty() {
             return Err(LakeError::RequiredExtensions {
@@ -698,10 +702,11 @@ impl Supervisor {
         let client = cluster.connect_superuser("postgres").await?;
         ensure_admin_role(&client, &self.config.postgres.admin_user, password).await?;
         enable_statement_stats(&client).await;
-        let lakes = crate::lakes::reconcile(&client, &self.config).await?;
+        let admin = self.admin(pg);
+        let lakes = crate::lakes::reconcile(&client, &admin).await?;
         drop(client);
         for lake in &lakes {
-            bring_up_lake(pg, &self.config, &self.s3, lake, runner, &self.status).await?;
+            bring_up_lake(&admin, &self.s3, lake, runner, &self.status).await?;
         }
         Ok(lakes)
     }
@@ -716,7 +721,7 @@ impl Supervisor {
     ) {
         let config = self.config.clone();
         let s3 = self.s3.clone();
-        let pg = pg.clone();
+        let admin = self.admin(pg);
         let runner = runner.clone();
         let status = self.status.clone();
         let stop = stop.clone();
@@ -733,11 +738,11 @@ impl Supervisor {
                     .as_ref()
                     .is_none_or(tokio_postgres::Client::is_closed)
                 {
-                    registry = pg.postgres("ducklake-catalog lake watch").await.ok();
+                    registry = admin.pg.postgres("ducklake-catalog lake watch").await.ok();
                 }
                 let Some(client) = &registry else { continue };
                 if let Err(e) =
-                    watch_lakes_once(client, &pg, (&config, &s3), &runner, &status).await
+                    watch_lakes_once(client, &admin, (&config, &s3), &runner, &status).await
                 {
                     tracing::debug!(error = %e, "could not read the lake registry");
                 }
@@ -757,15 +762,22 @@ impl Supervisor {
     ) {
         self.spawn_lake_watch(pg, runner, stop, tasks);
         let ctx = crate::maintenance::JobContext {
-            pg: pg.clone(),
-            config: self.config.clone(),
+            admin: self.admin(pg),
             s3: self.s3.clone(),
             runner: runner.clone(),
         };
         tasks.spawn(
             "maintenance schedule",
-            crate::maintenance::schedule(ctx, self.status.clone(), shutdown.clone()),
+            crate::schedule::schedule(ctx, self.status.clone(), shutdown.clone()),
         );
+    }
+
+    /// The DuckLake administration through `pg`, with this configuration's settings.
+    fn admin(&self, pg: &PgHandle) -> Admin {
+        Admin {
+            pg: pg.clone(),
+            settings: self.config.admin_settings(),
+        }
     }
 
     /// Logs, per lake, the ATTACH string to paste into DuckDB (never the password).
@@ -1146,8 +1158,7 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 
 /// Makes one lake ready, publishing its state (pending, then ready or error).
 async fn bring_up_lake(
-    pg: &PgHandle,
-    config: &Config,
+    admin: &Admin,
     s3: &storage::S3Settings,
     lake: &LakeConfig,
     runner: &DuckDbRunner,
@@ -1162,7 +1173,7 @@ async fn bring_up_lake(
     status.send_modify(|s| {
         s.lakes.insert(lake.name.clone(), entry.clone());
     });
-    let result = ensure_lake(pg, config, s3, lake, runner).await;
+    let result = ensure_lake(admin, s3, lake, runner).await;
     match &result {
         Ok(info) => {
             entry.state = LakeState::Ready;
@@ -1182,12 +1193,12 @@ async fn bring_up_lake(
 /// One look at the registry: bring up lakes not served yet, forget dropped ones.
 async fn watch_lakes_once(
     client: &tokio_postgres::Client,
-    pg: &PgHandle,
+    admin: &Admin,
     (config, s3): (&Config, &storage::S3Settings),
     runner: &DuckDbRunner,
     status: &StatusSender,
 ) -> Result<(), ServeError> {
-    let lakes = crate::lakes::serving_now(client, config).await?;
+    let lakes = crate::lakes::serving_now(client, admin).await?;
     let served: Vec<String> = status.borrow().lakes.keys().cloned().collect();
     for name in &served {
         if !lakes.iter().any(|l| &l.name == name) {
@@ -1198,7 +1209,7 @@ async fn watch_lakes_once(
         }
     }
     for lake in lakes.iter().filter(|l| !served.contains(&l.name)) {
-        match bring_up_lake(pg, config, s3, lake, runner, status).await {
+        match bring_up_lake(admin, s3, lake, runner, status).await {
             Ok(()) => announce_lake(config, lake),
             Err(e) => tracing::error!(lake = %lake.name, error = %e, "a created lake is not ready"),
         }
@@ -1282,7 +1293,7 @@ async fn stop_orphaned_postgres(config: &Config) -> Result<(), ServeError> {
 
 /// Logs the ATTACH string of `lake` (never the password).
 fn announce_lake(config: &Config, lake: &LakeConfig) {
-    let info = ConnectionInfo::for_lake(config, lake);
+    let info = crate::connection::for_lake(config, lake);
     tracing::info!(
         lake = %lake.name,
         data_path = %info.data_path,

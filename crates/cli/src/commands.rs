@@ -18,7 +18,12 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
     // Commands given `--lake` also find lakes created by command, when the server runs.
     let with_lakes = || -> Result<Config, Failure> {
         let mut config = load_config(cli)?;
-        let _ = runtime()?.block_on(catalog_core::lakes::with_registered(&mut config));
+        let rt = runtime()?;
+        if let Ok(admin) = rt.block_on(catalog_core::admin::admin(&config)) {
+            if let Ok(lakes) = rt.block_on(catalog_core::lakes::with_registered(&admin)) {
+                config.lakes = lakes;
+            }
+        }
         Ok(config)
     };
     match &cli.command {
@@ -161,9 +166,24 @@ pub(crate) fn with_aws(
 /// How this binary runs DuckDB work: its own `duckdb-worker` subcommand, with the extension
 /// folder the configuration names.
 pub(crate) fn duckdb_runner(config: &Config) -> Result<DuckDbRunner, Failure> {
-    let dir = catalog_core::lake::find_extension_directory(config).map_err(Failure::config)?;
+    let dir = catalog_core::lake::find_extension_directory(
+        config.duckdb.extension_directory.as_deref(),
+        &config.home,
+    )
+    .map_err(Failure::config)?;
     let program = std::env::current_exe().context("find this program's path")?;
     Ok(DuckDbRunner::new(program, dir))
+}
+
+/// The DuckLake administration of `config`'s PostgreSQL (the running server's, or
+/// `postgres.url`'s), for the commands that run beside `serve`.
+pub(crate) fn admin(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+) -> Result<catalog_core::Admin, Failure> {
+    Ok(rt
+        .block_on(catalog_core::admin::admin(config))
+        .context("reach the catalog's PostgreSQL")?)
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

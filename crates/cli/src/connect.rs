@@ -39,7 +39,7 @@ pub(crate) struct ConnectArgs {
 
 pub(crate) fn run(config: &Config, args: &ConnectArgs) -> Result<(), Failure> {
     let lake = choose_lake(config, args.lake.as_deref())?;
-    let mut info = ConnectionInfo::for_lake(config, lake);
+    let mut info = catalog_core::connection::for_lake(config, lake);
     if (args.show_password || args.check) && config.postgres.admin_password_secret.is_some() {
         // The secret is read now, as a client would, with this process's AWS identity.
         info.password = crate::commands::runtime()?

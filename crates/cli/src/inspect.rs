@@ -20,7 +20,10 @@ pub(crate) enum View {
 pub(crate) fn run(config: &Config, lake: &str, view: &View, format: Format) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?;
     runtime()?.block_on(async {
-        let mut catalog = Catalog::open_local(config, lake).await.map_err(failure)?;
+        let admin = catalog_core::admin::admin(config)
+            .await
+            .map_err(anyhow::Error::new)?;
+        let mut catalog = Catalog::open(&admin.pg, lake).await.map_err(failure)?;
         show(&mut catalog, view, format).await
     })
 }

@@ -57,6 +57,7 @@ pub(crate) enum LakeCommand {
 
 pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure> {
     let rt = runtime()?;
+    let admin = crate::commands::admin(&rt, config)?;
     match command {
         LakeCommand::Create {
             name,
@@ -67,7 +68,7 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
                 .map_err(|e| Failure::config(anyhow::anyhow!("--data-path: {e}")))?;
             let info = rt
                 .block_on(lakes::create(
-                    config,
+                    &admin,
                     &config.s3_settings(None),
                     &crate::commands::duckdb_runner(config)?,
                     name,
@@ -87,23 +88,23 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
             Ok(())
         }
         LakeCommand::List { format } => {
-            let all = rt.block_on(lakes::list(config)).map_err(failure)?;
+            let all = rt.block_on(lakes::list(&admin)).map_err(failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string(&all).context("serialise")?),
                 Format::Text => print_listings(&all),
             }
             Ok(())
         }
-        LakeCommand::Show { name, format } => show(&rt, config, name, *format),
+        LakeCommand::Show { name, format } => show(&rt, &admin, name, *format),
         LakeCommand::Drop {
             name,
             delete_data,
             yes,
-        } => drop(&rt, config, name, *delete_data, *yes),
+        } => drop(&rt, (config, &admin), name, *delete_data, *yes),
         LakeCommand::Migrate { name, format } => {
             let runner = crate::commands::duckdb_runner(config)?;
             let r = rt
-                .block_on(lakes::migrate(config, &runner, name))
+                .block_on(lakes::migrate(&admin, &runner, name))
                 .map_err(failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string(&r).context("serialise")?),
@@ -130,11 +131,11 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
 
 fn show(
     rt: &tokio::runtime::Runtime,
-    config: &Config,
+    admin: &catalog_core::Admin,
     name: &str,
     format: Format,
 ) -> Result<(), Failure> {
-    let d = rt.block_on(lakes::show(config, name)).map_err(failure)?;
+    let d = rt.block_on(lakes::show(admin, name)).map_err(failure)?;
     if format == Format::Json {
         println!("{}", serde_json::to_string(&d).context("serialise")?);
         return Ok(());
@@ -160,7 +161,7 @@ fn show(
 
 fn drop(
     rt: &tokio::runtime::Runtime,
-    config: &Config,
+    (config, admin): (&Config, &catalog_core::Admin),
     name: &str,
     delete_data: bool,
     yes: bool,
@@ -168,7 +169,7 @@ fn drop(
     let mut bar = Progress::new();
     let report = rt
         .block_on(lakes::drop(
-            config,
+            admin,
             &config.s3_settings(None),
             name,
             delete_data,

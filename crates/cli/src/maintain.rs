@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use catalog_core::config::Config;
 use catalog_core::datafiles::{self, FilesError};
-use catalog_core::lake_session::PgHandle;
 use catalog_core::maintenance::{self, JobContext, Outcome};
 use tokio_util::sync::CancellationToken;
 
@@ -38,10 +37,9 @@ fn maintain(config: &Config, lake: &str, dry_run: bool, format: Format) -> Resul
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
     runtime()?.block_on(async {
         let ctx = JobContext {
-            pg: PgHandle::for_config(config)
+            admin: catalog_core::admin::admin(config)
                 .await
                 .map_err(anyhow::Error::new)?,
-            config: config.clone(),
             s3: config.s3_settings(None),
             runner: crate::commands::duckdb_runner(config)?,
         };
@@ -92,9 +90,11 @@ fn verify(config: &Config, lake: &str, deep: bool, format: Format) -> Result<(),
             }
         }
     };
-    let report = runtime()?
+    let rt = runtime()?;
+    let admin = crate::commands::admin(&rt, config)?;
+    let report = rt
         .block_on(datafiles::verify(
-            config,
+            &admin,
             &config.s3_settings(None),
             &lake,
             deep,
@@ -137,8 +137,10 @@ fn verify(config: &Config, lake: &str, deep: bool, format: Format) -> Result<(),
 /// `orphans --lake L`.
 fn orphans(config: &Config, lake: &str, format: Format) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
-    let report = runtime()?
-        .block_on(datafiles::orphans(config, &config.s3_settings(None), &lake))
+    let rt = runtime()?;
+    let admin = crate::commands::admin(&rt, config)?;
+    let report = rt
+        .block_on(datafiles::orphans(&admin, &config.s3_settings(None), &lake))
         .map_err(failure)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string(&report).context("serialise")?),
@@ -167,9 +169,11 @@ fn gc(
     format: Format,
 ) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
-    let report = runtime()?
+    let rt = runtime()?;
+    let admin = crate::commands::admin(&rt, config)?;
+    let report = rt
         .block_on(datafiles::gc(
-            config,
+            &admin,
             &config.s3_settings(None),
             &lake,
             older_than,

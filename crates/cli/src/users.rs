@@ -4,7 +4,6 @@ use std::io::Read as _;
 
 use anyhow::Context as _;
 use catalog_core::config::Config;
-use catalog_core::connection::ConnectionInfo;
 use catalog_core::users::{self, LakeRole, UserInfo};
 use catalog_core::Secret;
 use clap::Subcommand;
@@ -68,6 +67,7 @@ pub(crate) enum RoleArg {
 
 pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure> {
     let rt = runtime()?;
+    let admin = crate::commands::admin(&rt, config)?;
     match command {
         UserCommand::Create {
             name,
@@ -78,7 +78,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
             format,
         } => {
             let lake = config.lake(lake).map_err(Failure::config)?;
-            let mut limits = users::UserLimits::default_for(config);
+            let mut limits = users::UserLimits::default_for(&admin.settings);
             if let Some(n) = max_connections {
                 limits.connections = *n;
             }
@@ -89,7 +89,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
             };
             let password = password(*password_stdin)?;
             let user = rt
-                .block_on(users::create(config, name, lake, role, &password, limits))
+                .block_on(users::create(&admin, name, lake, role, &password, limits))
                 .map_err(failure)?;
             print_credentials(config, &user, &password, *format);
             Ok(())
@@ -99,7 +99,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
                 config.lake(l).map_err(Failure::config)?;
             }
             let all = rt
-                .block_on(users::list(config, lake.as_deref()))
+                .block_on(users::list(&admin, lake.as_deref()))
                 .map_err(failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string(&all).context("serialise")?),
@@ -119,7 +119,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
         } => {
             let password = password(*password_stdin)?;
             let user = rt
-                .block_on(users::rotate(config, name, &password))
+                .block_on(users::rotate(&admin, name, &password))
                 .map_err(failure)?;
             print_credentials(config, &user, &password, *format);
             Ok(())
@@ -132,7 +132,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
                 connections: *max_connections,
             };
             let user = rt
-                .block_on(users::set_limits(config, name, limits))
+                .block_on(users::set_limits(&admin, name, limits))
                 .map_err(failure)?;
             println!(
                 "{} may hold {} sessions at once",
@@ -141,7 +141,7 @@ pub(crate) fn run(config: &Config, command: &UserCommand) -> Result<(), Failure>
             Ok(())
         }
         UserCommand::Drop { name } => {
-            let user = rt.block_on(users::drop(config, name)).map_err(failure)?;
+            let user = rt.block_on(users::drop(&admin, name)).map_err(failure)?;
             println!(
                 "dropped {} ({} of lake {})",
                 user.name, user.role, user.lake
@@ -177,7 +177,7 @@ fn print_credentials(config: &Config, user: &UserInfo, password: &Secret, format
     let lake = config
         .lake(&user.lake)
         .expect("the user's lake is configured");
-    let mut info = ConnectionInfo::for_lake(config, lake);
+    let mut info = catalog_core::connection::for_lake(config, lake);
     info.user.clone_from(&user.name);
     info.password = Some(password.clone());
     let read_only = if user.role == LakeRole::Reader {

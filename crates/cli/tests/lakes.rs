@@ -593,7 +593,7 @@ fn the_catalog_is_tuned_for_ducklakes_queries_and_nothing_of_ducklakes_changes()
         assert_eq!(setting("jit").await, "off");
         assert_eq!(setting("idle_in_transaction_session_timeout").await, "10min");
         assert!(setting("shared_preload_libraries").await.contains("pg_stat_statements"));
-        let expected = catalog_core::tuning::connections_for_memory(catalog_core::tuning::memory_limit());
+        let expected = catalog_core::postgres::sizing::connections_for_memory(catalog_core::postgres::sizing::memory_limit());
         assert_eq!(setting("max_connections").await, expected.to_string());
         // What the client ran is recorded, per statement.
         let recorded: i64 = supervisor(&server, "postgres")

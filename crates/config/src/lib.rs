@@ -19,6 +19,10 @@ use storage::{DataPath, S3Settings};
 
 use aws::secrets_manager::{check_strength, SecretRef};
 use base::Secret;
+pub use lake_admin::names::{
+    data_path_conflict, overlaps, valid_identifier, valid_lake_name, MAX_LAKE_NAME,
+};
+pub use lake_admin::settings::{LakeConfig, MaintenanceConfig};
 
 /// The environment prefix the product reads.
 pub const ENV_PREFIX: &str = "DUCKLAKE_CATALOG_";
@@ -173,73 +177,6 @@ pub struct LogConfig {
 }
 
 pub use base::LogFormat;
-
-/// `[[lakes]]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LakeConfig {
-    /// Lake name, also its PostgreSQL database name: lowercase letters, digits, `_`.
-    pub name: String,
-    /// `s3://bucket/prefix/` or an absolute local folder; stored in the lake at creation.
-    pub data_path: DataPath,
-    /// This lake's maintenance, replacing `[maintenance]` (keys it omits take their defaults).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maintenance: Option<MaintenanceConfig>,
-}
-
-impl LakeConfig {
-    /// A lake with the server-wide maintenance settings.
-    pub fn new(name: String, data_path: DataPath) -> Self {
-        LakeConfig {
-            name,
-            data_path,
-            maintenance: None,
-        }
-    }
-}
-
-/// `[maintenance]`: what the server does for each lake on its own, with DuckLake's functions.
-/// On by default with conservative settings (like S3 Tables' compaction and snapshot expiry).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[allow(clippy::struct_excessive_bools)] // each is one documented on/off key
-pub struct MaintenanceConfig {
-    /// Run maintenance jobs on a schedule.
-    pub enabled: bool,
-    /// Time between the end of one job and the start of the next, per lake (`6h`).
-    pub interval: HumanDuration,
-    /// `ducklake_expire_snapshots` of snapshots older than this (`5d`); unset: never expire.
-    pub expire_snapshots_older_than: Option<HumanDuration>,
-    /// `ducklake_merge_adjacent_files`: merge small Parquet files.
-    pub merge_adjacent_files: bool,
-    /// `ducklake_flush_inlined_data`: move inlined rows into Parquet files.
-    pub flush_inlined_data: bool,
-    /// `ducklake_cleanup_old_files`: delete files scheduled for deletion longer than this
-    /// (`10d`); never less than the backups' recovery window.
-    pub cleanup_old_files_older_than: HumanDuration,
-    /// Remove the catalog garbage DuckLake leaves (stats of dropped tables, empty inlined-data
-    /// tables, duplicate deletion entries).
-    pub catalog_garbage: bool,
-    /// A job still running after this is interrupted (`30m`).
-    pub max_runtime: HumanDuration,
-}
-
-impl Default for MaintenanceConfig {
-    fn default() -> Self {
-        MaintenanceConfig {
-            enabled: true,
-            interval: HumanDuration(std::time::Duration::from_hours(6)),
-            expire_snapshots_older_than: Some(HumanDuration(std::time::Duration::from_hours(
-                5 * 24,
-            ))),
-            merge_adjacent_files: true,
-            flush_inlined_data: true,
-            cleanup_old_files_older_than: HumanDuration(std::time::Duration::from_hours(10 * 24)),
-            catalog_garbage: true,
-            max_runtime: HumanDuration(std::time::Duration::from_mins(30)),
-        }
-    }
-}
 
 impl Default for Config {
     fn default() -> Self {
@@ -890,78 +827,42 @@ impl Config {
         }
     }
 
+    /// Where lake users connect: the external PostgreSQL (TLS required), or this server's
+    /// client address and port.
+    pub fn client_endpoint(&self) -> lake_admin::settings::ClientEndpoint {
+        match self.external() {
+            Some(r) => lake_admin::settings::ClientEndpoint {
+                host: r.host.clone(),
+                port: r.port,
+                sslmode: Some("require"),
+            },
+            None => lake_admin::settings::ClientEndpoint {
+                host: self.client_host(),
+                port: self.postgres.port,
+                sslmode: None,
+            },
+        }
+    }
+
+    /// The DuckLake administration's settings slice.
+    pub fn admin_settings(&self) -> lake_admin::AdminSettings {
+        lake_admin::AdminSettings {
+            admin_user: self.postgres.admin_user.clone(),
+            home: self.home.clone(),
+            lakes: self.lakes.clone(),
+            maintenance: self.maintenance.clone(),
+            backup_target: self.backup.target.clone(),
+            recovery_window: self.backup.recovery_window().unwrap_or_default(),
+            max_connections: self.postgres.max_connections.unwrap_or_else(|| {
+                pg_cluster::sizing::connections_for_memory(pg_cluster::sizing::memory_limit())
+            }),
+            clients: self.client_endpoint(),
+        }
+    }
+
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config tree serialises to TOML")
-    }
-}
-
-/// What the server keeps in its home, besides lakes' data: PGDATA, the socket folder, secrets,
-/// extensions, the backup lease, the serve lock. A data path may not hold or be inside any.
-const HOME_STATE: &[&str] = &[
-    "pgdata",
-    "run",
-    "secrets",
-    "extensions",
-    "bin",
-    "backup-lease.json",
-    "serve.lock",
-];
-
-/// Why `path` may not be a lake's data path on a server whose home is `home`, if it may not:
-/// deleting a lake's data (`lake drop --delete-data`, `gc`) must never reach the server's own
-/// state. A local path may not be the home or hold it, nor be or lie inside what the server
-/// keeps there ([`HOME_STATE`]); `<home>/lakes/<lake>/` (the default) and other folders of the
-/// home are fine. Symbolic links are resolved where they exist.
-pub fn data_path_conflict(home: &Path, path: &DataPath) -> Option<String> {
-    let DataPath::Local(p) = path else {
-        return None;
-    };
-    let home = resolve_existing(home);
-    let p = resolve_existing(p);
-    if home.starts_with(&p) {
-        return Some(format!(
-            "holds the server's home {} (PGDATA, secrets, backups' state): deleting the lake's data would delete the server",
-            home.display()
-        ));
-    }
-    let lakes = home.join("lakes");
-    if p == lakes {
-        return Some(format!(
-            "is the folder of every default lake ({}): use {}/<lake>/",
-            lakes.display(),
-            lakes.display()
-        ));
-    }
-    if let Some(state) = HOME_STATE
-        .iter()
-        .map(|s| home.join(s))
-        .find(|s| p.starts_with(s))
-    {
-        return Some(format!(
-            "is inside the server's own state {} (PGDATA, secrets, the socket): use {}/<lake>/ or a folder outside the home",
-            state.display(),
-            lakes.display()
-        ));
-    }
-    None
-}
-
-/// `path` with its longest existing ancestor's symbolic links resolved.
-fn resolve_existing(path: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = path.to_path_buf();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(&cur) {
-            return rest.iter().rev().fold(real, |acc: PathBuf, c| acc.join(c));
-        }
-        match (cur.file_name().map(ToOwned::to_owned), cur.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                cur = parent.to_path_buf();
-            }
-            _ => return path.to_path_buf(),
-        }
     }
 }
 
@@ -989,40 +890,6 @@ const MANAGED_SETTINGS: &[&str] = &[
     "pg_stat_statements.track_utility",
     "auth_delay.milliseconds",
 ];
-
-/// The longest lake name: PostgreSQL's 63-byte identifiers must hold `<lake>_server`.
-pub const MAX_LAKE_NAME: usize = 56;
-
-/// Whether `name` may name a lake: an identifier of at most [`MAX_LAKE_NAME`] characters, not
-/// a database PostgreSQL or this server keeps, not starting with `pg_`.
-pub fn valid_lake_name(name: &str) -> bool {
-    valid_identifier(name)
-        && name.len() <= MAX_LAKE_NAME
-        && !name.starts_with("pg_")
-        && !name.starts_with("ducklake_")
-        && !RESERVED_DATABASES.contains(&name)
-}
-
-/// True when one path is inside the other; local paths with their symbolic links resolved.
-pub fn overlaps(a: &DataPath, b: &DataPath) -> bool {
-    if let (DataPath::Local(a), DataPath::Local(b)) = (a, b) {
-        let (a, b) = (resolve_existing(a), resolve_existing(b));
-        return a.starts_with(&b) || b.starts_with(&a);
-    }
-    let (a, b) = (a.to_string(), b.to_string());
-    a.starts_with(&b) || b.starts_with(&a)
-}
-
-pub(crate) const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
-
-/// A name safe as a PostgreSQL identifier without quoting surprises.
-pub fn valid_identifier(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
 
 fn resolve_secret_file(
     value: &mut Option<Secret>,

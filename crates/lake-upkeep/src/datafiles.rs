@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 use storage::{DataPath, Expected, Listed, Problem, StorageError};
 
-use crate::config::{Config, LakeConfig};
 use crate::inspect::{Catalog, InspectError};
+use crate::settings::LakeConfig;
+use crate::Admin;
 
 /// Why a file command failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,27 +114,28 @@ fn data_path(lake: &LakeConfig, catalog: &Catalog) -> Result<DataPath, FilesErro
 
 /// Refuses to delete under `lake`'s data path when it could hold what the lake does not own:
 /// the server's home, another lake's files, the backups.
-fn refuse_shared(config: &Config, lake: &LakeConfig) -> Result<(), FilesError> {
+fn refuse_shared(admin: &Admin, lake: &LakeConfig) -> Result<(), FilesError> {
     let refuse = |reason: String| FilesError::SharedPath {
         lake: lake.name.clone(),
         path: lake.data_path.to_string(),
         reason,
     };
-    if let Some(reason) = crate::config::data_path_conflict(&config.home, &lake.data_path) {
+    if let Some(reason) = crate::names::data_path_conflict(&admin.settings.home, &lake.data_path) {
         return Err(refuse(reason));
     }
-    if let Some(other) = config
+    if let Some(other) = admin
+        .settings
         .lakes
         .iter()
-        .find(|o| o.name != lake.name && crate::config::overlaps(&o.data_path, &lake.data_path))
+        .find(|o| o.name != lake.name && crate::names::overlaps(&o.data_path, &lake.data_path))
     {
         return Err(refuse(format!(
             "overlaps lake `{}`'s data path {}, whose files would look like orphans",
             other.name, other.data_path
         )));
     }
-    if let Some(target) = &config.backup.target {
-        if crate::config::overlaps(target, &lake.data_path) {
+    if let Some(target) = &admin.settings.backup_target {
+        if crate::names::overlaps(target, &lake.data_path) {
             return Err(refuse(format!("overlaps the backup target {target}")));
         }
     }
@@ -142,13 +144,13 @@ fn refuse_shared(config: &Config, lake: &LakeConfig) -> Result<(), FilesError> {
 
 /// Checks every file of every retained snapshot; `progress(checked, total)`.
 pub async fn verify(
-    config: &Config,
+    admin: &Admin,
     s3: &storage::S3Settings,
     lake: &LakeConfig,
     deep: bool,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport, FilesError> {
-    let catalog = Catalog::open_local(config, lake).await?;
+    let catalog = Catalog::open(&admin.pg, lake).await?;
     let path = data_path(lake, &catalog)?;
     let files = catalog.all_files().await?;
     let expected: Vec<Expected> = files
@@ -173,11 +175,11 @@ pub async fn verify(
 /// Objects under the data path that no retained snapshot names and DuckLake has not
 /// scheduled for deletion.
 pub async fn orphans(
-    config: &Config,
+    admin: &Admin,
     s3: &storage::S3Settings,
     lake: &LakeConfig,
 ) -> Result<OrphanReport, FilesError> {
-    let catalog = Catalog::open_local(config, lake).await?;
+    let catalog = Catalog::open(&admin.pg, lake).await?;
     let path = data_path(lake, &catalog)?;
     // List first, then read the catalog: a file committed in between is then known, never
     // taken for an orphan.
@@ -207,14 +209,14 @@ pub async fn orphans(
 /// Deletes the orphans older than `grace` when `confirmed`; without it, reports what it would
 /// delete and deletes nothing ([`GcReport::unconfirmed`] is the error to show then).
 pub async fn gc(
-    config: &Config,
+    admin: &Admin,
     s3: &storage::S3Settings,
     lake: &LakeConfig,
     grace: Duration,
     confirmed: bool,
 ) -> Result<GcReport, FilesError> {
-    refuse_shared(config, lake)?;
-    let found = orphans(config, s3, lake).await?;
+    refuse_shared(admin, lake)?;
+    let found = orphans(admin, s3, lake).await?;
     let (deletable, young): (Vec<Listed>, Vec<Listed>) = found
         .orphans
         .iter()
@@ -233,7 +235,7 @@ pub async fn gc(
         return Ok(report);
     }
     // Once more, just before deleting: only what is still unreferenced goes.
-    let again = orphans(config, s3, lake).await?;
+    let again = orphans(admin, s3, lake).await?;
     let still: std::collections::HashSet<&str> =
         again.orphans.iter().map(|o| o.path.as_str()).collect();
     let doomed: Vec<String> = report

@@ -7,12 +7,13 @@ use std::time::Duration;
 use storage::{preflight, StorageError};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LakeConfig};
 use crate::duckdb_worker::{DuckDbRunner, Job};
 use crate::lake_session::PgHandle;
 use crate::postgres::{quote_ident, quote_literal, PgError};
 use crate::secret::Secret;
+use crate::settings::LakeConfig;
 use crate::versions::{DUCKDB_PLATFORM, DUCKDB_VERSION};
+use crate::Admin;
 
 /// Why a lake could not be made ready. One line each, naming the lake and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +132,7 @@ pub async fn ensure_external_admin(
 
 #[tracing::instrument(skip_all, fields(lake = %lake.name))]
 pub async fn ensure_lake(
-    pg: &PgHandle,
-    config: &Config,
+    admin_ctx: &Admin,
     s3: &storage::S3Settings,
     lake: &LakeConfig,
     runner: &DuckDbRunner,
@@ -148,7 +148,8 @@ pub async fn ensure_lake(
             lake: name.clone(),
             error,
         })?;
-    let admin = &config.postgres.admin_user;
+    let pg = &admin_ctx.pg;
+    let admin = &admin_ctx.settings.admin_user;
     let su = pg
         .postgres("ducklake-catalog")
         .await
@@ -181,7 +182,7 @@ pub async fn ensure_lake(
         .map_err(|e| pg_err(PgError::sql("create the lake database")(e)))?;
         tracing::info!(database = %lake.name, "created the lake database");
     }
-    let result = bring_up(pg, &su, config, lake, runner).await;
+    let result = bring_up(pg, &su, admin, lake, runner).await;
     if result.is_err() && !db_exists {
         // Nothing half-created: the database and the roles this call made go again.
         let _ = drop_lake_objects(&su, &lake.name, admin, pg.superuser()).await;
@@ -192,7 +193,7 @@ pub async fn ensure_lake(
 async fn bring_up(
     pg: &PgHandle,
     su: &tokio_postgres::Client,
-    config: &Config,
+    admin: &str,
     lake: &LakeConfig,
     runner: &DuckDbRunner,
 ) -> Result<LakeInfo, LakeError> {
@@ -201,7 +202,6 @@ async fn bring_up(
         lake: name.clone(),
         error,
     };
-    let admin = &config.postgres.admin_user;
     su.batch_execute(&format!(
         "ALTER DATABASE {} OWNER TO {}",
         quote_ident(&lake.name),
@@ -395,9 +395,7 @@ async fn tune(lake_db: &tokio_postgres::Client) -> Result<(), PgError> {
 }
 
 /// Reads the data path and format version DuckLake recorded, if the catalog exists.
-pub(crate) async fn read_lake_info(
-    client: &tokio_postgres::Client,
-) -> Result<Option<LakeInfo>, PgError> {
+pub async fn read_lake_info(client: &tokio_postgres::Client) -> Result<Option<LakeInfo>, PgError> {
     let exists: Option<String> = client
         .query_one("SELECT to_regclass('public.ducklake_metadata')::text", &[])
         .await
@@ -425,13 +423,18 @@ pub(crate) async fn read_lake_info(
     }))
 }
 
-/// The folder holding `v<engine>/<platform>/ducklake.duckdb_extension`.
-pub fn find_extension_directory(config: &Config) -> Result<PathBuf, LakeError> {
-    let candidates: Vec<PathBuf> = if let Some(dir) = &config.duckdb.extension_directory {
-        vec![dir.clone()]
+/// The folder holding `v<engine>/<platform>/ducklake.duckdb_extension`: `configured`
+/// (`duckdb.extension_directory`), else the first of `<home>/extensions`, the image's folder
+/// and `~/.duckdb/extensions` that holds them.
+pub fn find_extension_directory(
+    configured: Option<&std::path::Path>,
+    home: &std::path::Path,
+) -> Result<PathBuf, LakeError> {
+    let candidates: Vec<PathBuf> = if let Some(dir) = configured {
+        vec![dir.to_path_buf()]
     } else {
         let mut c = vec![
-            config.home.join("extensions"),
+            home.join("extensions"),
             PathBuf::from("/usr/lib/ducklake-catalog/extensions"),
         ];
         if let Some(home) = std::env::var_os("HOME") {

@@ -21,51 +21,17 @@
 //! - Readers get SELECT only; a write reaches PostgreSQL as `permission denied` and DuckLake
 //!   rolls the whole commit back.
 
-use std::fmt;
-
 use serde::Serialize;
 
-use crate::config::{valid_identifier, Config, LakeConfig};
-use crate::lake_session::connect_admin;
 use crate::lake_session::{role_marker, scram_verifier, server_role, SERVERS_GROUP};
+use crate::names::valid_identifier;
 use crate::postgres::{quote_ident, quote_literal, PgError, SUPERUSER};
 use crate::secret::Secret;
-use crate::secrets_manager::check_strength;
+use crate::settings::LakeConfig;
+use crate::Admin;
+use base::secret::{check_strength, WeakPassword};
 
-/// What a user may do in one lake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LakeRole {
-    Reader,
-    Writer,
-    /// A writer that also owns the lake's DuckLake tables: only it (and the admin, a member of
-    /// every lake's owner role) can alter or drop them, e.g. to run DuckLake's own migration.
-    Owner,
-}
-
-impl LakeRole {
-    pub fn name(self) -> &'static str {
-        match self {
-            LakeRole::Reader => "reader",
-            LakeRole::Writer => "writer",
-            LakeRole::Owner => "owner",
-        }
-    }
-
-    /// Every role, least privilege first.
-    pub const ALL: [LakeRole; 3] = [LakeRole::Reader, LakeRole::Writer, LakeRole::Owner];
-
-    /// The group role of `lake` that grants this.
-    pub fn group(self, lake: &str) -> String {
-        format!("{lake}_{}", self.name())
-    }
-}
-
-impl fmt::Display for LakeRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use lake_session::roles::LakeRole;
 
 /// Why a user command failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +46,7 @@ pub enum UserError {
     #[error(transparent)]
     NotRunning(#[from] crate::postgres::LocalError),
     #[error(transparent)]
-    Weak(crate::secrets_manager::SecretError),
+    Weak(WeakPassword),
     #[error(transparent)]
     Postgres(#[from] PgError),
 }
@@ -182,16 +148,16 @@ pub async fn ensure_lake_roles(
     )))
 }
 
-async fn connect(config: &Config) -> Result<tokio_postgres::Client, UserError> {
-    Ok(connect_admin(config, "ducklake-catalog user").await?)
+async fn connect(admin: &Admin) -> Result<tokio_postgres::Client, UserError> {
+    Ok(admin.pg.postgres("ducklake-catalog user").await?)
 }
 
 /// Suffixes of the roles the server makes per lake: no user name may end in one, so no user
 /// can ever collide with a lake created later.
 const RESERVED_SUFFIXES: [&str; 4] = ["_reader", "_writer", "_owner", "_server"];
 
-fn check_name(config: &Config, name: &str) -> Result<(), UserError> {
-    let reserved = name == config.postgres.admin_user
+fn check_name(admin: &Admin, name: &str) -> Result<(), UserError> {
+    let reserved = name == admin.settings.admin_user
         || name == SUPERUSER
         || name == SERVERS_GROUP
         || name == "postgres"
@@ -233,10 +199,8 @@ pub struct UserLimits {
 impl UserLimits {
     /// The default: a quarter of `max_connections` (at least 8), so four busy users cannot
     /// take every connection from the admin, the server and the others.
-    pub fn default_for(config: &Config) -> UserLimits {
-        let max = config.postgres.max_connections.unwrap_or_else(|| {
-            crate::tuning::connections_for_memory(crate::tuning::memory_limit())
-        });
+    pub fn default_for(settings: &crate::AdminSettings) -> UserLimits {
+        let max = settings.max_connections;
         UserLimits {
             connections: (max / 4).max(8),
         }
@@ -251,17 +215,17 @@ const USER_TEMP_FILE_LIMIT: &str = "SET temp_file_limit = '1GB'";
 
 /// Creates `name`, a `role` of `lake`, with `password`.
 pub async fn create(
-    config: &Config,
+    admin: &Admin,
     name: &str,
     lake: &LakeConfig,
     role: LakeRole,
     password: &Secret,
     limits: UserLimits,
 ) -> Result<UserInfo, UserError> {
-    check_name(config, name)?;
+    check_name(admin, name)?;
     check_strength(password, &format!("the new password of user {name}"))
         .map_err(UserError::Weak)?;
-    let client = connect(config).await?;
+    let client = connect(admin).await?;
     if role_exists(&client, name).await? {
         return Err(UserError::Exists {
             name: name.to_owned(),
@@ -299,7 +263,7 @@ pub async fn create(
         .await
     {
         Ok(()) => {}
-        Err(e) if config.external().is_some() => {
+        Err(e) if !admin.pg.superuser() => {
             tracing::warn!(user = name, error = %crate::postgres::pg_message(&e), "the admin may not cap the user's temporary files (temp_file_limit); set temp_file_limit in the parameter group instead");
         }
         Err(e) => return Err(PgError::sql(format!("cap {name}'s temporary files"))(e).into()),
@@ -314,12 +278,12 @@ pub async fn create(
 
 /// Changes how many sessions `name` may hold at once.
 pub async fn set_limits(
-    config: &Config,
+    admin: &Admin,
     name: &str,
     limits: UserLimits,
 ) -> Result<UserInfo, UserError> {
-    let info = find(config, name).await?;
-    let client = connect(config).await?;
+    let info = find(admin, name).await?;
+    let client = connect(admin).await?;
     client
         .batch_execute(&format!(
             "ALTER ROLE {} CONNECTION LIMIT {}",
@@ -340,10 +304,11 @@ async fn role_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool
 }
 
 /// Every user of the configured lakes (of `lake` only, when given), by name.
-pub async fn list(config: &Config, lake: Option<&str>) -> Result<Vec<UserInfo>, UserError> {
-    let client = connect(config).await?;
+pub async fn list(admin: &Admin, lake: Option<&str>) -> Result<Vec<UserInfo>, UserError> {
+    let client = connect(admin).await?;
     let mut users = Vec::new();
-    for l in config
+    for l in admin
+        .settings
         .lakes
         .iter()
         .filter(|l| lake.is_none_or(|n| n == l.name))
@@ -358,7 +323,7 @@ pub async fn list(config: &Config, lake: Option<&str>) -> Result<Vec<UserInfo>, 
                        AND NOT pg_has_role(m.oid, $3::text, 'MEMBER') ORDER BY 1",
                     &[
                         &role.group(&l.name),
-                        &config.postgres.admin_user,
+                        &admin.settings.admin_user,
                         &SERVERS_GROUP,
                     ],
                 )
@@ -376,11 +341,11 @@ pub async fn list(config: &Config, lake: Option<&str>) -> Result<Vec<UserInfo>, 
 }
 
 /// Gives `name` a new password; sessions already open stay open.
-pub async fn rotate(config: &Config, name: &str, password: &Secret) -> Result<UserInfo, UserError> {
+pub async fn rotate(admin: &Admin, name: &str, password: &Secret) -> Result<UserInfo, UserError> {
     check_strength(password, &format!("the new password of user {name}"))
         .map_err(UserError::Weak)?;
-    let info = find(config, name).await?;
-    let client = connect(config).await?;
+    let info = find(admin, name).await?;
+    let client = connect(admin).await?;
     set_password(
         &client,
         &format!("ALTER ROLE {}", quote_ident(name)),
@@ -394,9 +359,9 @@ pub async fn rotate(config: &Config, name: &str, password: &Secret) -> Result<Us
 /// Drops `name`: its sessions are ended and it can no longer log in. Tables its sessions
 /// created belong to the lake's writer role, so the lake keeps them; anything its login role
 /// itself owns goes to the lake's owner role.
-pub async fn drop(config: &Config, name: &str) -> Result<UserInfo, UserError> {
-    let info = find(config, name).await?;
-    let pg = crate::lake_session::PgHandle::for_config(config).await?;
+pub async fn drop(admin: &Admin, name: &str) -> Result<UserInfo, UserError> {
+    let info = find(admin, name).await?;
+    let pg = &admin.pg;
     let client = pg
         .postgres("ducklake-catalog user")
         .await
@@ -408,7 +373,7 @@ pub async fn drop(config: &Config, name: &str) -> Result<UserInfo, UserError> {
         client
             .batch_execute(&format!(
                 "GRANT {user} TO {}",
-                quote_ident(&config.postgres.admin_user)
+                quote_ident(&admin.settings.admin_user)
             ))
             .await
             .map_err(sql("take its privileges"))?;
@@ -444,8 +409,8 @@ pub async fn drop(config: &Config, name: &str) -> Result<UserInfo, UserError> {
     Ok(info)
 }
 
-async fn find(config: &Config, name: &str) -> Result<UserInfo, UserError> {
-    list(config, None)
+async fn find(admin: &Admin, name: &str) -> Result<UserInfo, UserError> {
+    list(admin, None)
         .await?
         .into_iter()
         .find(|u| u.name == name)

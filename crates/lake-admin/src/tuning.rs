@@ -224,8 +224,6 @@ async fn index_valid(client: &tokio_postgres::Client, name: &str) -> Result<Opti
         .map(|r| r.get(0)))
 }
 
-pub use pg_cluster::sizing::{connections_for_memory, memory_limit};
-
 #[cfg(test)]
 mod tests {
     use super::*;

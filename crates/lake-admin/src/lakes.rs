@@ -18,16 +18,15 @@ use std::time::Duration;
 use serde::Serialize;
 use storage::{DataPath, StorageError};
 
-use crate::config::{
-    data_path_conflict, overlaps, valid_lake_name, Config, LakeConfig, MAX_LAKE_NAME,
-};
 use crate::duckdb_worker::{DuckDbRunner, Job};
 use crate::inspect::{Catalog, InspectError, Summary};
 use crate::lake::{ensure_lake, LakeError, LakeInfo};
-use crate::lake_session::connect_admin;
 use crate::lake_session::PgHandle;
+use crate::names::{data_path_conflict, overlaps, valid_lake_name, MAX_LAKE_NAME};
 use crate::postgres::{LocalError, PgError};
+use crate::settings::LakeConfig;
 use crate::versions::SPEC_CLIENTS;
+use crate::Admin;
 
 /// How often a running server looks for lakes created or dropped by command.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(3);
@@ -216,11 +215,11 @@ pub async fn registered(client: &tokio_postgres::Client) -> Result<Vec<Registere
 /// another lake holds) and the registered ones not being dropped.
 pub async fn reconcile(
     client: &tokio_postgres::Client,
-    config: &Config,
+    admin: &Admin,
 ) -> Result<Vec<LakeConfig>, LakesError> {
     ensure_registry(client).await?;
     let known = registered(client).await?;
-    for lake in &config.lakes {
+    for lake in &admin.settings.lakes {
         let path = lake.data_path.to_string();
         if !known.iter().any(|r| r.name == lake.name) {
             if let Some(other) = known
@@ -244,12 +243,12 @@ pub async fn reconcile(
             .await
             .map_err(PgError::sql("register the configured lakes"))?;
     }
-    Ok(serving(config, &known))
+    Ok(serving(admin, &known))
 }
 
 /// The configured lakes, then the registered ones not configured and not being dropped.
-fn serving(config: &Config, known: &[RegisteredLake]) -> Vec<LakeConfig> {
-    let mut lakes = config.lakes.clone();
+fn serving(admin: &Admin, known: &[RegisteredLake]) -> Vec<LakeConfig> {
+    let mut lakes = admin.settings.lakes.clone();
     for r in known {
         if r.dropping || lakes.iter().any(|l| l.name == r.name) {
             continue;
@@ -264,13 +263,12 @@ fn serving(config: &Config, known: &[RegisteredLake]) -> Vec<LakeConfig> {
     lakes
 }
 
-/// Adds the running server's registered lakes to `config.lakes`, so commands given `--lake`
-/// find lakes created by command. Leaves `config` as it is when no server is reachable.
-pub async fn with_registered(config: &mut Config) -> Result<(), LocalError> {
-    let client = connect_admin(config, "ducklake-catalog").await?;
+/// The configured lakes and the running server's registered ones, so commands given `--lake`
+/// find lakes created by command.
+pub async fn with_registered(admin: &Admin) -> Result<Vec<LakeConfig>, LocalError> {
+    let client = admin.pg.postgres("ducklake-catalog").await?;
     let known = registered(&client).await.unwrap_or_default();
-    config.lakes = serving(config, &known);
-    Ok(())
+    Ok(serving(admin, &known))
 }
 
 fn paths_overlap(a: &str, b: &str) -> bool {
@@ -283,29 +281,29 @@ fn paths_overlap(a: &str, b: &str) -> bool {
 /// [`WATCH_INTERVAL`]. An existing database with a DuckLake catalog on the same data path is
 /// adopted as it is (e.g. one an older client created).
 pub async fn create(
-    config: &Config,
+    admin: &Admin,
     s3: &storage::S3Settings,
     runner: &DuckDbRunner,
     name: &str,
     data_path: &DataPath,
 ) -> Result<LakeInfo, LakesError> {
-    if !valid_lake_name(name) || name == config.postgres.admin_user {
+    if !valid_lake_name(name) || name == admin.settings.admin_user {
         return Err(LakesError::BadName {
             name: name.to_owned(),
         });
     }
-    if let Some(reason) = data_path_conflict(&config.home, data_path) {
+    if let Some(reason) = data_path_conflict(&admin.settings.home, data_path) {
         return Err(LakesError::PathUnsafe {
             path: data_path.to_string(),
             reason,
         });
     }
-    let client = connect_admin(config, "ducklake-catalog lake").await?;
+    let client = admin.pg.postgres("ducklake-catalog lake").await?;
     ensure_registry(&client).await?;
     let known = registered(&client).await?;
     // Names and paths are taken by every lake: served, and being dropped (whose data path is
     // compared as recorded, parsed or not).
-    let lakes = serving(config, &known);
+    let lakes = serving(admin, &known);
     let taken = |n: &str| lakes.iter().any(|l| l.name == n) || known.iter().any(|r| r.name == n);
     if taken(name) {
         return Err(LakesError::Exists {
@@ -330,7 +328,7 @@ pub async fn create(
             other_path: other.data_path.to_string(),
         });
     }
-    if let Some(target) = &config.backup.target {
+    if let Some(target) = &admin.settings.backup_target {
         if overlaps(target, data_path) {
             return Err(LakesError::PathIsBackup {
                 path: data_path.to_string(),
@@ -339,8 +337,7 @@ pub async fn create(
         }
     }
     let lake = LakeConfig::new(name.to_owned(), data_path.clone());
-    let pg = PgHandle::for_config(config).await?;
-    let info = ensure_lake(&pg, config, s3, &lake, runner).await?;
+    let info = ensure_lake(admin, s3, &lake, runner).await?;
     client
         .execute(
             "INSERT INTO ducklake_catalog.lakes (name, data_path, origin) VALUES ($1, $2, 'command')",
@@ -353,17 +350,17 @@ pub async fn create(
 }
 
 /// Every lake the running server serves, with its spec version, clients and size.
-pub async fn list(config: &Config) -> Result<Vec<LakeListing>, LakesError> {
-    let client = connect_admin(config, "ducklake-catalog lake").await?;
-    let pg = PgHandle::for_config(config).await?;
+pub async fn list(admin: &Admin) -> Result<Vec<LakeListing>, LakesError> {
+    let client = admin.pg.postgres("ducklake-catalog lake").await?;
+    let pg = &admin.pg;
     let known = registered(&client).await?;
     let mut out = Vec::new();
-    for lake in serving(config, &known) {
+    for lake in serving(admin, &known) {
         let origin = known
             .iter()
             .find(|r| r.name == lake.name)
             .map_or(Origin::Config, |r| r.origin);
-        out.push(listing(&pg, &lake, origin).await?);
+        out.push(listing(pg, &lake, origin).await?);
     }
     Ok(out)
 }
@@ -413,12 +410,12 @@ pub fn clients_for(spec: &str) -> Option<&'static str> {
 
 /// The registered lake called `name` (configured or created by command).
 async fn find(
-    config: &Config,
+    admin: &Admin,
     client: &tokio_postgres::Client,
     name: &str,
 ) -> Result<(LakeConfig, Origin), LakesError> {
     let known = registered(client).await?;
-    let lakes = serving(config, &known);
+    let lakes = serving(admin, &known);
     let lake = lakes
         .iter()
         .find(|l| l.name == name)
@@ -443,13 +440,13 @@ fn unknown(name: &str, lakes: &[LakeConfig]) -> LakesError {
 }
 
 /// `lake show NAME`.
-pub async fn show(config: &Config, name: &str) -> Result<LakeDetail, LakesError> {
-    let client = connect_admin(config, "ducklake-catalog lake").await?;
-    let pg = PgHandle::for_config(config).await?;
-    let (lake, origin) = find(config, &client, name).await?;
-    let listing = listing(&pg, &lake, origin).await?;
-    let mut with_lake = config.clone();
-    with_lake.lakes = vec![lake.clone()];
+pub async fn show(admin: &Admin, name: &str) -> Result<LakeDetail, LakesError> {
+    let client = admin.pg.postgres("ducklake-catalog lake").await?;
+    let pg = &admin.pg;
+    let (lake, origin) = find(admin, &client, name).await?;
+    let listing = listing(pg, &lake, origin).await?;
+    let mut with_lake = admin.clone();
+    with_lake.settings.lakes = vec![lake.clone()];
     let users = crate::users::list(&with_lake, Some(name))
         .await
         .map_err(|e| match e {
@@ -464,7 +461,12 @@ pub async fn show(config: &Config, name: &str) -> Result<LakeDetail, LakesError>
         .map(|i| i.name.to_owned())
         .filter(|n| !indexes.contains(n))
         .collect();
-    let attach = crate::connection::ConnectionInfo::for_lake(config, &lake).attach_sql(false);
+    let attach = crate::connection::ConnectionInfo::new(
+        &admin.settings.clients,
+        &admin.settings.admin_user,
+        &lake,
+    )
+    .attach_sql(false);
     Ok(LakeDetail {
         listing,
         attach,
@@ -479,23 +481,23 @@ pub async fn show(config: &Config, name: &str) -> Result<LakeDetail, LakesError>
 /// Until both are done the registry keeps the lake marked as dropping, so running the command
 /// again finishes an interrupted drop.
 pub async fn drop(
-    config: &Config,
+    admin: &Admin,
     s3: &storage::S3Settings,
     name: &str,
     delete_data: bool,
     confirmed: bool,
     progress: impl FnMut(u64, u64),
 ) -> Result<DropReport, LakesError> {
-    if config.lakes.iter().any(|l| l.name == name) {
+    if admin.settings.lakes.iter().any(|l| l.name == name) {
         return Err(LakesError::InConfig {
             name: name.to_owned(),
         });
     }
-    let client = connect_admin(config, "ducklake-catalog lake").await?;
-    let pg = PgHandle::for_config(config).await?;
+    let client = admin.pg.postgres("ducklake-catalog lake").await?;
+    let pg = &admin.pg;
     let known = registered(&client).await?;
     let Some(entry) = known.iter().find(|r| r.name == name) else {
-        return Err(unknown(name, &serving(config, &known)));
+        return Err(unknown(name, &serving(admin, &known)));
     };
     let data_path = DataPath::parse(&entry.data_path).map_err(|e| LakesError::RegisteredPath {
         name: name.to_owned(),
@@ -503,11 +505,11 @@ pub async fn drop(
         reason: e.to_string(),
     })?;
     if delete_data {
-        refuse_shared_data(config, &known, name, &data_path)?;
+        refuse_shared_data(admin, &known, name, &data_path)?;
     }
     if !confirmed {
         let lake = LakeConfig::new(name.to_owned(), data_path.clone());
-        let summary = match Catalog::open(&pg, &lake).await {
+        let summary = match Catalog::open(pg, &lake).await {
             Ok(c) => c.summary().await.unwrap_or_default(),
             Err(_) => Summary::default(),
         };
@@ -531,7 +533,7 @@ pub async fn drop(
         .await
         .map_err(PgError::sql("mark the lake as dropping"))?;
     let users_dropped =
-        crate::lake::drop_lake_objects(&client, name, &config.postgres.admin_user, pg.superuser())
+        crate::lake::drop_lake_objects(&client, name, &admin.settings.admin_user, pg.superuser())
             .await?;
     tracing::info!(lake = name, users = ?users_dropped, "dropped the lake's catalog");
     let objects_deleted = if delete_data {
@@ -559,19 +561,19 @@ pub async fn drop(
 /// Refuses to delete `data_path` (lake `name`'s) when it could hold data the lake does not
 /// own: the server's home, another lake's files (a nested or enclosing path), the backups.
 pub(crate) fn refuse_shared_data(
-    config: &Config,
+    admin: &Admin,
     known: &[RegisteredLake],
     name: &str,
     data_path: &DataPath,
 ) -> Result<(), LakesError> {
-    if let Some(reason) = data_path_conflict(&config.home, data_path) {
+    if let Some(reason) = data_path_conflict(&admin.settings.home, data_path) {
         return Err(LakesError::PathUnsafe {
             path: data_path.to_string(),
             reason: format!("{reason}; its objects were not deleted"),
         });
     }
     let path = data_path.to_string();
-    if let Some(other) = serving(config, known)
+    if let Some(other) = serving(admin, known)
         .iter()
         .filter(|l| l.name != name)
         .map(|l| (l.name.clone(), l.data_path.to_string()))
@@ -589,7 +591,7 @@ pub(crate) fn refuse_shared_data(
             other_path: other.1,
         });
     }
-    if let Some(target) = &config.backup.target {
+    if let Some(target) = &admin.settings.backup_target {
         if overlaps(target, data_path) {
             return Err(LakesError::PathIsBackup {
                 path,
@@ -605,14 +607,14 @@ pub(crate) fn refuse_shared_data(
 /// then the grants and the tuning again. A lake already at the current spec gets only the
 /// latter.
 pub async fn migrate(
-    config: &Config,
+    admin: &Admin,
     runner: &DuckDbRunner,
     name: &str,
 ) -> Result<MigrateReport, LakesError> {
-    let client = connect_admin(config, "ducklake-catalog lake").await?;
-    let (lake, _) = find(config, &client, name).await?;
+    let client = admin.pg.postgres("ducklake-catalog lake").await?;
+    let (lake, _) = find(admin, &client, name).await?;
     crate::lake::lock_lake(&client, name).await?;
-    let pg = PgHandle::for_config(config).await?;
+    let pg = &admin.pg;
     let lake_db = pg.lake(name, "ducklake-catalog lake").await?;
     let from = spec_version(&lake_db).await?;
     let current = crate::versions::DUCKLAKE_SPEC_VERSION;
@@ -631,7 +633,7 @@ pub async fn migrate(
         tracing::info!(lake = name, from = %from, to = current, "migrated the DuckLake catalog");
     }
     let to = spec_version(&lake_db).await?;
-    crate::lake::guard(&pg, &lake, &config.postgres.admin_user).await?;
+    crate::lake::guard(pg, &lake, &admin.settings.admin_user).await?;
     let tuning = crate::tuning::apply(&lake_db).await?;
     Ok(MigrateReport {
         name: lake.name,
@@ -656,7 +658,7 @@ async fn spec_version(client: &tokio_postgres::Client) -> Result<String, PgError
 /// The lakes to serve now, from the registry (no writes): the running server's watch.
 pub async fn serving_now(
     client: &tokio_postgres::Client,
-    config: &Config,
+    admin: &Admin,
 ) -> Result<Vec<LakeConfig>, PgError> {
-    Ok(serving(config, &registered(client).await?))
+    Ok(serving(admin, &registered(client).await?))
 }

@@ -28,6 +28,12 @@
 //! A superuser session enters a lake database only at bring-up ([`prepare_database`]), with the
 //! search path pinned, to run statements that execute no user code on objects only it controls.
 
+pub mod postgres;
+pub mod roles;
+
+use base::Secret;
+use pg_conn::remote;
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -35,7 +41,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use crate::postgres::{quote_ident, quote_literal, PgError, Socket};
-use crate::users::LakeRole;
+use crate::roles::LakeRole;
 
 /// The group every lake's server role is in; `pg_hba.conf` rejects its members over TCP.
 pub const SERVERS_GROUP: &str = "ducklake_servers";
@@ -156,7 +162,7 @@ pub async fn reset_server_role(
 
 /// The attributes a lake role must not have, as ALTER ROLE may name them in a session that is
 /// a superuser's or not (see [`reset_server_role`]).
-pub(crate) fn no_attributes(superuser: bool) -> &'static str {
+pub fn no_attributes(superuser: bool) -> &'static str {
     if superuser {
         "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
     } else {
@@ -172,7 +178,7 @@ const LAKE_SESSION_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp -c row_sec
 pub const REGISTRY_DB: &str = "ducklake_catalog";
 
 /// A password that can change while it is shared (the admin's, rotated in Secrets Manager).
-pub type PasswordCell = std::sync::Arc<std::sync::RwLock<Option<crate::Secret>>>;
+pub type PasswordCell = std::sync::Arc<std::sync::RwLock<Option<Secret>>>;
 
 /// How the server administers PostgreSQL.
 #[derive(Debug, Clone)]
@@ -182,7 +188,7 @@ enum Admin {
     /// An external PostgreSQL over TLS, as the admin login (`CREATEDB CREATEROLE`, never a
     /// superuser).
     Remote {
-        pg: crate::remote::RemotePg,
+        pg: remote::RemotePg,
         password: PasswordCell,
     },
 }
@@ -207,31 +213,11 @@ impl PgHandle {
     }
 
     /// The external PostgreSQL `pg`, logging in as its user with the password in `password`.
-    pub fn remote(pg: crate::remote::RemotePg, password: PasswordCell, key: ServerKey) -> PgHandle {
+    pub fn remote(pg: remote::RemotePg, password: PasswordCell, key: ServerKey) -> PgHandle {
         PgHandle {
             admin: Admin::Remote { pg, password },
             key,
         }
-    }
-
-    /// This configuration's PostgreSQL: the running server's socket in `<home>/run`, or
-    /// `postgres.url` (with the admin password read now); the key in `<home>/secrets`.
-    pub async fn for_config(config: &crate::config::Config) -> Result<PgHandle, PgError> {
-        let key = ServerKey::load_or_create(&config.home.join("secrets"))?;
-        let Some(pg) = config.external() else {
-            return Ok(PgHandle::new(config.socket(), key));
-        };
-        let password = crate::connection::admin_password(config)
-            .await
-            .map_err(|e| PgError::Io {
-                action: "read the admin password".into(),
-                error: std::io::Error::other(e.to_string()),
-            })?;
-        Ok(PgHandle::remote(
-            pg.clone(),
-            std::sync::Arc::new(std::sync::RwLock::new(password)),
-            key,
-        ))
     }
 
     /// Whether the administering sessions are a superuser's (the supervised cluster). An
@@ -241,7 +227,7 @@ impl PgHandle {
     }
 
     /// The external PostgreSQL, if that is what this handle reaches.
-    pub fn external(&self) -> Option<&crate::remote::RemotePg> {
+    pub fn external(&self) -> Option<&remote::RemotePg> {
         match &self.admin {
             Admin::Remote { pg, .. } => Some(pg),
             Admin::Local(_) => None,
@@ -400,19 +386,6 @@ impl PgHandle {
     pub fn key(&self) -> &ServerKey {
         &self.key
     }
-}
-
-/// The role-administering session in the registry's database of `config`'s PostgreSQL, for
-/// the commands that run beside `serve` (the supervised cluster's socket in `<home>/run`, or
-/// `postgres.url`). Sessions inside a lake go through [`PgHandle::lake`], never as a superuser.
-pub async fn connect_admin(
-    config: &crate::config::Config,
-    application_name: &str,
-) -> Result<tokio_postgres::Client, crate::postgres::LocalError> {
-    PgHandle::for_config(config)
-        .await?
-        .postgres(application_name)
-        .await
 }
 
 /// Creates the registry's database on an external PostgreSQL, owned by the admin and closed to

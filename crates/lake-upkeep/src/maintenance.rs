@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LakeConfig, MaintenanceConfig};
 use crate::duckdb_worker::{DuckDbRunner, Job, MaintainPlan, Reply, WorkerError};
 use crate::garbage::GarbageReport;
-use crate::lake_session::PgHandle;
+use crate::settings::{AdminSettings, LakeConfig, MaintenanceConfig};
 
 /// The advisory lock (in the lake's database) a maintenance job holds.
 const LOCK_KEY: i64 = 0x0044_4c43_4d41_494e; // "DLCMAIN"
@@ -85,25 +84,19 @@ impl JobReport {
 /// Everything a job needs besides the lake.
 #[derive(Debug, Clone)]
 pub struct JobContext {
-    pub pg: PgHandle,
-    pub config: Config,
+    pub admin: crate::Admin,
     /// How the lakes' data paths are reached (the process's AWS identity included).
     pub s3: storage::S3Settings,
     pub runner: DuckDbRunner,
 }
 
-/// The settings that apply to `lake`: its own `[lakes.maintenance]`, else `[maintenance]`.
-pub fn settings_for<'a>(config: &'a Config, lake: &'a LakeConfig) -> &'a MaintenanceConfig {
-    lake.maintenance.as_ref().unwrap_or(&config.maintenance)
-}
-
 /// How long a file must have been scheduled for deletion before cleanup removes it: the
 /// setting, and never less than the backups' recovery window.
-pub fn cleanup_threshold(config: &Config, settings: &MaintenanceConfig) -> Duration {
+pub fn cleanup_threshold(admin: &AdminSettings, settings: &MaintenanceConfig) -> Duration {
     settings
         .cleanup_old_files_older_than
         .0
-        .max(config.backup.recovery_window().unwrap_or_default())
+        .max(admin.recovery_window)
 }
 
 /// Runs one job on `lake` now.
@@ -161,8 +154,9 @@ async fn run_steps(
     cancel: &CancellationToken,
     report: &mut JobReport,
 ) -> Result<(), JobError> {
-    let settings = settings_for(&ctx.config, lake).clone();
+    let settings = ctx.admin.settings.maintenance_of(lake).clone();
     let mut client = ctx
+        .admin
         .pg
         .lake(&lake.name, "ducklake-catalog maintenance")
         .await?;
@@ -195,9 +189,9 @@ async fn run_steps(
         report.inlined_rows_pending =
             crate::lake_session::inlined_rows(&mut client, &lake.name, None).await?;
     }
-    let plan_cleanup_secs = cleanup_threshold(&ctx.config, &settings).as_secs();
+    let plan_cleanup_secs = cleanup_threshold(&ctx.admin.settings, &settings).as_secs();
     let plan = MaintainPlan {
-        conninfo: ctx.pg.lake_conninfo(&lake.name),
+        conninfo: ctx.admin.pg.lake_conninfo(&lake.name),
         data_path: lake.data_path.to_string(),
         dry_run,
         flush: settings.flush_inlined_data,
@@ -230,7 +224,7 @@ async fn run_steps(
     report.bytes_deleted = storage::object_sizes(&lake.data_path, &ctx.s3, &done.old_files).await?;
     if !dry_run && !done.old_files.is_empty() {
         let cleanup = Job::CleanupOldFiles {
-            conninfo: ctx.pg.lake_conninfo(&lake.name),
+            conninfo: ctx.admin.pg.lake_conninfo(&lake.name),
             data_path: lake.data_path.to_string(),
             older_than_secs: plan_cleanup_secs,
         };
@@ -274,66 +268,6 @@ async fn worker_step(
     }
 }
 
-/// The server's schedule: every lake's job runs `interval` after the previous one ended (the
-/// first `interval` after start), one job at a time, while `stop` is not cancelled. Each job's
-/// result is logged and published in the status (`/readyz` → `maintenance`).
-pub async fn schedule(
-    ctx: JobContext,
-    status: crate::status::StatusSender,
-    stop: CancellationToken,
-) {
-    let mut due: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
-    let mut client: Option<tokio_postgres::Client> = None;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = stop.cancelled() => return,
-        }
-        if client
-            .as_ref()
-            .is_none_or(tokio_postgres::Client::is_closed)
-        {
-            client = ctx.pg.postgres("ducklake-catalog maintenance").await.ok();
-        }
-        let Some(c) = &client else { continue };
-        let Ok(lakes) = crate::lakes::serving_now(c, &ctx.config).await else {
-            continue;
-        };
-        for lake in lakes {
-            let settings = settings_for(&ctx.config, &lake).clone();
-            if !settings.enabled {
-                due.remove(&lake.name);
-                continue;
-            }
-            let next = *due
-                .entry(lake.name.clone())
-                .or_insert_with(|| Instant::now() + settings.interval.0);
-            let ready = status
-                .borrow()
-                .lakes
-                .get(&lake.name)
-                .is_some_and(|l| l.state == crate::status::LakeState::Ready);
-            publish(&status, &lake.name, |m| m.next_run = Some(at(next)));
-            if !ready || Instant::now() < next {
-                continue;
-            }
-            publish(&status, &lake.name, |m| m.running = true);
-            let report = run(&ctx, &lake, false, &stop).await;
-            log(&report);
-            let next = Instant::now() + settings.interval.0;
-            due.insert(lake.name.clone(), next);
-            publish(&status, &lake.name, |m| {
-                m.running = false;
-                m.next_run = Some(at(next));
-                m.last = Some(report);
-            });
-            if stop.is_cancelled() {
-                return;
-            }
-        }
-    }
-}
-
 /// One log line per job: what it did, or why it did not.
 pub fn log(report: &JobReport) {
     match report.outcome {
@@ -363,40 +297,38 @@ pub fn log(report: &JobReport) {
     }
 }
 
-fn at(instant: Instant) -> String {
-    let ahead = instant.saturating_duration_since(Instant::now());
-    (chrono::Utc::now() + chrono::Duration::from_std(ahead).unwrap_or_default())
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn publish(
-    status: &crate::status::StatusSender,
-    lake: &str,
-    change: impl FnOnce(&mut crate::status::MaintenanceStatus),
-) {
-    status.send_modify(|s| change(s.maintenance.entry(lake.to_owned()).or_default()));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn cleanup_never_undercuts_the_recovery_window() {
-        let mut config = Config::default();
+        let mut admin = AdminSettings {
+            admin_user: "admin".into(),
+            home: "/tmp/home".into(),
+            lakes: vec![],
+            maintenance: MaintenanceConfig::default(),
+            backup_target: None,
+            recovery_window: Duration::ZERO,
+            max_connections: 100,
+            clients: lake_admin::ClientEndpoint {
+                host: "localhost".into(),
+                port: 5432,
+                sslmode: None,
+            },
+        };
         let settings = MaintenanceConfig {
-            cleanup_old_files_older_than: crate::config::HumanDuration(Duration::from_hours(1)),
+            cleanup_old_files_older_than: base::duration::HumanDuration(Duration::from_hours(1)),
             ..MaintenanceConfig::default()
         };
         assert_eq!(
-            cleanup_threshold(&config, &settings),
+            cleanup_threshold(&admin, &settings),
             Duration::from_hours(1)
         );
-        config.backup.target =
-            Some(storage::DataPath::parse("s3://acme-backups/catalog/").unwrap());
+        admin.recovery_window = Duration::from_hours(24 * 7);
         assert_eq!(
-            cleanup_threshold(&config, &settings),
-            config.backup.recovery_window().unwrap()
+            cleanup_threshold(&admin, &settings),
+            Duration::from_hours(24 * 7)
         );
     }
 }

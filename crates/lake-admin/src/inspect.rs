@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 
-use crate::config::{Config, LakeConfig};
 use crate::lake_session::PgHandle;
 use crate::postgres::PgError;
+use crate::settings::LakeConfig;
 
 /// The DuckLake catalog spec versions whose tables this module knows.
 pub const KNOWN_SPECS: &[&str] = &["1.0"];
@@ -148,11 +148,6 @@ fn alive(alias: &str) -> String {
 }
 
 impl Catalog {
-    /// [`Catalog::open`] on the running server of `config` (the commands beside `serve`).
-    pub async fn open_local(config: &Config, lake: &LakeConfig) -> Result<Catalog, InspectError> {
-        Catalog::open(&PgHandle::for_config(config).await?, lake).await
-    }
-
     /// Connects to `lake`'s database (as its server role) and checks its spec version.
     pub async fn open(pg: &PgHandle, lake: &LakeConfig) -> Result<Catalog, InspectError> {
         let client = pg.lake(&lake.name, "ducklake-catalog inspect").await?;
