@@ -44,7 +44,7 @@ mod container_smoke;
 mod libduckdb;
 mod support;
 
-// The one place versions are pinned. `base` links nothing (catalog-core would need libduckdb
+// The one place versions are pinned. `base` links nothing (catalog-server would need libduckdb
 // before `deps` fetched it).
 use base::versions;
 

@@ -1,9 +1,9 @@
 //! `backup now|list|verify` and `restore`.
 
 use anyhow::{anyhow, Context as _};
-use catalog_core::backup::{self, AgentClient, BackupManifest, WAL_DIR};
-use catalog_core::config::Config;
-use catalog_core::recovery;
+use catalog_server::backup::{self, AgentClient, BackupManifest, WAL_DIR};
+use catalog_server::config::Config;
+use catalog_server::recovery;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::commands::{runtime, with_aws};

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use catalog_core::config::{Config, Sources};
-use catalog_core::duckdb_worker::DuckDbRunner;
-use catalog_core::{status, versions, Probe, Supervisor};
+use catalog_server::config::{Config, Sources};
+use catalog_server::duckdb_worker::DuckDbRunner;
+use catalog_server::{status, versions, Probe, Supervisor};
 use health::HealthState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -19,8 +19,8 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
     let with_lakes = || -> Result<Config, Failure> {
         let mut config = load_config(cli)?;
         let rt = runtime()?;
-        if let Ok(admin) = rt.block_on(catalog_core::admin::admin(&config)) {
-            if let Ok(lakes) = rt.block_on(catalog_core::lakes::with_registered(&admin)) {
+        if let Ok(admin) = rt.block_on(catalog_server::admin::admin(&config)) {
+            if let Ok(lakes) = rt.block_on(catalog_server::lakes::with_registered(&admin)) {
                 config.lakes = lakes;
             }
         }
@@ -56,7 +56,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             role,
             explain,
         } => {
-            use catalog_core::iam::{self, PolicyRole};
+            use catalog_server::iam::{self, PolicyRole};
             let role = match role {
                 crate::IamRole::Server => PolicyRole::Server,
                 crate::IamRole::Writer => PolicyRole::Writer,
@@ -166,7 +166,7 @@ pub(crate) fn with_aws(
 /// How this binary runs DuckDB work: its own `duckdb-worker` subcommand, with the extension
 /// folder the configuration names.
 pub(crate) fn duckdb_runner(config: &Config) -> Result<DuckDbRunner, Failure> {
-    let dir = catalog_core::lake::find_extension_directory(
+    let dir = catalog_server::lake::find_extension_directory(
         config.duckdb.extension_directory.as_deref(),
         &config.home,
     )
@@ -180,9 +180,9 @@ pub(crate) fn duckdb_runner(config: &Config) -> Result<DuckDbRunner, Failure> {
 pub(crate) fn admin(
     rt: &tokio::runtime::Runtime,
     config: &Config,
-) -> Result<catalog_core::Admin, Failure> {
+) -> Result<catalog_server::Admin, Failure> {
     Ok(rt
-        .block_on(catalog_core::admin::admin(config))
+        .block_on(catalog_server::admin::admin(config))
         .context("reach the catalog's PostgreSQL")?)
 }
 
@@ -236,7 +236,7 @@ fn serve(mut config: Config) -> Result<(), Failure> {
             None => None,
         };
         // A paid container checks its entitlement before it serves anything.
-        catalog_core::marketplace::register(aws.as_ref(), &config.marketplace)
+        catalog_server::marketplace::register(aws.as_ref(), &config.marketplace)
             .await
             .map_err(anyhow::Error::new)?;
         let (tx, rx) = status::channel();
@@ -318,10 +318,10 @@ fn watch_signals(
 fn doctor(config: Result<Config, Failure>, format: Format) -> Result<(), Failure> {
     let config = config.map_err(|f| {
         f.error
-            .downcast::<catalog_core::config::ConfigError>()
-            .unwrap_or_else(|e| catalog_core::config::ConfigError::Figment(format!("{e:#}")))
+            .downcast::<catalog_server::config::ConfigError>()
+            .unwrap_or_else(|e| catalog_server::config::ConfigError::Figment(format!("{e:#}")))
     });
-    let report = runtime()?.block_on(catalog_core::doctor::run(config));
+    let report = runtime()?.block_on(catalog_server::doctor::run(config));
     match format {
         Format::Text => print!("{}", report.to_text()),
         Format::Json => println!(
@@ -348,7 +348,7 @@ fn health_probe(url: &str, timeout: Duration) -> Result<(), Failure> {
 }
 
 fn config_reference(format: Format) {
-    use catalog_core::config_reference::{env_var, markdown_table, KEYS};
+    use catalog_server::config_reference::{env_var, markdown_table, KEYS};
     match format {
         Format::Text => print!("{}", markdown_table()),
         Format::Json => {

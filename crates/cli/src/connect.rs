@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context as _};
-use catalog_core::config::{Config, LakeConfig};
-use catalog_core::connection::ConnectionInfo;
+use catalog_server::config::{Config, LakeConfig};
+use catalog_server::connection::ConnectionInfo;
 use connectors::{Connector, Storage, Target, Toolchain};
 use storage::DataPath;
 
@@ -39,11 +39,11 @@ pub(crate) struct ConnectArgs {
 
 pub(crate) fn run(config: &Config, args: &ConnectArgs) -> Result<(), Failure> {
     let lake = choose_lake(config, args.lake.as_deref())?;
-    let mut info = catalog_core::connection::for_lake(config, lake);
+    let mut info = catalog_server::connection::for_lake(config, lake);
     if (args.show_password || args.check) && config.postgres.admin_password_secret.is_some() {
         // The secret is read now, as a client would, with this process's AWS identity.
         info.password = crate::commands::runtime()?
-            .block_on(catalog_core::connection::admin_password(config))
+            .block_on(catalog_server::connection::admin_password(config))
             .map_err(anyhow::Error::new)?;
     }
     if args.show_password && info.password.is_none() {
@@ -157,7 +157,7 @@ fn print_program(
             v["password"] = info
                 .password
                 .as_ref()
-                .map(catalog_core::Secret::expose)
+                .map(catalog_server::Secret::expose)
                 .into();
         }
         println!("{v}");

@@ -1,8 +1,8 @@
 //! `snapshots`, `tables`, `files`, `usage`: a lake's catalog read natively (no DuckDB).
 
 use anyhow::Context as _;
-use catalog_core::config::Config;
-use catalog_core::inspect::{Catalog, InspectError};
+use catalog_server::config::Config;
+use catalog_server::inspect::{Catalog, InspectError};
 use serde::Serialize;
 
 use crate::commands::runtime;
@@ -20,7 +20,7 @@ pub(crate) enum View {
 pub(crate) fn run(config: &Config, lake: &str, view: &View, format: Format) -> Result<(), Failure> {
     let lake = config.lake(lake).map_err(Failure::config)?;
     runtime()?.block_on(async {
-        let admin = catalog_core::admin::admin(config)
+        let admin = catalog_server::admin::admin(config)
             .await
             .map_err(anyhow::Error::new)?;
         let mut catalog = Catalog::open(&admin.pg, lake).await.map_err(failure)?;

@@ -3,8 +3,8 @@
 use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::Context as _;
-use catalog_core::config::Config;
-use catalog_core::lakes::{self, LakeListing, LakesError};
+use catalog_server::config::Config;
+use catalog_server::lakes::{self, LakeListing, LakesError};
 use clap::Subcommand;
 use storage::DataPath;
 
@@ -131,7 +131,7 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
 
 fn show(
     rt: &tokio::runtime::Runtime,
-    admin: &catalog_core::Admin,
+    admin: &catalog_server::Admin,
     name: &str,
     format: Format,
 ) -> Result<(), Failure> {
@@ -161,7 +161,7 @@ fn show(
 
 fn drop(
     rt: &tokio::runtime::Runtime,
-    (config, admin): (&Config, &catalog_core::Admin),
+    (config, admin): (&Config, &catalog_server::Admin),
     name: &str,
     delete_data: bool,
     yes: bool,
@@ -211,7 +211,7 @@ fn failure(e: LakesError) -> Failure {
     match e {
         LakesError::BadName { .. }
         | LakesError::PathUnsafe { .. }
-        | LakesError::Lake(catalog_core::lake::LakeError::RoleTaken { .. })
+        | LakesError::Lake(catalog_server::lake::LakeError::RoleTaken { .. })
         | LakesError::Exists { .. }
         | LakesError::PathTaken { .. }
         | LakesError::PathIsBackup { .. }
@@ -238,7 +238,7 @@ fn print_listings(all: &[LakeListing]) {
         .iter()
         .map(|l| {
             let s = l.summary.as_ref();
-            let num = |f: fn(&catalog_core::inspect::Summary) -> i64| {
+            let num = |f: fn(&catalog_server::inspect::Summary) -> i64| {
                 s.map_or_else(|| "—".to_owned(), |s| f(s).to_string())
             };
             vec![

@@ -1,5 +1,5 @@
 //! `ducklake-catalog`: the binary. Parses the command line, loads the configuration once, sets up
-//! tracing, wires the supervisor (catalog-core) to the health endpoints (health) and to signals,
+//! tracing, wires the supervisor (catalog-server) to the health endpoints (health) and to signals,
 //! and turns errors into one line on stderr and an exit code: 2 for bad configuration or usage,
 //! 1 for everything else. The only crate that calls `std::process::exit`.
 
@@ -282,14 +282,14 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     // The DuckDB worker the server starts for each unit of DuckDB work (see
-    // catalog_core::duckdb_worker): no configuration, no tracing, one job on stdin.
+    // catalog_server::duckdb_worker): no configuration, no tracing, one job on stdin.
     let mut args = std::env::args_os().skip(1);
     if args
         .next()
-        .is_some_and(|a| a == catalog_core::duckdb_worker::SUBCOMMAND)
+        .is_some_and(|a| a == catalog_server::duckdb_worker::SUBCOMMAND)
     {
         let dir = args.next().map(PathBuf::from).unwrap_or_default();
-        let code = catalog_core::duckdb_worker::worker_main(&dir);
+        let code = catalog_server::duckdb_worker::worker_main(&dir);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();

@@ -4,9 +4,9 @@ use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use catalog_core::config::Config;
-use catalog_core::datafiles::{self, FilesError};
-use catalog_core::maintenance::{self, JobContext, Outcome};
+use catalog_server::config::Config;
+use catalog_server::datafiles::{self, FilesError};
+use catalog_server::maintenance::{self, JobContext, Outcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::runtime;
@@ -37,7 +37,7 @@ fn maintain(config: &Config, lake: &str, dry_run: bool, format: Format) -> Resul
     let lake = config.lake(lake).map_err(Failure::config)?.clone();
     runtime()?.block_on(async {
         let ctx = JobContext {
-            admin: catalog_core::admin::admin(config)
+            admin: catalog_server::admin::admin(config)
                 .await
                 .map_err(anyhow::Error::new)?,
             s3: config.s3_settings(None),

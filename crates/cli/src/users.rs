@@ -3,9 +3,9 @@
 use std::io::Read as _;
 
 use anyhow::Context as _;
-use catalog_core::config::Config;
-use catalog_core::users::{self, LakeRole, UserInfo};
-use catalog_core::Secret;
+use catalog_server::config::Config;
+use catalog_server::users::{self, LakeRole, UserInfo};
+use catalog_server::Secret;
 use clap::Subcommand;
 use rand::distr::{Alphanumeric, SampleString};
 
@@ -177,7 +177,7 @@ fn print_credentials(config: &Config, user: &UserInfo, password: &Secret, format
     let lake = config
         .lake(&user.lake)
         .expect("the user's lake is configured");
-    let mut info = catalog_core::connection::for_lake(config, lake);
+    let mut info = catalog_server::connection::for_lake(config, lake);
     info.user.clone_from(&user.name);
     info.password = Some(password.clone());
     let read_only = if user.role == LakeRole::Reader {

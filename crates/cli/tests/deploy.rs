@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use catalog_core::config::{Config, Sources};
-use catalog_core::versions;
+use catalog_server::config::{Config, Sources};
+use catalog_server::versions;
 use serde_yaml::Value;
 
 const TEMPLATE: &str = "deploy/cloudformation/ducklake-catalog.yaml";

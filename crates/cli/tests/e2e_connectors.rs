@@ -198,12 +198,12 @@ fn the_oldest_supported_client_works_and_an_older_one_gets_the_documented_error(
             ("DUCKLAKE_CATALOG_DATA_PATH", &data),
         ],
     );
-    let oldest = catalog_core::versions::OLDEST_CLIENT_VERSION;
+    let oldest = catalog_server::versions::OLDEST_CLIENT_VERSION;
     let (ok, out) = attach_with(oldest, &server);
     assert!(ok, "DuckDB {oldest}: {out}");
     assert_eq!(out.trim(), "1");
 
-    let too_old = catalog_core::versions::TOO_OLD_CLIENT_VERSION;
+    let too_old = catalog_server::versions::TOO_OLD_CLIENT_VERSION;
     let (ok, out) = attach_with(too_old, &server);
     assert!(!ok, "DuckDB {too_old} attached a spec 1.0 lake: {out}");
     let expected = "catalog version is 1.0, but the extension requires version 0.4";

@@ -173,7 +173,7 @@ fn a_lake_created_by_command_is_served_listed_and_kept_across_restarts() {
     assert_eq!(show["users"][0]["name"], "ana");
     assert_eq!(
         show["indexes"].as_array().unwrap().len(),
-        catalog_core::tuning::INDEXES.len(),
+        catalog_server::tuning::INDEXES.len(),
         "{show}"
     );
     assert_eq!(show["missing_indexes"], serde_json::json!([]));
@@ -453,7 +453,7 @@ fn the_guard_runs_again_beside_an_open_client_transaction_and_repairs_only_what_
 #[test]
 fn migrate_upgrades_a_catalog_an_older_duckdb_created() {
     let (_dir, mut server) = start();
-    let old = catalog_core::versions::TOO_OLD_CLIENT_VERSION;
+    let old = catalog_server::versions::TOO_OLD_CLIENT_VERSION;
     let (venv, extensions) = older_client(old);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -593,7 +593,7 @@ fn the_catalog_is_tuned_for_ducklakes_queries_and_nothing_of_ducklakes_changes()
         assert_eq!(setting("jit").await, "off");
         assert_eq!(setting("idle_in_transaction_session_timeout").await, "10min");
         assert!(setting("shared_preload_libraries").await.contains("pg_stat_statements"));
-        let expected = catalog_core::postgres::sizing::connections_for_memory(catalog_core::postgres::sizing::memory_limit());
+        let expected = catalog_server::postgres::sizing::connections_for_memory(catalog_server::postgres::sizing::memory_limit());
         assert_eq!(setting("max_connections").await, expected.to_string());
         // What the client ran is recorded, per statement.
         let recorded: i64 = supervisor(&server, "postgres")

@@ -29,7 +29,7 @@ fn serve_initialises_the_default_lake_and_stops_cleanly_on_sigterm() {
     assert_eq!(lake["state"], "ready");
     assert_eq!(
         lake["spec_version"],
-        catalog_core::versions::DUCKLAKE_SPEC_VERSION
+        catalog_server::versions::DUCKLAKE_SPEC_VERSION
     );
     let data_path = format!("{}/lakes/lakehouse/", dir.path().display());
     assert_eq!(lake["data_path"], data_path.as_str());
@@ -82,7 +82,7 @@ fn serve_initialises_the_default_lake_and_stops_cleanly_on_sigterm() {
         let su = tokio_postgres::Config::new()
             .host("127.0.0.1")
             .port(server.pg_port)
-            .user(catalog_core::postgres::SUPERUSER)
+            .user(catalog_server::postgres::SUPERUSER)
             .password(password.as_str())
             .dbname("postgres")
             .connect(tokio_postgres::NoTls)
@@ -382,10 +382,10 @@ fn version_prints_the_pinned_versions() {
     let out = run_cli(dir.path(), &[], &["version", "--format", "json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["duckdb_engine"], catalog_core::versions::DUCKDB_VERSION);
+    assert_eq!(v["duckdb_engine"], catalog_server::versions::DUCKDB_VERSION);
     assert_eq!(
         v["ducklake_spec"],
-        catalog_core::versions::DUCKLAKE_SPEC_VERSION
+        catalog_server::versions::DUCKLAKE_SPEC_VERSION
     );
     assert_eq!(v["postgres_major"], 15);
 }

@@ -172,7 +172,7 @@ pub use base::duration::HumanDuration;
 pub struct LogConfig {
     /// `auto` (JSON unless stdout is a terminal), `json` or `text`.
     pub format: LogFormat,
-    /// A tracing filter: `info`, `debug`, `info,catalog_core=debug`.
+    /// A tracing filter: `info`, `debug`, `info,catalog_server=debug`.
     pub level: String,
 }
 
@@ -1217,7 +1217,7 @@ mod tests {
 }
 
 /// Test support for the doc pages whose parts are generated from code (this crate's
-/// `configuration.md`, catalog-core's `iam-permissions.md`).
+/// `configuration.md`, catalog-server's `iam-permissions.md`).
 #[doc(hidden)]
 pub mod doc_pages {
     /// `doc` with the text between `begin` and the next `end` replaced by `content`; both
@@ -1249,7 +1249,7 @@ pub mod doc_pages {
         }
         assert!(
             doc == fresh,
-            "docs/{page} differs from what the code generates: run `DUCKLAKE_UPDATE_DOCS=1 cargo xtask test -p config -p catalog-core docs_`"
+            "docs/{page} differs from what the code generates: run `DUCKLAKE_UPDATE_DOCS=1 cargo xtask test -p config -p catalog-server docs_`"
         );
     }
 }

@@ -218,7 +218,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "log.level",
         default: "`info`",
-        meaning: "tracing filter, e.g. `info,catalog_core=debug`",
+        meaning: "tracing filter, e.g. `info,catalog_server=debug`",
     },
     KeyDoc {
         key: "marketplace.product_code",

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 /// The log filter could not be parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration key `log.level`: {0}; use e.g. `info` or `info,catalog_core=debug`")]
+#[error(
+    "invalid configuration key `log.level`: {0}; use e.g. `info` or `info,catalog_server=debug`"
+)]
 pub struct TracingError(String);
 
 /// Installs the global subscriber, writing to stdout. Call once, from `main`.

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use catalog_core::config::{Config, LakeConfig};
-use catalog_core::Secret;
+use catalog_server::config::{Config, LakeConfig};
+use catalog_server::Secret;
 
 fn root() -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo")).join("../..")
@@ -33,7 +33,7 @@ fn all_keys() -> Vec<String> {
     c.s3.session_token_file = Some("/x".into());
     c.duckdb.extension_directory = Some("/x".into());
     c.backup.target = Some(storage::DataPath::parse("/b").unwrap());
-    c.backup.retention.max_age = Some(catalog_core::config::HumanDuration(
+    c.backup.retention.max_age = Some(catalog_server::config::HumanDuration(
         std::time::Duration::from_mins(1),
     ));
     c.lakes.push(LakeConfig::new(
@@ -100,12 +100,12 @@ fn the_duckdb_crate_pin_matches_versions_rs() {
     let cargo = read("Cargo.toml");
     let want = format!(
         "duckdb = {{ version = \"={}\"",
-        catalog_core::versions::DUCKDB_CRATE_VERSION
+        catalog_server::versions::DUCKDB_CRATE_VERSION
     );
     assert!(cargo.contains(&want), "root Cargo.toml must pin `{want}`");
-    let engine = catalog_core::versions::DUCKDB_VERSION.replace('.', "0");
+    let engine = catalog_server::versions::DUCKDB_VERSION.replace('.', "0");
     assert!(
-        catalog_core::versions::DUCKDB_CRATE_VERSION.starts_with(&format!("1.{engine}")),
+        catalog_server::versions::DUCKDB_CRATE_VERSION.starts_with(&format!("1.{engine}")),
         "the duckdb crate 1.MMmmpp encodes the engine version"
     );
 }
@@ -113,7 +113,7 @@ fn the_duckdb_crate_pin_matches_versions_rs() {
 #[test]
 fn every_crate_root_opens_with_a_module_doc() {
     for rel in [
-        "crates/catalog-core/src/lib.rs",
+        "crates/catalog-server/src/lib.rs",
         "crates/storage/src/lib.rs",
         "crates/health/src/lib.rs",
         "crates/connectors/src/lib.rs",

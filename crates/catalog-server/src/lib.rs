@@ -1,16 +1,19 @@
-//! The DuckLake administration and the server that runs it.
+//! The server that runs the DuckLake administration.
 //!
 //! [`Supervisor::run`] is what `serve` runs: with the supervised PostgreSQL it prepares the
 //! data directory and starts PostgreSQL as a child (the `pg-cluster` crate), with
 //! `postgres.url` it administers an external one; either way it makes each lake's database,
 //! roles and DuckLake catalog ready ([`lake::ensure_lake`], through a
 //! [`lake_session::PgHandle`]), publishes its [`status::Status`] for the health endpoints and
-//! runs the lake watch and the maintenance schedule. The configuration, the supervisor, the
-//! backups and the DuckDB worker are crates of their own, re-exported here under their old
-//! paths.
+//! runs the lake watch and the maintenance schedule ([`schedule`]), every long-running task in
+//! one set. The administration (`lake-session`, `lake-admin`, `lake-upkeep`), the
+//! configuration, the supervisor, the backups and the DuckDB worker are crates of their own,
+//! re-exported here under the paths the binary uses.
 //!
-//! **Architecture invariant:** only this crate runs SQL against the lakes' catalogs; other
-//! crates see [`status::Status`], [`supervisor::Probe`] and [`connection::ConnectionInfo`].
+//! **Architecture invariant:** this crate is the only library that reads the whole [`Config`]
+//! (it hands each library its slice); its long-running tasks run in one set, whose every exit
+//! is logged and turns readiness false; other crates see [`status::Status`],
+//! [`supervisor::Probe`] and [`connection::ConnectionInfo`].
 
 pub mod admin;
 pub mod connection;
