@@ -18,7 +18,6 @@
 pub mod admin;
 pub mod connection;
 pub mod doctor;
-pub mod iam;
 pub mod postgres;
 pub mod recovery;
 pub mod schedule;
@@ -33,7 +32,7 @@ pub use ::config::reference as config_reference;
 pub use ::duckdb_worker;
 pub use ::lake_admin;
 pub use ::lake_upkeep;
-pub use aws::{marketplace, secrets_manager};
+pub use aws::{iam, marketplace, secrets_manager};
 pub(crate) use base::one_line;
 pub use base::{secret, versions, Secret};
 pub use lake_admin::{inspect, lake, lake_session, lakes, tuning, users, Admin};

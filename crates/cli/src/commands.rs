@@ -62,8 +62,10 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
                 crate::IamRole::Writer => PolicyRole::Writer,
                 crate::IamRole::Reader => PolicyRole::Reader,
             };
-            let policy =
-                iam::policy(&with_lakes()?, role, lake.as_deref()).map_err(Failure::config)?;
+            let inputs = with_lakes()?
+                .iam_inputs(lake.as_deref())
+                .map_err(Failure::config)?;
+            let policy = iam::policy(&inputs, role).map_err(Failure::config)?;
             if *explain {
                 print!("{}", iam::explain(&policy));
             } else {

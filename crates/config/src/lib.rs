@@ -755,6 +755,32 @@ impl Config {
             })
     }
 
+    /// What the IAM policies of `lake` (every lake when `None`) are made from: the lakes'
+    /// and the backup target's S3 places, the admin password secret, metering.
+    pub fn iam_inputs(&self, lake: Option<&str>) -> Result<aws::iam::PolicyInputs, ConfigError> {
+        let lakes: Vec<&LakeConfig> = match lake {
+            Some(name) => vec![self.lake(name)?],
+            None => self.lakes.iter().collect(),
+        };
+        let place = |p: &DataPath| match p {
+            DataPath::S3 { bucket, prefix } => Some(aws::iam::S3Place {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            }),
+            DataPath::Local(_) => None,
+        };
+        Ok(aws::iam::PolicyInputs {
+            lakes: lakes
+                .iter()
+                .map(|l| (l.name.clone(), place(&l.data_path)))
+                .collect(),
+            backup: self.backup.target.as_ref().and_then(place),
+            admin_secret: self.postgres.admin_password_secret.clone(),
+            region: self.s3.region.clone(),
+            metering: self.marketplace.product_code.is_some(),
+        })
+    }
+
     /// The configured lakes' names, comma-separated, for messages.
     pub fn lake_names(&self) -> String {
         self.lakes
@@ -981,6 +1007,83 @@ fn insert_nested(dict: &mut figment::value::Dict, path: &[&str], value: figment:
 
 #[cfg(test)]
 mod tests {
+    /// The example configuration docs/iam-permissions.md shows: lake `sales` on
+    /// `s3://acme-data/lakes/sales/`, backups in `s3://acme-backups/catalog/`.
+    fn iam_example() -> Config {
+        let mut config = Config {
+            lakes: vec![
+                LakeConfig::new(
+                    "sales".into(),
+                    DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
+                ),
+                LakeConfig::new(
+                    "scratch".into(),
+                    DataPath::parse("/var/lib/lakes/scratch").expect("valid"),
+                ),
+            ],
+            ..Config::default()
+        };
+        config.backup.target = Some(DataPath::parse("s3://acme-backups/catalog/").expect("valid"));
+        config.s3.region = Some("eu-west-1".into());
+        config.postgres.admin_password_secret = Some(
+            SecretRef::parse(
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:catalog/admin-AbCdEf:password",
+            )
+            .expect("valid"),
+        );
+        config.marketplace.product_code = Some("exampleproductcode".into());
+        config
+    }
+
+    #[test]
+    fn iam_inputs_carry_the_chosen_lakes_s3_places_and_the_servers_calls() {
+        let config = iam_example();
+        let all = config.iam_inputs(None).unwrap();
+        assert_eq!(all.lakes.len(), 2);
+        assert_eq!(
+            all.lakes[1],
+            ("scratch".to_owned(), None),
+            "local: no place"
+        );
+        let sales = config.iam_inputs(Some("sales")).unwrap();
+        assert_eq!(
+            sales.lakes,
+            [(
+                "sales".to_owned(),
+                Some(aws::iam::S3Place {
+                    bucket: "acme-data".into(),
+                    prefix: "lakes/sales/".into()
+                })
+            )]
+        );
+        assert_eq!(sales.backup.unwrap().bucket, "acme-backups");
+        assert!(sales.metering && sales.admin_secret.is_some());
+        let err = config.iam_inputs(Some("hr")).unwrap_err().to_string();
+        assert!(
+            err.contains("no lake named `hr`; configured lakes: sales"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn docs_iam_permissions_shows_the_generated_policies() {
+        use aws::iam::{explain, policy, PolicyRole};
+        let inputs = iam_example().iam_inputs(Some("sales")).unwrap();
+        crate::doc_pages::assert_doc_current("iam-permissions.md", |doc| {
+            let mut out = doc.to_owned();
+            for role in [PolicyRole::Server, PolicyRole::Writer, PolicyRole::Reader] {
+                let policy = policy(&inputs, role).unwrap();
+                out = crate::doc_pages::fill_block(
+                    &out,
+                    &format!("<!-- iam-policy {} -->\n", role.name()),
+                    "<!-- end -->",
+                    &format!("```json\n{}\n```\n\n{}", policy.to_json(), explain(&policy)),
+                );
+            }
+            out
+        });
+    }
+
     use super::*;
 
     fn sources(env: &[(&str, &str)]) -> Sources {
@@ -1217,7 +1320,7 @@ mod tests {
 }
 
 /// Test support for the doc pages whose parts are generated from code (this crate's
-/// `configuration.md`, catalog-server's `iam-permissions.md`).
+/// `configuration.md`, `iam-permissions.md`).
 #[doc(hidden)]
 pub mod doc_pages {
     /// `doc` with the text between `begin` and the next `end` replaced by `content`; both
@@ -1249,7 +1352,7 @@ pub mod doc_pages {
         }
         assert!(
             doc == fresh,
-            "docs/{page} differs from what the code generates: run `DUCKLAKE_UPDATE_DOCS=1 cargo xtask test -p config -p catalog-server docs_`"
+            "docs/{page} differs from what the code generates: run `DUCKLAKE_UPDATE_DOCS=1 cargo xtask test -p config docs_`"
         );
     }
 }

@@ -1,14 +1,38 @@
-//! Least-privilege IAM policies for this configuration: the server's task role and the clients'
-//! writer and reader roles. `ducklake-catalog iam-policy` prints them, and
-//! docs/iam-permissions.md shows them for an example configuration (a test keeps it current).
+//! Least-privilege IAM policies: the server's task role and the clients' writer and reader
+//! roles, from the S3 places and AWS calls a configuration uses ([`PolicyInputs`], which the
+//! configuration builds). `ducklake-catalog iam-policy` prints them, and
+//! docs/iam-permissions.md shows them for an example configuration (a test in the config
+//! crate keeps it current).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use storage::DataPath;
 
-use crate::config::{Config, ConfigError, LakeConfig};
+use crate::secrets_manager::SecretRef;
+
+/// A bucket and the prefix under it (empty: the whole bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Place {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+/// What the policies are made from.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyInputs {
+    /// The lakes the policy covers, by name, with their data path when it is on S3 (`None`:
+    /// on local disk, which no IAM permission covers).
+    pub lakes: Vec<(String, Option<S3Place>)>,
+    /// The backup target, when it is on S3 (the server's only).
+    pub backup: Option<S3Place>,
+    /// `postgres.admin_password_secret`: the server reads it.
+    pub admin_secret: Option<SecretRef>,
+    /// The configured region (`s3.region`), for a secret given by name.
+    pub region: Option<String>,
+    /// Whether the server registers with AWS Marketplace (`marketplace.product_code`).
+    pub metering: bool,
+}
 
 /// Who the policy is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +59,6 @@ impl PolicyRole {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IamError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("{what} on local disk, so no IAM permission applies; IAM policies cover s3:// data paths and backup targets")]
     NothingOnS3 { what: String },
 }
@@ -78,8 +100,8 @@ impl Policy {
 /// The S3 places a role touches: bucket → prefixes, with what each prefix is.
 type Places = BTreeMap<String, Vec<(String, String)>>;
 
-fn add(places: &mut Places, path: &DataPath, what: String) {
-    if let DataPath::S3 { bucket, prefix } = path {
+fn add(places: &mut Places, place: Option<&S3Place>, what: String) {
+    if let Some(S3Place { bucket, prefix }) = place {
         places
             .entry(bucket.clone())
             .or_default()
@@ -102,28 +124,26 @@ fn sid(stem: &str, bucket: &str) -> String {
     s
 }
 
-/// The least-privilege policy for `role` on `lake` (all lakes when `None`).
-pub fn policy(config: &Config, role: PolicyRole, lake: Option<&str>) -> Result<Policy, IamError> {
-    let lakes: Vec<&LakeConfig> = match lake {
-        Some(name) => vec![config.lake(name)?],
-        None => config.lakes.iter().collect(),
-    };
+/// The least-privilege policy for `role` on the lakes of `inputs`.
+pub fn policy(inputs: &PolicyInputs, role: PolicyRole) -> Result<Policy, IamError> {
     let mut places = Places::new();
-    for l in &lakes {
-        add(&mut places, &l.data_path, format!("lake `{}`", l.name));
+    for (name, place) in &inputs.lakes {
+        add(&mut places, place.as_ref(), format!("lake `{name}`"));
     }
     if role == PolicyRole::Server {
-        if let Some(target) = &config.backup.target {
-            add(&mut places, target, "the backup target".into());
-        }
+        add(
+            &mut places,
+            inputs.backup.as_ref(),
+            "the backup target".into(),
+        );
     }
     let services = if role == PolicyRole::Server {
-        service_statements(config)
+        service_statements(inputs)
     } else {
         Vec::new()
     };
     if places.is_empty() && services.is_empty() {
-        let names: Vec<&str> = lakes.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<&str> = inputs.lakes.iter().map(|(n, _)| n.as_str()).collect();
         return Err(IamError::NothingOnS3 {
             what: format!(
                 "the data path of {} {}{}",
@@ -190,16 +210,16 @@ pub fn policy(config: &Config, role: PolicyRole, lake: Option<&str>) -> Result<P
 
 /// The server's calls beyond S3: the admin password secret and Marketplace metering. (Logs need
 /// nothing here: the ECS agent ships them with the task *execution* role.)
-fn service_statements(config: &Config) -> Vec<Statement> {
+fn service_statements(inputs: &PolicyInputs) -> Vec<Statement> {
     let mut out = Vec::new();
-    if let Some(r) = &config.postgres.admin_password_secret {
+    if let Some(r) = &inputs.admin_secret {
         let resource = if r.secret.starts_with("arn:") {
             r.secret.clone()
         } else {
             // A name: Secrets Manager appends `-` and six random characters to form the ARN.
             format!(
                 "arn:aws:secretsmanager:{}:*:secret:{}-??????",
-                config.s3.region.as_deref().unwrap_or("*"),
+                inputs.region.as_deref().unwrap_or("*"),
                 r.secret
             )
         };
@@ -212,7 +232,7 @@ fn service_statements(config: &Config) -> Vec<Statement> {
             why: "read the admin password at start, every `postgres.admin_password_refresh` and on SIGHUP (add `kms:Decrypt` on the key if the secret uses a customer managed KMS key)".into(),
         });
     }
-    if config.marketplace.product_code.is_some() {
+    if inputs.metering {
         out.push(Statement {
             sid: "MarketplaceRegisterUsage".into(),
             effect: "Allow",
@@ -259,33 +279,38 @@ pub fn explain(policy: &Policy) -> String {
 mod tests {
     use super::*;
 
-    /// The example configuration docs/iam-permissions.md shows: lake `sales` on
-    /// `s3://acme-data/lakes/sales/`, backups in `s3://acme-backups/catalog/`.
-    fn example_config() -> Config {
-        let mut config = Config::default();
-        config.lakes = vec![LakeConfig::new(
-            "sales".into(),
-            DataPath::parse("s3://acme-data/lakes/sales/").expect("valid"),
-        )];
-        config.backup.target = Some(DataPath::parse("s3://acme-backups/catalog/").expect("valid"));
-        config.s3.region = Some("eu-west-1".into());
-        config.postgres.admin_password_secret = Some(
-            crate::secrets_manager::SecretRef::parse(
-                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:catalog/admin-AbCdEf:password",
-            )
-            .expect("valid"),
-        );
-        config.marketplace.product_code = Some("exampleproductcode".into());
-        config
+    fn place(bucket: &str, prefix: &str) -> S3Place {
+        S3Place {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
     }
 
-    fn with(data: &str, backup: Option<&str>) -> Config {
-        let mut config = example_config();
-        config.lakes[0].data_path = DataPath::parse(data).unwrap();
-        config.backup.target = backup.map(|b| DataPath::parse(b).unwrap());
-        config.postgres.admin_password_secret = None;
-        config.marketplace.product_code = None;
-        config
+    /// The example docs/iam-permissions.md shows: lake `sales` on `s3://acme-data/lakes/sales/`,
+    /// backups in `s3://acme-backups/catalog/`.
+    fn example() -> PolicyInputs {
+        PolicyInputs {
+            lakes: vec![("sales".into(), Some(place("acme-data", "lakes/sales/")))],
+            backup: Some(place("acme-backups", "catalog/")),
+            admin_secret: Some(
+                SecretRef::parse(
+                    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:catalog/admin-AbCdEf:password",
+                )
+                .expect("valid"),
+            ),
+            region: Some("eu-west-1".into()),
+            metering: true,
+        }
+    }
+
+    fn with(data: Option<S3Place>, backup: Option<S3Place>) -> PolicyInputs {
+        PolicyInputs {
+            lakes: vec![("sales".into(), data)],
+            backup,
+            admin_secret: None,
+            metering: false,
+            ..example()
+        }
     }
 
     fn resources(p: &Policy, i: usize) -> Vec<&str> {
@@ -298,7 +323,7 @@ mod tests {
 
     #[test]
     fn the_server_gets_exactly_the_lake_and_backup_prefixes() {
-        let p = policy(&example_config(), PolicyRole::Server, None).unwrap();
+        let p = policy(&example(), PolicyRole::Server).unwrap();
         let json: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
         assert_eq!(json["Version"], "2012-10-17");
         assert_eq!(p.statements.len(), 6, "{}", p.to_json());
@@ -329,8 +354,11 @@ mod tests {
 
     #[test]
     fn one_bucket_for_data_and_backups_is_one_list_statement_with_both_prefixes() {
-        let config = with("s3://acme/lakes/sales/", Some("s3://acme/backups/"));
-        let p = policy(&config, PolicyRole::Server, None).unwrap();
+        let inputs = with(
+            Some(place("acme", "lakes/sales/")),
+            Some(place("acme", "backups/")),
+        );
+        let p = policy(&inputs, PolicyRole::Server).unwrap();
         assert_eq!(p.statements.len(), 2);
         assert_eq!(
             p.statements[0].condition.as_ref().unwrap()["StringLike"]["s3:prefix"],
@@ -347,7 +375,7 @@ mod tests {
 
     #[test]
     fn clients_get_only_their_lake_and_readers_cannot_write() {
-        let w = policy(&example_config(), PolicyRole::Writer, Some("sales")).unwrap();
+        let w = policy(&example(), PolicyRole::Writer).unwrap();
         assert_eq!(
             w.statements.len(),
             2,
@@ -357,66 +385,40 @@ mod tests {
             w.statements[1].actions,
             ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
         );
-        let r = policy(&example_config(), PolicyRole::Reader, Some("sales")).unwrap();
+        let r = policy(&example(), PolicyRole::Reader).unwrap();
         assert_eq!(r.statements[1].actions, ["s3:GetObject"]);
         assert_eq!(resources(&r, 1), ["arn:aws:s3:::acme-data/lakes/sales/*"]);
     }
 
     #[test]
     fn a_secret_given_by_name_matches_its_arn_suffix_and_needs_no_s3() {
-        let mut config = with("/var/lib/lakes/sales", None);
-        config.postgres.admin_password_secret =
-            Some(crate::secrets_manager::SecretRef::parse("prod/catalog:password").unwrap());
-        let p = policy(&config, PolicyRole::Server, None).unwrap();
+        let mut inputs = with(None, None);
+        inputs.admin_secret = Some(SecretRef::parse("prod/catalog:password").unwrap());
+        let p = policy(&inputs, PolicyRole::Server).unwrap();
         assert_eq!(p.statements.len(), 1);
         assert_eq!(
             resources(&p, 0),
             ["arn:aws:secretsmanager:eu-west-1:*:secret:prod/catalog-??????"]
         );
         // Clients never read the server's secret.
-        assert!(policy(&config, PolicyRole::Reader, None).is_err());
+        assert!(policy(&inputs, PolicyRole::Reader).is_err());
     }
 
     #[test]
     fn a_whole_bucket_lake_lists_without_a_prefix_condition() {
-        let p = policy(&with("s3://acme/", None), PolicyRole::Reader, None).unwrap();
+        let p = policy(&with(Some(place("acme", "")), None), PolicyRole::Reader).unwrap();
         assert!(p.statements[0].condition.is_none());
         assert_eq!(resources(&p, 1), ["arn:aws:s3:::acme/*"]);
     }
 
     #[test]
-    fn local_lakes_and_unknown_lakes_are_named() {
-        let local = with("/var/lib/lakes/sales", None);
-        let err = policy(&local, PolicyRole::Writer, None)
+    fn local_lakes_are_named() {
+        let err = policy(&with(None, None), PolicyRole::Writer)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("lake sales") && err.contains("local disk"),
             "{err}"
         );
-        let err = policy(&example_config(), PolicyRole::Reader, Some("hr"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("no lake named `hr`; configured lakes: sales"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn docs_iam_permissions_shows_the_generated_policies() {
-        ::config::doc_pages::assert_doc_current("iam-permissions.md", |doc| {
-            let mut out = doc.to_owned();
-            for role in [PolicyRole::Server, PolicyRole::Writer, PolicyRole::Reader] {
-                let policy = policy(&example_config(), role, Some("sales")).unwrap();
-                out = ::config::doc_pages::fill_block(
-                    &out,
-                    &format!("<!-- iam-policy {} -->\n", role.name()),
-                    "<!-- end -->",
-                    &format!("```json\n{}\n```\n\n{}", policy.to_json(), explain(&policy)),
-                );
-            }
-            out
-        });
     }
 }
