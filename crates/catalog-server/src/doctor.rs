@@ -19,7 +19,6 @@ use crate::versions::{DUCKLAKE_SPEC_VERSION, PG_MAJOR};
 const MIN_FREE_BYTES: u64 = 1 << 30;
 /// SigV4 rejects requests whose clock is off by more than 15 minutes; S3 by more than 5.
 const MAX_SKEW: Duration = Duration::from_mins(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -311,30 +310,33 @@ async fn spec_of(client: &tokio_postgres::Client) -> Result<Option<String>, Stri
     Ok(row.map(|r| r.get(0)))
 }
 
-/// A TLS connection (certificate not verified, like libpq's `sslmode=require`) as the admin.
+/// A TLS connection (certificate not verified, like libpq's `sslmode=require`) as the admin,
+/// through the same login as an external PostgreSQL's; the error is PostgreSQL's own words.
 async fn tls_connect(
     config: &Config,
     host: &str,
     password: &crate::Secret,
     dbname: &str,
 ) -> Result<tokio_postgres::Client, String> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(host)
-        .port(config.postgres.port)
-        .user(&config.postgres.admin_user)
-        .password(password.expose())
-        .dbname(dbname)
-        .application_name("ducklake-catalog doctor")
-        .ssl_mode(tokio_postgres::config::SslMode::Require)
-        .connect_timeout(CONNECT_TIMEOUT);
-    let tls = crate::remote::tls(&crate::remote::Verify::Encrypt).map_err(|e| e.to_string())?;
-    let (client, conn) = cfg.connect(tls).await.map_err(|e| {
-        crate::one_line(
-            &std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")),
-        )
-    })?;
-    tokio::spawn(conn);
-    Ok(client)
+    let pg = crate::remote::RemotePg {
+        host: host.to_owned(),
+        port: config.postgres.port,
+        user: config.postgres.admin_user.clone(),
+        dbname: dbname.to_owned(),
+        verify: crate::remote::Verify::Encrypt,
+    };
+    pg.connect(
+        &pg.user,
+        password.expose(),
+        dbname,
+        "ducklake-catalog doctor",
+        None,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::remote::RemoteError::Connect { detail, .. } => detail,
+        other @ crate::remote::RemoteError::RootCert { .. } => other.to_string(),
+    })
 }
 
 /// An external PostgreSQL (`postgres.url`): a TLS login as the admin, the server version,
