@@ -17,7 +17,7 @@
 //! - `cargo xtask bench startup [--runs N] [--debug]`: cold start, warm restart and idle memory
 //!   of `serve`, measured side by side.
 //! - `cargo xtask bench catalog [--scales 10000,30000,100000] [--runs N] [--writers N]`: the
-//!   tuned catalog against stock PostgreSQL for DuckLake's own queries (see `bench_catalog`).
+//!   tuned catalog against stock PostgreSQL for DuckLake's own queries (see `xtask_bench::catalog`).
 //! - `cargo xtask bench maintenance [--objects N] [--orphans N]`: our orphan scan against
 //!   DuckDB's, and commit latency before and after catalog garbage cleanup.
 //! - `cargo xtask bench durability [--commits N] [--restore-gb G] [--skip-walg]`: RPO, archive
@@ -34,15 +34,12 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-mod bench;
-mod bench_catalog;
-mod bench_durability;
-mod bench_maintenance;
 mod clients;
 mod container;
 mod container_smoke;
 mod libduckdb;
-mod support;
+
+use xtask_bench::support;
 
 // The one place versions are pinned. `base` links nothing (catalog-server would need libduckdb
 // before `deps` fetched it).
@@ -63,22 +60,22 @@ fn main() -> Result<()> {
         "bench" => match rest.split_first() {
             Some((what, args)) if what == "startup" => {
                 let deps = deps()?;
-                bench::startup(args, &deps.extensions, build_binary)
+                xtask_bench::startup::startup(args, &deps.extensions, build_binary)
             }
             Some((what, args)) if what == "durability" => {
                 let deps = deps()?;
                 let bin = build_binary(true)?;
-                bench_durability::durability(args, &deps.venv, &deps.extensions, &bin)
+                xtask_bench::durability::durability(args, &deps.venv, &deps.extensions, &bin)
             }
             Some((what, args)) if what == "catalog" => {
                 let deps = deps()?;
                 let bin = build_binary(true)?;
-                bench_catalog::catalog(args, &deps.venv, &deps.extensions, &bin)
+                xtask_bench::catalog::catalog(args, &deps.venv, &deps.extensions, &bin)
             }
             Some((what, args)) if what == "maintenance" => {
                 let deps = deps()?;
                 let bin = build_binary(true)?;
-                bench_maintenance::maintenance(args, &deps.venv, &deps.extensions, &bin)
+                xtask_bench::maintenance::maintenance(args, &deps.venv, &deps.extensions, &bin)
             }
             _ => bail!("usage: cargo xtask bench startup|durability|catalog|maintenance [ARGS…]"),
         },

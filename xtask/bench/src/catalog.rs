@@ -38,7 +38,7 @@ use crate::support::{checked_output, free_port, readyz};
 
 pub(crate) const PASSWORD: &str = "bench-password-1";
 pub(crate) const LAKE: &str = "bench";
-pub(crate) const DRIVER: &str = include_str!("bench_catalog.py");
+pub(crate) const DRIVER: &str = include_str!("catalog.py");
 /// Rows of each table's one real Parquet file (ids 0..ROWS-1).
 const ROWS: i64 = 1000;
 
@@ -68,7 +68,7 @@ pub(crate) struct Catalog {
     pub(crate) pg_port: u16,
 }
 
-pub(crate) fn catalog(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
+pub fn catalog(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
     let o = parse(args)?;
     let scratch = std::env::temp_dir().join(format!("dlc-bench-catalog-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -340,7 +340,7 @@ pub(crate) async fn start_tuned(
 async fn start_vanilla(scratch: &Path) -> Result<Catalog> {
     let bin = PathBuf::from(format!(
         "/usr/lib/postgresql/{}/bin",
-        crate::versions::PG_MAJOR
+        base::versions::PG_MAJOR
     ));
     let dir = scratch.join("vanilla");
     let pgdata = dir.join("pgdata");
@@ -464,7 +464,7 @@ pub(crate) fn stop(child: &mut Child) {
 fn stop_vanilla(c: &mut Catalog, scratch: &Path) {
     let bin = PathBuf::from(format!(
         "/usr/lib/postgresql/{}/bin",
-        crate::versions::PG_MAJOR
+        base::versions::PG_MAJOR
     ));
     let mut pg_ctl = Command::new(bin.join("pg_ctl"));
     pg_ctl

@@ -37,12 +37,7 @@ struct Options {
     walg: bool,
 }
 
-pub(crate) fn durability(
-    args: &[String],
-    venv: &Path,
-    extensions: &Path,
-    bin: &Path,
-) -> Result<()> {
+pub fn durability(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
     let mut o = Options {
         commits: 200,
         restore_gb: 1.0,

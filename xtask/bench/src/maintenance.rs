@@ -27,9 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::bench_catalog::{
-    grow, p50, start_tuned, stop, Catalog, DriverEnv, DRIVER, LAKE, PASSWORD,
-};
+use crate::catalog::{grow, p50, start_tuned, stop, Catalog, DriverEnv, DRIVER, LAKE, PASSWORD};
 use crate::support::checked_output;
 
 struct Options {
@@ -41,12 +39,7 @@ struct Options {
     commits: usize,
 }
 
-pub(crate) fn maintenance(
-    args: &[String],
-    venv: &Path,
-    extensions: &Path,
-    bin: &Path,
-) -> Result<()> {
+pub fn maintenance(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
     let mut o = Options {
         objects: 100_000,
         orphans: 1_000,

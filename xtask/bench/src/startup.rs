@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::support::{free_port, readyz};
 
-pub(crate) fn startup(
+pub fn startup(
     args: &[String],
     extensions: &Path,
     build: impl FnOnce(bool) -> Result<PathBuf>,

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 
 /// Runs `cmd` and returns its output; when it fails, an error naming `what`, the exit status
 /// and its stderr.
-pub(crate) fn checked_output(cmd: &mut Command, what: &str) -> Result<Output> {
+pub fn checked_output(cmd: &mut Command, what: &str) -> Result<Output> {
     let out = cmd.output().with_context(|| format!("run {what}"))?;
     if !out.status.success() {
         bail!(
@@ -23,12 +23,12 @@ pub(crate) fn checked_output(cmd: &mut Command, what: &str) -> Result<Output> {
 }
 
 /// A loopback port nobody listens on right now.
-pub(crate) fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// `GET /readyz` on a loopback health port: the response when it is 200, else `None`.
-pub(crate) fn readyz(port: u16) -> Option<String> {
+pub fn readyz(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
@@ -39,16 +39,17 @@ pub(crate) fn readyz(port: u16) -> Option<String> {
 }
 
 /// `moto_server` (S3 and Secrets Manager) from the test venv, killed on drop.
-pub(crate) struct Moto {
+#[derive(Debug)]
+pub struct Moto {
     child: Child,
-    pub(crate) port: u16,
+    pub port: u16,
     venv: PathBuf,
 }
 
 impl Moto {
     /// Starts moto on `host` (`127.0.0.1`, or `0.0.0.0` when a container must reach it) and
     /// waits until it accepts connections.
-    pub(crate) fn start(venv: &Path, host: &str) -> Result<Moto> {
+    pub fn start(venv: &Path, host: &str) -> Result<Moto> {
         let port = free_port()?;
         let child = Command::new(venv.join("bin/moto_server"))
             .args(["-H", host, "-p", &port.to_string()])
@@ -75,7 +76,7 @@ impl Moto {
     }
 
     /// Runs Python code in the venv; `boto3` and `duckdb` are importable there.
-    pub(crate) fn python(&self, code: &str) -> Result<String> {
+    pub fn python(&self, code: &str) -> Result<String> {
         let out = checked_output(
             Command::new(self.venv.join("bin/python"))
                 .args(["-c", code])
@@ -85,7 +86,7 @@ impl Moto {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    pub(crate) fn create_bucket(&self, name: &str) -> Result<()> {
+    pub fn create_bucket(&self, name: &str) -> Result<()> {
         self.python(&format!(
             "import os, boto3; boto3.client('s3', endpoint_url=os.environ['MOTO_ENDPOINT'], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket='{name}')"
         ))
