@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-/// Each workspace crate's normal (non-dev) dependencies, by crate name.
-fn dependencies() -> BTreeMap<String, Vec<String>> {
+/// `cargo metadata --no-deps` of the workspace.
+fn metadata() -> serde_json::Value {
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -25,8 +25,12 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
         "cargo metadata: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    meta["packages"]
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Each workspace crate's normal (non-dev) dependencies, by crate name.
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    metadata()["packages"]
         .as_array()
         .unwrap()
         .iter()
@@ -65,6 +69,45 @@ fn forbid(all: &BTreeMap<String, Vec<String>>, krate: &str, forbidden: &[&str], 
         .filter(|d| forbidden.contains(&d.as_str()))
         .collect();
     assert!(bad.is_empty(), "`{krate}` depends on {bad:?}: {why}");
+}
+
+/// Lines of `src/**/*.rs` under `dir`, each file counted up to its first top-level
+/// `#[cfg(test)]` (unit tests sit at the end of a file).
+fn non_test_lines(dir: &std::path::Path) -> usize {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            total += non_test_lines(&path);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            total += text
+                .lines()
+                .take_while(|l| !l.starts_with("#[cfg(test)]"))
+                .count();
+        }
+    }
+    total
+}
+
+/// The most non-test code a crate may hold: past it, a crate holds more than one concern and
+/// is split (ARCHITECTURE.md).
+const MAX_CRATE_LINES: usize = 3_000;
+
+#[test]
+fn no_crate_holds_more_than_about_three_thousand_lines() {
+    let meta = metadata();
+    let mut sizes = Vec::new();
+    for p in meta["packages"].as_array().unwrap() {
+        let manifest = std::path::PathBuf::from(p["manifest_path"].as_str().unwrap());
+        let src = manifest.parent().unwrap().join("src");
+        sizes.push((p["name"].as_str().unwrap().to_owned(), non_test_lines(&src)));
+    }
+    let over: Vec<_> = sizes.iter().filter(|(_, n)| *n > MAX_CRATE_LINES).collect();
+    assert!(
+        over.is_empty(),
+        "crates over {MAX_CRATE_LINES} non-test lines: {over:?} (all: {sizes:?}); split by concern"
+    );
 }
 
 #[test]
@@ -122,7 +165,7 @@ fn storage_knows_neither_postgresql_nor_the_aws_sdk() {
 fn only_the_binary_and_xtask_use_anyhow() {
     let all = dependencies();
     for krate in all.keys() {
-        if krate == "ducklake-catalog" || krate == "xtask" {
+        if ["ducklake-catalog", "xtask", "xtask-bench"].contains(&krate.as_str()) {
             continue;
         }
         forbid(
