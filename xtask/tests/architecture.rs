@@ -263,6 +263,19 @@ fn the_ducklake_administration_reaches_postgresql_through_a_handle_only() {
 }
 
 #[test]
+fn the_pooler_knows_only_pgbouncer() {
+    let all = dependencies();
+    let others = ours_except(&all, &["base"]);
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    forbid(
+        &all,
+        "pooler",
+        &others,
+        "the pooler writes PgBouncer's configuration and runs it; the server supervises it",
+    );
+}
+
+#[test]
 fn no_library_depends_on_the_configuration() {
     let all = dependencies();
     for krate in [
@@ -278,6 +291,7 @@ fn no_library_depends_on_the_configuration() {
         "lake-session",
         "lake-admin",
         "lake-upkeep",
+        "pooler",
     ] {
         forbid(
             &all,
