@@ -133,6 +133,7 @@ fn libduckdb() -> Result<PathBuf> {
 fn deps() -> Result<Deps> {
     libduckdb()?;
     let pg_bin = postgres()?;
+    pgbouncer()?;
     let cache = cache_dir();
     let venv = python_venv(&cache)?;
     let extensions = extension_dir(&cache)?;
@@ -171,6 +172,41 @@ fn postgres() -> Result<PathBuf> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .arg(format!("postgresql-{}", versions::PG_MAJOR))
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(bin)
+}
+
+/// Debian's PgBouncer, for `[pooler]` and its tests; installed without starting Debian's own
+/// instance (which would take port 6432).
+fn pgbouncer() -> Result<PathBuf> {
+    let bin = PathBuf::from("/usr/sbin/pgbouncer");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    if !is_root() {
+        bail!("PgBouncer is not installed: run `sudo apt-get install pgbouncer` (or run this as root)");
+    }
+    eprintln!("xtask: installing pgbouncer from Debian");
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        fs::write(policy, "#!/bin/sh\nexit 101\n").context("write policy-rc.d")?;
+        run(Command::new("chmod").args(["0755", "/usr/sbin/policy-rc.d"]))?;
+    }
+    let installed = run(Command::new("apt-get").arg("update").arg("-q")).and_then(|()| {
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "pgbouncer",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if ours {
+        let _ = fs::remove_file(policy);
+    }
+    installed?;
     Ok(bin)
 }
 

@@ -246,8 +246,14 @@ impl Cluster {
             .ok()
             .flatten()
             .map_or_else(|| Uid::effective().to_string(), |u| u.name);
+        // The connection pooler runs as PostgreSQL's OS user (or the supervisor's) and looks
+        // users up as `ducklake_pooler` over the socket.
+        let pooler_os_user = self
+            .os_user
+            .as_ref()
+            .map_or(supervisor_os_user.as_str(), |u| u.name.as_str());
         let ident = format!(
-            "# Managed by ducklake-catalog: rewritten on every start.\nsupervisor {supervisor_os_user} {SUPERUSER}\n"
+            "# Managed by ducklake-catalog: rewritten on every start.\nsupervisor {supervisor_os_user} {SUPERUSER}\npooler {pooler_os_user} ducklake_pooler\n"
         );
         self.write_file("pg_ident.conf", ident.as_bytes(), 0o600)
     }
@@ -385,6 +391,8 @@ const PG_HBA: &str = "\
 local    all      ducklake_supervisor               peer map=supervisor
 local    replication ducklake_supervisor            peer map=supervisor
 host     all      ducklake_supervisor  all          reject
+local    all      ducklake_pooler                   peer map=pooler
+host     all      ducklake_pooler      all          reject
 host     all      +ducklake_servers    all          reject
 local    all      all                               scram-sha-256
 host     all      all                  127.0.0.1/32 scram-sha-256
