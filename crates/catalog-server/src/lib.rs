@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod connection;
 pub mod doctor;
+pub mod pooling;
 pub mod postgres;
 pub mod recovery;
 pub mod schedule;

@@ -20,6 +20,21 @@ pub struct Status {
     pub admin_password: Option<PasswordStatus>,
     /// Scheduled maintenance per lake: the last job and when the next is due.
     pub maintenance: BTreeMap<String, MaintenanceStatus>,
+    /// The connection pooler; `None` when `pooler.enabled` is off.
+    pub pooler: Option<PoolerStatus>,
+}
+
+/// The supervised connection pooler (PgBouncer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PoolerStatus {
+    /// `starting`, `running`, `restarting` or `stopped`.
+    pub state: String,
+    pub port: u16,
+    pub pid: Option<i32>,
+    /// Unexpected exits since the server started.
+    pub restarts: u32,
+    /// The last start failure or exit, one line.
+    pub last_error: Option<String>,
 }
 
 /// One lake's scheduled maintenance.
@@ -152,10 +167,12 @@ pub enum LakeState {
 }
 
 impl Status {
-    /// True when PostgreSQL runs, every lake is initialised and this instance was not fenced.
+    /// True when PostgreSQL runs, every lake is initialised, the pooler (when enabled) runs and
+    /// this instance was not fenced.
     pub fn lakes_ready(&self) -> bool {
         self.accepting()
             && self.backup.as_ref().is_none_or(|b| b.fenced.is_none())
+            && self.pooler.as_ref().is_none_or(|p| p.state == "running")
             && !self.lakes.is_empty()
             && self.lakes.values().all(|l| l.state == LakeState::Ready)
     }
@@ -181,6 +198,16 @@ impl Status {
         }
         if let Some(reason) = self.backup.as_ref().and_then(|b| b.fenced.as_ref()) {
             return Some(format!("fenced: {reason}"));
+        }
+        if let Some(p) = self.pooler.as_ref().filter(|p| p.state != "running") {
+            return Some(format!(
+                "the connection pooler is {}{}",
+                p.state,
+                p.last_error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
         }
         if let Some((name, lake)) = self.lakes.iter().find(|(_, l)| l.state == LakeState::Error) {
             return Some(format!(

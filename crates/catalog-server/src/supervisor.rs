@@ -49,6 +49,8 @@ pub enum ServeError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error(transparent)]
+    Pooler(#[from] pooler::PoolerError),
     #[error("{0}")]
     Fenced(String),
     #[error("another `ducklake-catalog serve` (pid {pid}) is running on home {home}; stop it first, or give this one its own home (nothing was changed)")]
@@ -245,6 +247,7 @@ impl Supervisor {
     ) -> Result<(), ServeError> {
         // First: one server per home. A second one changes nothing (no file, no lease).
         let _serving = serve_lock(&self.config.home)?;
+        let mut pooler = self.check_pooler()?;
         let runner = self.engine().await?;
         let password = self.admin_password().await?;
         stop_orphaned_postgres(&self.config).await?;
@@ -253,8 +256,7 @@ impl Supervisor {
         // Every long-running task of the server, so none is lost silently (see `Tasks`).
         let mut tasks = Tasks::default();
         let (cluster, boot, durable) = self.prepare(&agent_stop, &mut tasks).await?;
-        let key = ServerKey::load_or_create(&self.config.home.join("secrets"))?;
-        let pg = PgHandle::new(cluster.socket(), key);
+        let pg = self.pg_handle(&cluster)?;
         let recovering = cluster.pgdata.join("recovery.signal").exists();
         let mut fenced = durable.as_ref().map(|d| d.agent.fenced());
         let (password_tx, password) = watch::channel(password);
@@ -312,6 +314,7 @@ impl Supervisor {
                     self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop, &mut tasks);
                 }
                 self.spawn_password_watch(Some(&cluster), &password_tx, &agent_stop, &mut tasks);
+                self.spawn_pooler(&cluster, &mut pooler, &mut tasks)?;
             }
             first = false;
             // In this order: a stop cancels tasks that watch `shutdown` (they end then, which is
@@ -319,6 +322,7 @@ impl Supervisor {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
+                    pooler.stop().await;
                     self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
                     agent_stop.cancel();
                     tasks.finish().await;
@@ -337,6 +341,7 @@ impl Supervisor {
                 (task, how) = tasks.next_lost() => {
                     let reason = format!("the server's {task} task {how}");
                     tracing::error!(task, %how, "a background task of the server stopped: stopping PostgreSQL in order and exiting, so the orchestrator starts a fresh server");
+                    pooler.stop().await;
                     self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
                     return Err(ServeError::TaskLost(reason));
                 }
@@ -391,7 +396,14 @@ impl Supervisor {
             };
         });
         for lake in &lakes {
-            bring_up_lake(&self.admin(&pg), &self.s3, lake, &runner, &self.status).await?;
+            bring_up_lake(
+                &self.admin(&pg),
+                &self.s3,
+                (lake, false),
+                &runner,
+                &self.status,
+            )
+            .await?;
         }
         self.announce(&lakes);
         self.spawn_lakes(&pg, &runner, &stop, shutdown, &mut tasks);
@@ -702,11 +714,15 @@ impl Supervisor {
         let client = cluster.connect_superuser("postgres").await?;
         ensure_admin_role(&client, &self.config.postgres.admin_user, password).await?;
         enable_statement_stats(&client).await;
+        let pooled = self.config.pooler.enabled;
+        if pooled {
+            crate::pooling::prepare_role(&client).await?;
+        }
         let admin = self.admin(pg);
         let lakes = crate::lakes::reconcile(&client, &admin).await?;
         drop(client);
         for lake in &lakes {
-            bring_up_lake(&admin, &self.s3, lake, runner, &self.status).await?;
+            bring_up_lake(&admin, &self.s3, (lake, pooled), runner, &self.status).await?;
         }
         Ok(lakes)
     }
@@ -770,6 +786,51 @@ impl Supervisor {
             "maintenance schedule",
             crate::schedule::schedule(ctx, self.status.clone(), shutdown.clone()),
         );
+    }
+
+    /// With `pooler.enabled`, before anything starts: the pooler's program exists (else a
+    /// one-line error, not a half start), and the status says it is starting (not ready until
+    /// it runs).
+    fn check_pooler(&self) -> Result<PoolerControl, ServeError> {
+        let control = PoolerControl::new(self.config.pooler.enabled);
+        if !self.config.pooler.enabled {
+            return Ok(control);
+        }
+        pooler::find_binary(self.config.pooler.bin.as_deref())?;
+        let port = self.config.pooler.port;
+        self.status.send_modify(|s| {
+            s.pooler = Some(crate::status::PoolerStatus {
+                state: "starting".into(),
+                port,
+                ..Default::default()
+            });
+        });
+        Ok(control)
+    }
+
+    /// The administration's handle on the supervised `cluster`, with the key in
+    /// `<home>/secrets`.
+    fn pg_handle(&self, cluster: &Cluster) -> Result<PgHandle, ServeError> {
+        let key = ServerKey::load_or_create(&self.config.home.join("secrets"))?;
+        Ok(PgHandle::new(cluster.socket(), key))
+    }
+
+    /// The pooler's task (with `pooler.enabled`, once): it runs until `pooler` stops it.
+    fn spawn_pooler(
+        &self,
+        cluster: &Cluster,
+        pooler: &mut PoolerControl,
+        tasks: &mut Tasks,
+    ) -> Result<(), ServeError> {
+        let Some(down) = pooler.down_tx.take() else {
+            return Ok(());
+        };
+        let settings = crate::pooling::settings(&self.config, cluster)?;
+        tasks.spawn(
+            "connection pooler",
+            crate::pooling::supervise(settings, self.status.clone(), pooler.stop.clone(), down),
+        );
+        Ok(())
     }
 
     /// The DuckLake administration through `pg`, with this configuration's settings.
@@ -1148,6 +1209,32 @@ async fn report_archive(
     }
 }
 
+/// How the serve loop stops the pooler's task before PostgreSQL.
+struct PoolerControl {
+    stop: CancellationToken,
+    /// Given to the task when it is spawned (with `pooler.enabled`).
+    down_tx: Option<watch::Sender<bool>>,
+    down: watch::Receiver<bool>,
+}
+
+impl PoolerControl {
+    fn new(enabled: bool) -> Self {
+        let (tx, down) = watch::channel(!enabled);
+        PoolerControl {
+            stop: CancellationToken::new(),
+            down_tx: enabled.then_some(tx),
+            down,
+        }
+    }
+
+    /// Stops the pooler (when it runs) and waits until it is down, at most 10 s: clients go
+    /// before PostgreSQL does.
+    async fn stop(&mut self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.down.wait_for(|d| *d)).await;
+    }
+}
+
 /// Sleeps for `d`; true when `cancel` fired first.
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
@@ -1160,7 +1247,7 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 async fn bring_up_lake(
     admin: &Admin,
     s3: &storage::S3Settings,
-    lake: &LakeConfig,
+    (lake, pooled): (&LakeConfig, bool),
     runner: &DuckDbRunner,
     status: &StatusSender,
 ) -> Result<(), LakeError> {
@@ -1173,7 +1260,15 @@ async fn bring_up_lake(
     status.send_modify(|s| {
         s.lakes.insert(lake.name.clone(), entry.clone());
     });
-    let result = ensure_lake(admin, s3, lake, runner).await;
+    let mut result = ensure_lake(admin, s3, lake, runner).await;
+    if pooled && result.is_ok() {
+        if let Err(error) = crate::pooling::install_lookup(&admin.pg, &lake.name).await {
+            result = Err(LakeError::Postgres {
+                lake: lake.name.clone(),
+                error,
+            });
+        }
+    }
     match &result {
         Ok(info) => {
             entry.state = LakeState::Ready;
@@ -1198,6 +1293,7 @@ async fn watch_lakes_once(
     runner: &DuckDbRunner,
     status: &StatusSender,
 ) -> Result<(), ServeError> {
+    let pooled = config.pooler.enabled;
     let lakes = crate::lakes::serving_now(client, admin).await?;
     let served: Vec<String> = status.borrow().lakes.keys().cloned().collect();
     for name in &served {
@@ -1209,7 +1305,7 @@ async fn watch_lakes_once(
         }
     }
     for lake in lakes.iter().filter(|l| !served.contains(&l.name)) {
-        match bring_up_lake(admin, s3, lake, runner, status).await {
+        match bring_up_lake(admin, s3, (lake, pooled), runner, status).await {
             Ok(()) => announce_lake(config, lake),
             Err(e) => tracing::error!(lake = %lake.name, error = %e, "a created lake is not ready"),
         }

@@ -32,6 +32,7 @@ fn all_keys() -> Vec<String> {
     c.s3.session_token = Some(Secret::new("t"));
     c.s3.session_token_file = Some("/x".into());
     c.duckdb.extension_directory = Some("/x".into());
+    c.pooler.bin = Some("/x".into());
     c.backup.target = Some(storage::DataPath::parse("/b").unwrap());
     c.backup.retention.max_age = Some(catalog_server::config::HumanDuration(
         std::time::Duration::from_mins(1),
@@ -85,6 +86,7 @@ fn configuration_doc_lists_every_key() {
                     | "backup.retention"
                     | "marketplace"
                     | "maintenance"
+                    | "pooler"
             )
         })
         .filter(|k| !doc.contains(&format!("`{k}`")))

@@ -38,6 +38,8 @@ pub struct Config {
     pub home: PathBuf,
     /// The PostgreSQL server the product supervises.
     pub postgres: PostgresConfig,
+    /// The connection pooler (PgBouncer) in front of it.
+    pub pooler: PoolerConfig,
     /// The HTTP server for `/healthz` and `/readyz`.
     pub http: HttpConfig,
     /// S3 access for lake data paths; unset fields use the standard AWS credential chain.
@@ -63,6 +65,35 @@ pub struct Config {
 }
 
 pub use aws::marketplace::MarketplaceConfig;
+
+/// `[pooler]`: PgBouncer in transaction mode on its own port, in front of the supervised
+/// PostgreSQL (docs/connections.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolerConfig {
+    /// Run the pooler (supervised mode only).
+    pub enabled: bool,
+    /// The port clients connect to through the pooler (on `postgres.listen_address`).
+    pub port: u16,
+    /// Client connections the pooler accepts in all.
+    pub max_client_conn: u32,
+    /// Server connections per lake database and user.
+    pub pool_size: u32,
+    /// The `pgbouncer` program; default Debian's `/usr/sbin/pgbouncer`.
+    pub bin: Option<PathBuf>,
+}
+
+impl Default for PoolerConfig {
+    fn default() -> Self {
+        PoolerConfig {
+            enabled: false,
+            port: 6432,
+            max_client_conn: 5000,
+            pool_size: 20,
+            bin: None,
+        }
+    }
+}
 
 /// `[postgres]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +214,7 @@ impl Default for Config {
         Config {
             home: PathBuf::from(".ducklake-catalog"),
             postgres: PostgresConfig::default(),
+            pooler: PoolerConfig::default(),
             http: HttpConfig::default(),
             s3: S3Config::default(),
             duckdb: DuckdbConfig::default(),
@@ -430,11 +462,41 @@ impl Config {
         DataPath::Local(self.home.join("lakes").join(lake))
     }
 
+    fn validate_pooler(&self) -> Result<(), ConfigError> {
+        let p = &self.pooler;
+        if !p.enabled {
+            return Ok(());
+        }
+        if p.port == 0 || p.port == self.postgres.port || p.port == self.http.listen.port() {
+            return Err(ConfigError::invalid(
+                "pooler.port",
+                "must be 1-65535 and differ from postgres.port and the port of http.listen",
+            ));
+        }
+        if !(10..=100_000).contains(&p.max_client_conn) {
+            return Err(ConfigError::invalid(
+                "pooler.max_client_conn",
+                "must be 10-100000",
+            ));
+        }
+        if !(1..=1_000).contains(&p.pool_size) {
+            return Err(ConfigError::invalid("pooler.pool_size", "must be 1-1000"));
+        }
+        if self.external.is_some() {
+            return Err(ConfigError::invalid(
+                "pooler.enabled",
+                "the pooler runs in front of the supervised PostgreSQL only; with postgres.url use RDS Proxy or a pooler of your own",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let pg = &self.postgres;
         if pg.port == 0 {
             return Err(ConfigError::invalid("postgres.port", "must be 1-65535"));
         }
+        self.validate_pooler()?;
         if let Some(n) = self.postgres.max_connections {
             if !(10..=10_000).contains(&n) {
                 return Err(ConfigError::invalid(
@@ -854,7 +916,7 @@ impl Config {
     }
 
     /// Where lake users connect: the external PostgreSQL (TLS required), or this server's
-    /// client address and port.
+    /// client address and port (the pooler's, when it runs).
     pub fn client_endpoint(&self) -> lake_admin::settings::ClientEndpoint {
         match self.external() {
             Some(r) => lake_admin::settings::ClientEndpoint {
@@ -864,7 +926,12 @@ impl Config {
             },
             None => lake_admin::settings::ClientEndpoint {
                 host: self.client_host(),
-                port: self.postgres.port,
+                // Through the pooler when it runs; `postgres.port` stays the direct path.
+                port: if self.pooler.enabled {
+                    self.pooler.port
+                } else {
+                    self.postgres.port
+                },
                 sslmode: None,
             },
         }

@@ -156,6 +156,31 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "restore on an empty home when the target holds a backup",
     },
     KeyDoc {
+        key: "pooler.enabled",
+        default: "`false`",
+        meaning: "run PgBouncer (transaction pooling) in front of the supervised PostgreSQL on `pooler.port`: users looked up live (no password file), TLS with PostgreSQL's certificate, supervised and restarted with PostgreSQL (docs/connections.md)",
+    },
+    KeyDoc {
+        key: "pooler.port",
+        default: "`6432`",
+        meaning: "the pooled port clients connect to, on `postgres.listen_address`; `postgres.port` stays the direct session path",
+    },
+    KeyDoc {
+        key: "pooler.max_client_conn",
+        default: "`5000`",
+        meaning: "client connections the pooler holds in all (10-100000)",
+    },
+    KeyDoc {
+        key: "pooler.pool_size",
+        default: "`20`",
+        meaning: "PostgreSQL connections per lake database and user; all of one lake share at most 3/4 of `max_connections`",
+    },
+    KeyDoc {
+        key: "pooler.bin",
+        default: "Debian's `/usr/sbin/pgbouncer`",
+        meaning: "the `pgbouncer` program",
+    },
+    KeyDoc {
         key: "http.listen",
         default: "`127.0.0.1:8080`",
         meaning: "`/healthz`, `/readyz`; use `0.0.0.0:8080` in a container",
