@@ -315,5 +315,12 @@ fn dockerfile_matches_the_server() {
     assert_eq!(config.http.listen.port(), 8080);
     assert!(file.contains(r#"CMD ["ducklake-catalog", "health"]"#));
     assert!(file.contains(r#"ENTRYPOINT ["ducklake-catalog", "serve"]"#));
-    assert!(file.contains("EXPOSE 5432 8080"));
+    // The direct port, the pooler's and the health port.
+    let expose = format!(
+        "EXPOSE {} {} {}",
+        config.postgres.port,
+        config.pooler.port,
+        config.http.listen.port()
+    );
+    assert!(file.contains(&expose), "{expose}");
 }
