@@ -23,7 +23,8 @@ pub fn settings(config: &Config, cluster: &Cluster) -> Result<PoolerSettings, po
     let max_connections = config.admin_settings().max_connections;
     Ok(PoolerSettings {
         bin: pooler::find_binary(config.pooler.bin.as_deref())?,
-        dir: config.socket_dir().join("pooler"),
+        // In the home (the supervisor's), not in `run/` (PostgreSQL's OS user's).
+        dir: config.home.join("pooler"),
         listen_address: config.postgres.listen_address.clone(),
         port: config.pooler.port,
         databases: Vec::new(),
@@ -45,9 +46,10 @@ pub fn settings(config: &Config, cluster: &Cluster) -> Result<PoolerSettings, po
 pub async fn prepare_role(su: &tokio_postgres::Client) -> Result<(), PgError> {
     crate::postgres::create_role_if_missing(su, AUTH_ROLE, true).await?;
     su.batch_execute(&format!(
-        "ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 10 PASSWORD NULL;
+        "ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {limit} PASSWORD NULL;
          ALTER ROLE {role} RESET ALL;",
-        role = quote_ident(AUTH_ROLE)
+        role = quote_ident(AUTH_ROLE),
+        limit = pooler::LOOKUP_CONNECTIONS + 4,
     ))
     .await
     .map_err(PgError::sql(format!("prepare role {AUTH_ROLE}")))

@@ -177,6 +177,8 @@ fn lake_users_work_through_the_pooler_and_nobody_else_gets_in() {
                 pooled(p.port, role, "anything-at-all-1", "sales").await,
                 role,
             );
+            // PgBouncer keeps its lookup role with an empty password: never a way in.
+            refused(pooled(p.port, role, "", "sales").await, role);
         }
         // The admin is the lake's owner: it gets in.
         assert!(pooled(p.port, "admin", ADMIN_PASSWORD, "sales")

@@ -11,6 +11,7 @@ const HOME_STATE: &[&str] = &[
     "run",
     "secrets",
     "extensions",
+    "pooler",
     "bin",
     "backup-lease.json",
     "serve.lock",

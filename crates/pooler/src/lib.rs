@@ -34,6 +34,8 @@ pub const AUTH_SCHEMA: &str = "ducklake_pooler";
 /// What the pooler asks for a user's SCRAM verifier.
 pub const AUTH_QUERY: &str = "SELECT usename, passwd FROM ducklake_pooler.lookup($1)";
 
+/// The lookup role's sessions the pooler holds at most (PostgreSQL allows it a few more).
+pub const LOOKUP_CONNECTIONS: u32 = 8;
 /// Where Debian installs PgBouncer.
 const DEBIAN_BINARY: &str = "/usr/sbin/pgbouncer";
 /// How many of the pooler's last lines are kept to explain a failed start.
@@ -152,10 +154,17 @@ client_tls_sslmode = allow
 client_tls_cert_file = {cert}
 client_tls_key_file = {key}
 client_tls_protocols = secure
+client_login_timeout = 10
+verbose = 0
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
 application_name_add_host = 0
+
+[users]
+; The lookups of every lake share this role's sessions: idle ones in one database are closed
+; to serve another instead of failing.
+{AUTH_ROLE} = max_user_connections={lookup}
 ",
         listen = s.listen_address,
         port = s.port,
@@ -164,6 +173,7 @@ application_name_add_host = 0
         max_client = s.max_client_conn,
         pool = s.pool_size,
         max_db = s.max_db_connections,
+        lookup = LOOKUP_CONNECTIONS,
         cert = s.tls_cert.display(),
         key = s.tls_key.display(),
     );
@@ -174,21 +184,33 @@ application_name_add_host = 0
 /// without TLS only on loopback; never the pooler's lookup role.
 const POOLER_HBA: &str = "\
 # Managed by ducklake-catalog: rewritten on every start.
-host     all  ducklake_pooler  0.0.0.0/0     reject
-host     all  ducklake_pooler  ::/0          reject
-host     all  all              127.0.0.1/32  scram-sha-256
-host     all  all              ::1/128       scram-sha-256
-hostssl  all  all              0.0.0.0/0     scram-sha-256
-hostssl  all  all              ::/0          scram-sha-256
+host     all  ducklake_pooler      0.0.0.0/0     reject
+host     all  ducklake_pooler      ::/0          reject
+host     all  ducklake_supervisor  0.0.0.0/0     reject
+host     all  ducklake_supervisor  ::/0          reject
+host     all  all                  127.0.0.1/32  scram-sha-256
+host     all  all                  ::1/128       scram-sha-256
+hostssl  all  all                  0.0.0.0/0     scram-sha-256
+hostssl  all  all                  ::/0          scram-sha-256
 ";
 
 /// Writes the pooler's folder: `pgbouncer.ini`, its `pg_hba.conf` and an empty user list
 /// (every user is looked up), owned by the OS user it runs as, readable by it alone.
 pub fn write_config(s: &PoolerSettings) -> Result<PathBuf, PoolerError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::create_dir_all(&s.dir).map_err(io(format!("create {}", s.dir.display())))?;
-    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("restrict {}", s.dir.display())))?;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    // Made afresh on every start: the OS user the pooler runs as owns the folder afterwards,
+    // and nothing it left there (a symbolic link) may redirect these writes. `remove_dir_all`
+    // removes a link itself, never what it points to.
+    match std::fs::symlink_metadata(&s.dir) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&s.dir),
+        Ok(_) => std::fs::remove_file(&s.dir),
+        Err(_) => Ok(()),
+    }
+    .map_err(io(format!("clear {}", s.dir.display())))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&s.dir)
+        .map_err(io(format!("create {}", s.dir.display())))?;
     let ini = s.dir.join("pgbouncer.ini");
     let users = s.dir.join("users.txt");
     let hba = s.dir.join("pg_hba.conf");
@@ -197,9 +219,14 @@ pub fn write_config(s: &PoolerSettings) -> Result<PathBuf, PoolerError> {
         (&users, String::new()),
         (&hba, POOLER_HBA.to_owned()),
     ] {
-        std::fs::write(path, text).map_err(io(format!("write {}", path.display())))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io(format!("restrict {}", path.display())))?;
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(io(format!("write {}", path.display())))?;
     }
     if let Some((uid, gid)) = s.os_user {
         for path in [&s.dir, &ini, &users, &hba] {
@@ -307,8 +334,11 @@ fn parse(line: &str) -> Option<(&str, &str, &str)> {
     Some((pid, severity, message))
 }
 
-fn emit(line: &str) {
-    let Some((pid, severity, message)) = parse(line) else {
+/// One log line as a tracing event. Only a line carrying the child's own pid keeps its
+/// severity: a client can put a newline in its user name, and the forged line that follows
+/// is logged as plain text.
+fn emit(line: &str, child: &str) {
+    let Some((pid, severity, message)) = parse(line).filter(|(pid, _, _)| *pid == child) else {
         tracing::info!(target: "pgbouncer", "{line}");
         return;
     };
@@ -325,11 +355,11 @@ fn emit(line: &str) {
     }
 }
 
-async fn forward(out: impl AsyncRead + Unpin, recent: RecentLines) {
+async fn forward(out: impl AsyncRead + Unpin, recent: RecentLines, child: String) {
     let mut lines = BufReader::new(out).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         recent.push(&line);
-        emit(&line);
+        emit(&line, &child);
     }
 }
 
@@ -368,10 +398,10 @@ pub async fn start(s: &PoolerSettings) -> Result<RunningPooler, PoolerError> {
         .expect("a just-spawned child has a pid");
     let recent = RecentLines::default();
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward(stderr, recent.clone()));
+        tokio::spawn(forward(stderr, recent.clone(), pid.to_string()));
     }
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward(stdout, recent.clone()));
+        tokio::spawn(forward(stdout, recent.clone(), pid.to_string()));
     }
     let mut running = RunningPooler { child, pid, recent };
     let deadline = Instant::now() + s.start_timeout;
