@@ -17,7 +17,6 @@
 
 pub mod admin;
 pub mod connection;
-pub mod doctor;
 pub mod pooling;
 pub mod postgres;
 pub mod recovery;

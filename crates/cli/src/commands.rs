@@ -323,7 +323,7 @@ fn doctor(config: Result<Config, Failure>, format: Format) -> Result<(), Failure
             .downcast::<catalog_server::config::ConfigError>()
             .unwrap_or_else(|e| catalog_server::config::ConfigError::Figment(format!("{e:#}")))
     });
-    let report = runtime()?.block_on(catalog_server::doctor::run(config));
+    let report = runtime()?.block_on(::doctor::run(config));
     match format {
         Format::Text => print!("{}", report.to_text()),
         Format::Json => println!(

@@ -10,10 +10,10 @@ use aws::S3Probe;
 use serde::Serialize;
 use storage::DataPath;
 
-use crate::config::{Config, ConfigError};
-use crate::connection::admin_password;
-use crate::postgres::{quote_ident, PgBinaries};
-use crate::versions::{DUCKLAKE_SPEC_VERSION, PG_MAJOR};
+use catalog_server::config::{Config, ConfigError};
+use catalog_server::connection::admin_password;
+use catalog_server::postgres::{quote_ident, PgBinaries};
+use catalog_server::versions::{DUCKLAKE_SPEC_VERSION, PG_MAJOR};
 
 /// Free space below which the home fails the check.
 const MIN_FREE_BYTES: u64 = 1 << 30;
@@ -70,7 +70,7 @@ impl Report {
 
     /// A failure whose message is the product's own one-line error: `cause; fix`.
     fn fail_with(&mut self, name: impl Into<String>, error: &dyn std::fmt::Display) {
-        let text = crate::one_line(&error.to_string());
+        let text = base::one_line(&error.to_string());
         match text.split_once("; ") {
             Some((cause, fix)) => self.fail(name, cause, fix),
             None => self.fail(name, text, "see docs/troubleshooting.md"),
@@ -280,7 +280,7 @@ async fn check_postgres(report: &mut Report, config: &Config) {
 async fn lake_spec(
     config: &Config,
     host: &str,
-    password: &crate::Secret,
+    password: &catalog_server::Secret,
     lake: &str,
 ) -> Result<Option<String>, String> {
     let client = tls_connect(config, host, password, lake).await?;
@@ -315,15 +315,15 @@ async fn spec_of(client: &tokio_postgres::Client) -> Result<Option<String>, Stri
 async fn tls_connect(
     config: &Config,
     host: &str,
-    password: &crate::Secret,
+    password: &catalog_server::Secret,
     dbname: &str,
 ) -> Result<tokio_postgres::Client, String> {
-    let pg = crate::remote::RemotePg {
+    let pg = catalog_server::remote::RemotePg {
         host: host.to_owned(),
         port: config.postgres.port,
         user: config.postgres.admin_user.clone(),
         dbname: dbname.to_owned(),
-        verify: crate::remote::Verify::Encrypt,
+        verify: catalog_server::remote::Verify::Encrypt,
     };
     pg.connect(
         &pg.user,
@@ -334,15 +334,19 @@ async fn tls_connect(
     )
     .await
     .map_err(|e| match e {
-        crate::remote::RemoteError::Connect { detail, .. } => detail,
-        other @ crate::remote::RemoteError::RootCert { .. } => other.to_string(),
+        catalog_server::remote::RemoteError::Connect { detail, .. } => detail,
+        other @ catalog_server::remote::RemoteError::RootCert { .. } => other.to_string(),
     })
 }
 
 /// An external PostgreSQL (`postgres.url`): a TLS login as the admin, the server version,
 /// every privilege the admin needs (each missing one named with the statement that grants
 /// it), the settings that matter to DuckLake, and each lake's catalog.
-async fn check_external(report: &mut Report, config: &Config, remote: &crate::remote::RemotePg) {
+async fn check_external(
+    report: &mut Report,
+    config: &Config,
+    remote: &catalog_server::remote::RemotePg,
+) {
     let endpoint = format!("{}:{}", remote.host, remote.port);
     let password = match admin_password(config).await {
         Ok(Some(p)) => p,
@@ -451,7 +455,7 @@ async fn external_facts(client: &tokio_postgres::Client) -> Result<ExternalFacts
             &[],
         )
         .await
-        .map_err(|e| crate::postgres::pg_message(&e))?;
+        .map_err(|e| catalog_server::postgres::pg_message(&e))?;
     let settings = client
         .query(
             "SELECT name, setting || coalesce(unit, '') FROM pg_settings
@@ -459,7 +463,7 @@ async fn external_facts(client: &tokio_postgres::Client) -> Result<ExternalFacts
             &[],
         )
         .await
-        .map_err(|e| crate::postgres::pg_message(&e))?
+        .map_err(|e| catalog_server::postgres::pg_message(&e))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
@@ -613,8 +617,8 @@ fn check_external_settings(report: &mut Report, f: &ExternalFacts) {
 }
 
 async fn lake_spec_remote(
-    remote: &crate::remote::RemotePg,
-    password: &crate::Secret,
+    remote: &catalog_server::remote::RemotePg,
+    password: &catalog_server::Secret,
     lake: &str,
 ) -> Result<Option<String>, String> {
     let client = remote
@@ -737,7 +741,7 @@ async fn check_services(report: &mut Report, config: &Config, aws: Option<&aws::
                 "admin password secret",
                 "needs the AWS checks above to pass",
             ),
-            Some(aws) => match crate::secrets_manager::fetch(aws, r).await {
+            Some(aws) => match catalog_server::secrets_manager::fetch(aws, r).await {
                 Ok(f) => report.pass(
                     "admin password secret",
                     format!(
@@ -752,14 +756,16 @@ async fn check_services(report: &mut Report, config: &Config, aws: Option<&aws::
     if config.marketplace.product_code.is_some() {
         match aws {
             None => report.skip("marketplace", "needs the AWS checks above to pass"),
-            Some(aws) => match crate::marketplace::register(Some(aws), &config.marketplace).await {
-                Ok(Some(r)) => report.pass(
-                    "marketplace",
-                    format!("RegisterUsage accepted for product {}", r.product_code),
-                ),
-                Ok(None) => {}
-                Err(e) => report.fail_with("marketplace", &e),
-            },
+            Some(aws) => {
+                match catalog_server::marketplace::register(Some(aws), &config.marketplace).await {
+                    Ok(Some(r)) => report.pass(
+                        "marketplace",
+                        format!("RegisterUsage accepted for product {}", r.product_code),
+                    ),
+                    Ok(None) => {}
+                    Err(e) => report.fail_with("marketplace", &e),
+                }
+            }
         }
     }
 }
