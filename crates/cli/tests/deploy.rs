@@ -62,6 +62,7 @@ fn cloudformation_template_passes_cfn_lint() {
 struct Conditions {
     create_secret: bool,
     external: bool,
+    pooled: bool,
 }
 
 impl Conditions {
@@ -69,6 +70,7 @@ impl Conditions {
         match name {
             "CreateSecret" => self.create_secret,
             "External" => self.external,
+            "Pooled" => self.pooled,
             other => panic!("the test does not know condition {other}"),
         }
     }
@@ -151,6 +153,7 @@ fn parameters(t: &Value) -> BTreeMap<String, String> {
                 Conditions {
                     create_secret: true,
                     external: false,
+                    pooled: false,
                 },
             ),
         };
@@ -187,6 +190,7 @@ fn task_definition_environment_is_accepted_configuration() {
         Conditions {
             create_secret: true,
             external: false,
+            pooled: false,
         },
     );
     // The server reads the admin password from Secrets Manager itself (so rotations apply),
@@ -234,6 +238,49 @@ fn task_definition_environment_is_accepted_configuration() {
 }
 
 #[test]
+fn a_pooled_stack_runs_the_pooler_and_opens_its_port_to_the_allowed_network_only() {
+    let t = template();
+    let mut params = parameters(&t);
+    params.insert("EnablePooler".into(), "true".into());
+    let env = environment(
+        container(&t),
+        &params,
+        Conditions {
+            create_secret: true,
+            external: false,
+            pooled: true,
+        },
+    );
+    let config = load(&env).unwrap_or_else(|e| panic!("the pooled task's environment: {e}"));
+    assert!(config.pooler.enabled);
+    assert_eq!(config.pooler.port, 6432);
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/cloudformation/ducklake-catalog.yaml"),
+    )
+    .unwrap();
+    let ingress = &t["Resources"]["TaskSecurityGroup"]["Properties"]["SecurityGroupIngress"][1];
+    assert!(
+        format!("{ingress:?}").contains("6432") && format!("{ingress:?}").contains("AllowedCidr"),
+        "{ingress:?}"
+    );
+    assert!(text.contains("PoolerNeedsTheSupervisedPostgres"));
+    // Off by default: no pooler variable.
+    let plain = environment(
+        container(&t),
+        &parameters(&t),
+        Conditions {
+            create_secret: true,
+            external: false,
+            pooled: false,
+        },
+    );
+    assert!(plain
+        .iter()
+        .all(|(k, _)| k != "DUCKLAKE_CATALOG_POOLER__ENABLED"));
+}
+
+#[test]
 fn an_external_postgres_stack_gives_the_task_postgres_url_and_no_wal_shipping() {
     let t = template();
     let mut params = parameters(&t);
@@ -254,6 +301,7 @@ fn an_external_postgres_stack_gives_the_task_postgres_url_and_no_wal_shipping() 
         Conditions {
             create_secret: false,
             external: true,
+            pooled: false,
         },
     );
     let ext = load(&external).unwrap_or_else(|e| panic!("the external task's environment: {e}"));
