@@ -5,6 +5,7 @@
 //! can use it without pulling in PostgreSQL, DuckDB or AWS.
 
 pub mod duration;
+pub mod recent;
 pub mod secret;
 pub mod versions;
 

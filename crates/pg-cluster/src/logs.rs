@@ -4,9 +4,6 @@
 //! `pid|user|database|sqlstate|SEVERITY:  message`. Continuation lines (a multi-line statement)
 //! carry no prefix and are emitted as they are.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// The `log_line_prefix` the managed configuration sets.
@@ -16,22 +13,24 @@ pub(super) const LINE_PREFIX: &str = "%p|%u|%d|%e|";
 const KEEP: usize = 20;
 
 /// The last lines PostgreSQL wrote, shared with the start-up error path.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RecentLines(Arc<Mutex<VecDeque<String>>>);
+#[derive(Debug, Clone)]
+pub(crate) struct RecentLines(base::recent::RecentLines);
+
+impl Default for RecentLines {
+    fn default() -> Self {
+        RecentLines(base::recent::RecentLines::new(KEEP))
+    }
+}
 
 impl RecentLines {
     fn push(&self, line: &str) {
-        let mut q = self.0.lock().expect("log buffer lock is never poisoned");
-        if q.len() == KEEP {
-            q.pop_front();
-        }
-        q.push_back(line.to_owned());
+        self.0.push(line);
     }
 
     /// The kept lines that carry a severity worth showing, joined on one line.
     pub(crate) fn summary(&self) -> String {
-        let q = self.0.lock().expect("log buffer lock is never poisoned");
-        let important: Vec<&str> = q
+        let lines = self.0.lines();
+        let important: Vec<&str> = lines
             .iter()
             .map(|l| parse(l).map_or(l.as_str(), |p| p.message))
             .filter(|m| !m.is_empty())
@@ -46,8 +45,7 @@ impl RecentLines {
 
     /// True when a kept line says the address is in use.
     pub(crate) fn mentions(&self, needle: &str) -> bool {
-        let q = self.0.lock().expect("log buffer lock is never poisoned");
-        q.iter().any(|l| l.contains(needle))
+        self.0.mentions(needle)
     }
 }
 

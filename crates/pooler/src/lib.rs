@@ -13,13 +13,12 @@
 //! (its own process group, as PostgreSQL's OS user when root), re-emits its log lines as
 //! tracing events (target `pgbouncer`) and stops it. Restarts are the server's.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base::recent::RecentLines;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
@@ -289,36 +288,18 @@ GRANT CONNECT ON DATABASE {db} TO {role};",
     )
 }
 
-/// The last lines the pooler wrote, shared with the start-up error path.
-#[derive(Debug, Clone, Default)]
-struct RecentLines(Arc<Mutex<VecDeque<String>>>);
-
-impl RecentLines {
-    fn push(&self, line: &str) {
-        let mut q = self.0.lock().expect("log buffer lock is never poisoned");
-        if q.len() == KEEP {
-            q.pop_front();
-        }
-        q.push_back(line.to_owned());
-    }
-
-    fn summary(&self) -> String {
-        let q = self.0.lock().expect("log buffer lock is never poisoned");
-        let tail: Vec<&str> = q
-            .iter()
-            .skip(q.len().saturating_sub(3))
-            .map(|l| parse(l).map_or(l.as_str(), |(_, _, m)| m))
-            .collect();
-        if tail.is_empty() {
-            "(no output)".into()
-        } else {
-            tail.join(" / ")
-        }
-    }
-
-    fn mentions(&self, needle: &str) -> bool {
-        let q = self.0.lock().expect("log buffer lock is never poisoned");
-        q.iter().any(|l| l.contains(needle))
+/// The last lines the pooler wrote, on one line (without PgBouncer's prefixes).
+fn summary(recent: &RecentLines) -> String {
+    let lines = recent.lines();
+    let tail: Vec<&str> = lines
+        .iter()
+        .skip(lines.len().saturating_sub(3))
+        .map(|l| parse(l).map_or(l.as_str(), |(_, _, m)| m))
+        .collect();
+    if tail.is_empty() {
+        "(no output)".into()
+    } else {
+        tail.join(" / ")
     }
 }
 
@@ -396,7 +377,7 @@ pub async fn start(s: &PoolerSettings) -> Result<RunningPooler, PoolerError> {
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .expect("a just-spawned child has a pid");
-    let recent = RecentLines::default();
+    let recent = RecentLines::new(KEEP);
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(forward(stderr, recent.clone(), pid.to_string()));
     }
@@ -413,7 +394,7 @@ pub async fn start(s: &PoolerSettings) -> Result<RunningPooler, PoolerError> {
             }
             return Err(PoolerError::StartFailed {
                 status: status.to_string(),
-                last_lines: running.recent.summary(),
+                last_lines: summary(&running.recent),
             });
         }
         if let Ok(Ok(_)) =
@@ -430,7 +411,7 @@ pub async fn start(s: &PoolerSettings) -> Result<RunningPooler, PoolerError> {
             return Err(PoolerError::StartTimeout {
                 addr,
                 secs: s.start_timeout.as_secs(),
-                last_lines: running.recent.summary(),
+                last_lines: summary(&running.recent),
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -472,7 +453,7 @@ impl RunningPooler {
 
     /// The last lines it wrote, on one line.
     pub fn last_lines(&self) -> String {
-        self.recent.summary()
+        summary(&self.recent)
     }
 
     /// Stops the pooler at once (SIGTERM: its immediate shutdown, closing client connections;
