@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::lake_session::{PgHandle, SERVERS_GROUP};
 use crate::postgres::{quote_ident, Cluster, PgError, SUPERUSER};
-use crate::status::{PoolerStatus, StatusSender};
+use crate::status::{PoolerState, PoolerStatus, StatusSender};
 
 /// A pooler that ran this long before it exited starts again at once.
 const HEALTHY_RUN: Duration = Duration::from_mins(1);
@@ -20,7 +20,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The pooler's settings for `config` in front of `cluster`.
 pub fn settings(config: &Config, cluster: &Cluster) -> Result<PoolerSettings, pooler::PoolerError> {
-    let max_connections = config.admin_settings().max_connections;
     Ok(PoolerSettings {
         bin: pooler::find_binary(config.pooler.bin.as_deref())?,
         // In the home (the supervisor's), not in `run/` (PostgreSQL's OS user's).
@@ -35,7 +34,7 @@ pub fn settings(config: &Config, cluster: &Cluster) -> Result<PoolerSettings, po
         max_client_conn: config.pooler.max_client_conn,
         pool_size: config.pooler.pool_size,
         // The rest stays for the admin, the server's own sessions and direct clients.
-        max_db_connections: (max_connections * 3 / 4).max(1),
+        max_db_connections: (config.max_connections() * 3 / 4).max(1),
         os_user: cluster.os_user.as_ref().map(|u| (u.uid, u.gid)),
         start_timeout: Duration::from_secs(30),
     })
@@ -91,7 +90,7 @@ pub async fn supervise(
         status.send_modify(|s| change(s.pooler.get_or_insert_with(Default::default)));
     };
     publish(&|p| {
-        p.state = "starting".into();
+        p.state = PoolerState::Starting;
         p.port = settings.port;
     });
     let mut backoff = Duration::from_secs(1);
@@ -108,7 +107,7 @@ pub async fn supervise(
                 tracing::error!(error = %e, "the connection pooler did not start");
                 let line = e.to_string();
                 publish(&|p| {
-                    p.state = "restarting".into();
+                    p.state = PoolerState::Restarting;
                     p.pid = None;
                     p.last_error = Some(line.clone());
                 });
@@ -122,7 +121,7 @@ pub async fn supervise(
         let pid = running.pid();
         let since = Instant::now();
         publish(&|p| {
-            p.state = "running".into();
+            p.state = PoolerState::Running;
             p.pid = Some(pid);
         });
         let exit = loop {
@@ -161,7 +160,7 @@ pub async fn supervise(
                 );
                 tracing::error!(pooler_pid = pid, %exit, "the connection pooler exited unexpectedly; restarting it");
                 publish(&|p| {
-                    p.state = "restarting".into();
+                    p.state = PoolerState::Restarting;
                     p.pid = None;
                     p.restarts += 1;
                     p.last_error = Some(line.clone());
@@ -177,7 +176,7 @@ pub async fn supervise(
         }
     }
     publish(&|p| {
-        p.state = "stopped".into();
+        p.state = PoolerState::Stopped;
         p.pid = None;
     });
     let _ = stopped.send(true);

@@ -937,6 +937,12 @@ impl Config {
         }
     }
 
+    /// The `max_connections` the supervised PostgreSQL runs with (`postgres.max_connections`,
+    /// else sized to the container's memory).
+    pub fn max_connections(&self) -> u32 {
+        pg_cluster::sizing::max_connections(self.postgres.max_connections)
+    }
+
     /// The DuckLake administration's settings slice.
     pub fn admin_settings(&self) -> lake_admin::AdminSettings {
         lake_admin::AdminSettings {
@@ -946,9 +952,7 @@ impl Config {
             maintenance: self.maintenance.clone(),
             backup_target: self.backup.target.clone(),
             recovery_window: self.backup.recovery_window().unwrap_or_default(),
-            max_connections: self.postgres.max_connections.unwrap_or_else(|| {
-                pg_cluster::sizing::connections_for_memory(pg_cluster::sizing::memory_limit())
-            }),
+            max_connections: self.max_connections(),
             clients: self.client_endpoint(),
         }
     }

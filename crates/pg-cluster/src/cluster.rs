@@ -421,10 +421,10 @@ fn postgresql_conf(cluster: &Cluster, pg: &ClusterSettings) -> String {
         "unix_socket_directories",
         conf_value(&cluster.socket_dir.to_string_lossy()),
     );
-    let connections = pg
-        .max_connections
-        .unwrap_or_else(|| crate::sizing::connections_for_memory(crate::sizing::memory_limit()));
-    set("max_connections", connections.to_string());
+    set(
+        "max_connections",
+        crate::sizing::max_connections(pg.max_connections).to_string(),
+    );
     set("superuser_reserved_connections", "3".into());
     set("password_encryption", "'scram-sha-256'".into());
     set("ssl", "on".into());

@@ -20,6 +20,12 @@ pub fn memory_limit() -> u64 {
     }
 }
 
+/// The `max_connections` PostgreSQL runs with: `configured`, else sized to this container's
+/// memory ([`connections_for_memory`]).
+pub fn max_connections(configured: Option<u32>) -> u32 {
+    configured.unwrap_or_else(|| connections_for_memory(memory_limit()))
+}
+
 /// `max_connections` for `memory` bytes: three quarters of it for backends after 128 MiB of
 /// shared buffers, 10 MiB each (a catalog backend with DuckLake's queries and `work_mem` of
 /// 8 MB), between 25 (three DuckDB clients) and 800.
