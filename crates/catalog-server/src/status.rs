@@ -27,14 +27,37 @@ pub struct Status {
 /// The supervised connection pooler (PgBouncer).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PoolerStatus {
-    /// `starting`, `running`, `restarting` or `stopped`.
-    pub state: String,
+    pub state: PoolerState,
     pub port: u16,
     pub pid: Option<i32>,
     /// Unexpected exits since the server started.
     pub restarts: u32,
     /// The last start failure or exit, one line.
     pub last_error: Option<String>,
+}
+
+/// The pooler's lifecycle, serialised as `starting`, `running`, `restarting` or `stopped`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolerState {
+    #[default]
+    Starting,
+    Running,
+    /// It exited or failed to start; a restart is scheduled.
+    Restarting,
+    Stopped,
+}
+
+impl PoolerState {
+    /// The state's name, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolerState::Starting => "starting",
+            PoolerState::Running => "running",
+            PoolerState::Restarting => "restarting",
+            PoolerState::Stopped => "stopped",
+        }
+    }
 }
 
 /// One lake's scheduled maintenance.
@@ -172,7 +195,10 @@ impl Status {
     pub fn lakes_ready(&self) -> bool {
         self.accepting()
             && self.backup.as_ref().is_none_or(|b| b.fenced.is_none())
-            && self.pooler.as_ref().is_none_or(|p| p.state == "running")
+            && self
+                .pooler
+                .as_ref()
+                .is_none_or(|p| p.state == PoolerState::Running)
             && !self.lakes.is_empty()
             && self.lakes.values().all(|l| l.state == LakeState::Ready)
     }
@@ -199,10 +225,14 @@ impl Status {
         if let Some(reason) = self.backup.as_ref().and_then(|b| b.fenced.as_ref()) {
             return Some(format!("fenced: {reason}"));
         }
-        if let Some(p) = self.pooler.as_ref().filter(|p| p.state != "running") {
+        if let Some(p) = self
+            .pooler
+            .as_ref()
+            .filter(|p| p.state != PoolerState::Running)
+        {
             return Some(format!(
                 "the connection pooler is {}{}",
-                p.state,
+                p.state.name(),
                 p.last_error
                     .as_ref()
                     .map(|e| format!(": {e}"))
@@ -249,6 +279,14 @@ mod tests {
         ] {
             let json = serde_json::to_value(&state).unwrap();
             assert_eq!(json["state"], state.name());
+        }
+        for state in [
+            PoolerState::Starting,
+            PoolerState::Running,
+            PoolerState::Restarting,
+            PoolerState::Stopped,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.name());
         }
     }
 

@@ -388,7 +388,8 @@ impl Supervisor {
             .await
             .map_err(|e| ServeError::External(e.to_string()))?;
         enable_statement_stats(&client).await;
-        let lakes = crate::lakes::reconcile(&client, &self.admin(&pg)).await?;
+        let admin = self.admin(&pg);
+        let lakes = crate::lakes::reconcile(&client, &admin).await?;
         drop(client);
         self.status.send_modify(|s| {
             s.postgres = PgState::External {
@@ -396,14 +397,7 @@ impl Supervisor {
             };
         });
         for lake in &lakes {
-            bring_up_lake(
-                &self.admin(&pg),
-                &self.s3,
-                (lake, false),
-                &runner,
-                &self.status,
-            )
-            .await?;
+            bring_up_lake(&admin, &self.s3, (lake, false), &runner, &self.status).await?;
         }
         self.announce(&lakes);
         self.spawn_lakes(&pg, &runner, &stop, shutdown, &mut tasks);
@@ -800,7 +794,7 @@ impl Supervisor {
         let port = self.config.pooler.port;
         self.status.send_modify(|s| {
             s.pooler = Some(crate::status::PoolerStatus {
-                state: "starting".into(),
+                state: crate::status::PoolerState::Starting,
                 port,
                 ..Default::default()
             });
