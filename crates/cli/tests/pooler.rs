@@ -88,26 +88,6 @@ fn create_user(p: &Pooled, name: &str, lake: &str, role: &str) -> String {
     v["password"].as_str().unwrap().to_owned()
 }
 
-/// A session through the pooler (loopback, no TLS: as PostgreSQL's own rules allow there).
-async fn pooled(
-    port: u16,
-    user: &str,
-    password: &str,
-    db: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(password)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(10))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
 fn refused(r: Result<tokio_postgres::Client, tokio_postgres::Error>, who: &str) -> String {
     match r {
         Ok(_) => panic!("{who} logged in through the pooler"),
@@ -150,50 +130,13 @@ fn lake_users_work_through_the_pooler_and_nobody_else_gets_in() {
     assert_eq!(read["rows"], 1003, "{read}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        // A reader's write is refused by PostgreSQL through the pooler too.
-        let reader = pooled(p.port, "analyst", &reader_pw, "sales")
-            .await
-            .unwrap();
-        let e = reader
-            .batch_execute("DELETE FROM public.ducklake_snapshot")
-            .await
-            .unwrap_err();
-        assert!(common::refused_by_permission(&format!("{e:?}")), "{e:?}");
-        // Only the lake's own users: not another lake's, not the server's roles, not the
-        // pooler's lookup role, not the superuser.
-        refused(
-            pooled(p.port, "payroll", &hr_pw, "sales").await,
-            "hr's user in sales",
-        );
-        assert!(pooled(p.port, "payroll", &hr_pw, "hr").await.is_ok());
-        for role in [
-            "sales_server",
-            "ducklake_pooler",
-            "ducklake_supervisor",
-            "postgres",
-        ] {
-            refused(
-                pooled(p.port, role, "anything-at-all-1", "sales").await,
-                role,
-            );
-            // PgBouncer keeps its lookup role with an empty password: never a way in.
-            refused(pooled(p.port, role, "", "sales").await, role);
-        }
-        // The admin is the lake's owner: it gets in.
-        assert!(pooled(p.port, "admin", ADMIN_PASSWORD, "sales")
-            .await
-            .is_ok());
-        // The registry's database is not pooled.
-        refused(
-            pooled(p.port, "admin", ADMIN_PASSWORD, "postgres").await,
-            "admin in postgres",
-        );
-    });
+    rt.block_on(only_the_lakes_own_users_get_in(p.port, &reader_pw, &hr_pw));
+
+    a_created_lake_is_pooled_once_ready(&mut p, &rt);
 
     // A rotation takes effect at once, while a pooled session of the user is open.
     let open = rt
-        .block_on(pooled(p.port, "pipeline", &writer_pw, "sales"))
+        .block_on(common::connect(p.port, "pipeline", &writer_pw, "sales"))
         .unwrap();
     let new_pw = json(&p, &["user", "rotate", "pipeline", "--format", "json"])["password"]
         .as_str()
@@ -201,10 +144,12 @@ fn lake_users_work_through_the_pooler_and_nobody_else_gets_in() {
         .to_owned();
     rt.block_on(async {
         refused(
-            pooled(p.port, "pipeline", &writer_pw, "sales").await,
+            common::connect(p.port, "pipeline", &writer_pw, "sales").await,
             "the old password",
         );
-        let again = pooled(p.port, "pipeline", &new_pw, "sales").await.unwrap();
+        let again = common::connect(p.port, "pipeline", &new_pw, "sales")
+            .await
+            .unwrap();
         again.simple_query("SELECT 1").await.unwrap();
         open.simple_query("SELECT 1").await.unwrap();
     });
@@ -236,4 +181,95 @@ fn lake_users_work_through_the_pooler_and_nobody_else_gets_in() {
         .expect("postgres stop logged");
     assert!(pooler_stopped < postgres_stopped, "pooler first");
     assert!(std::net::TcpStream::connect(("127.0.0.1", p.port)).is_err());
+}
+
+/// Attacks through the pooler: a reader's write, other lakes' users, the server's roles, the
+/// lookup role and the superuser (with a wrong and an empty password), non-lake databases.
+async fn only_the_lakes_own_users_get_in(port: u16, reader_pw: &str, hr_pw: &str) {
+    // A reader's write is refused by PostgreSQL through the pooler too.
+    let reader = common::connect(port, "analyst", reader_pw, "sales")
+        .await
+        .unwrap();
+    let e = reader
+        .batch_execute("DELETE FROM public.ducklake_snapshot")
+        .await
+        .unwrap_err();
+    assert!(common::refused_by_permission(&format!("{e:?}")), "{e:?}");
+    // Only the lake's own users: not another lake's, not the server's roles, not the
+    // pooler's lookup role, not the superuser.
+    refused(
+        common::connect(port, "payroll", hr_pw, "sales").await,
+        "hr's user in sales",
+    );
+    assert!(common::connect(port, "payroll", hr_pw, "hr").await.is_ok());
+    for role in [
+        "sales_server",
+        "ducklake_pooler",
+        "ducklake_supervisor",
+        "postgres",
+    ] {
+        refused(
+            common::connect(port, role, "anything-at-all-1", "sales").await,
+            role,
+        );
+        // PgBouncer keeps its lookup role with an empty password: never a way in.
+        refused(common::connect(port, role, "", "sales").await, role);
+    }
+    // The admin is the lake's owner: it gets in.
+    assert!(common::connect(port, "admin", ADMIN_PASSWORD, "sales")
+        .await
+        .is_ok());
+    // Only lake databases are pooled, and any other name is refused at once.
+    let began = Instant::now();
+    for db in ["postgres", "template1", "nosuchdb"] {
+        let e = refused(common::connect(port, "admin", ADMIN_PASSWORD, db).await, db);
+        // PgBouncer answers as for a wrong password: a database's existence is not told.
+        assert!(
+            e.contains("SASL authentication failed") || e.contains("no such database"),
+            "{e}"
+        );
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+/// A lake created while the pooler runs is pooled as soon as it is ready.
+fn a_created_lake_is_pooled_once_ready(p: &mut Pooled, rt: &tokio::runtime::Runtime) {
+    let data = p.server.home.join("data/events");
+    let out = cli(
+        p,
+        &[
+            "lake",
+            "create",
+            "events",
+            "--data-path",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.server.wait_for(Duration::from_secs(30), |_, body| {
+        body["lakes"]["events"]["state"] == "ready"
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    rt.block_on(async {
+        loop {
+            match common::connect(p.port, "admin", ADMIN_PASSWORD, "events").await {
+                Ok(c) => {
+                    c.simple_query("SELECT 1").await.unwrap();
+                    break;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the new lake is not pooled: {e:?}"),
+            }
+        }
+    });
 }

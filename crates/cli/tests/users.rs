@@ -348,16 +348,7 @@ async fn connect_as(
     user: &str,
     password: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(server.pg_port)
-        .user(user)
-        .password(password)
-        .dbname("sales")
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(client)
+    common::connect(server.pg_port, user, password, "sales").await
 }
 
 fn can_log_in(server: &Server, user: &str, password: &str) -> bool {

@@ -295,22 +295,34 @@ pub fn postgres_running(pgdata: &Path) -> bool {
     })
 }
 
+/// Connects to `db` as `user` over TCP on loopback `port` (PostgreSQL's or the pooler's),
+/// without TLS (as loopback allows).
+pub async fn connect(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
 /// Connects to the lake's database as the admin over TCP.
 pub async fn admin_client(
     server: &Server,
     password: &str,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(server.pg_port)
-        .user("admin")
-        .password(password)
-        .dbname(db)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(client)
+    connect(server.pg_port, "admin", password, db).await
 }
 
 /// `moto_server` on a free loopback port, killed on drop.
