@@ -708,7 +708,7 @@ impl Supervisor {
         let client = cluster.connect_superuser("postgres").await?;
         ensure_admin_role(&client, &self.config.postgres.admin_user, password).await?;
         enable_statement_stats(&client).await;
-        let pooled = self.config.pooler.enabled;
+        let pooled = self.config.pooler_enabled();
         if pooled {
             crate::pooling::prepare_role(&client).await?;
         }
@@ -786,8 +786,8 @@ impl Supervisor {
     /// one-line error, not a half start), and the status says it is starting (not ready until
     /// it runs).
     fn check_pooler(&self) -> Result<PoolerControl, ServeError> {
-        let control = PoolerControl::new(self.config.pooler.enabled);
-        if !self.config.pooler.enabled {
+        let control = PoolerControl::new(self.config.pooler_enabled());
+        if !self.config.pooler_enabled() {
             return Ok(control);
         }
         pooler::find_binary(self.config.pooler.bin.as_deref())?;
@@ -1287,7 +1287,7 @@ async fn watch_lakes_once(
     runner: &DuckDbRunner,
     status: &StatusSender,
 ) -> Result<(), ServeError> {
-    let pooled = config.pooler.enabled;
+    let pooled = config.pooler_enabled();
     let lakes = crate::lakes::serving_now(client, admin).await?;
     let served: Vec<String> = status.borrow().lakes.keys().cloned().collect();
     for name in &served {

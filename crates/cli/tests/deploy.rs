@@ -184,13 +184,14 @@ fn task_definition_environment_is_accepted_configuration() {
     let t = template();
     let params = parameters(&t);
     let container = container(&t);
+    // At the defaults: the supervised PostgreSQL with the pooler in front.
     let env = environment(
         container,
         &params,
         Conditions {
             create_secret: true,
             external: false,
-            pooled: false,
+            pooled: true,
         },
     );
     // The server reads the admin password from Secrets Manager itself (so rotations apply),
@@ -224,6 +225,7 @@ fn task_definition_environment_is_accepted_configuration() {
     );
     assert!(config.backup.target.is_some(), "backups configured");
     assert!(config.external().is_none());
+    assert!(config.pooler_enabled());
 
     // The health check is the image's, and PostgreSQL's stop budget fits ECS's stop timeout.
     let check: Vec<&str> = container["HealthCheck"]["Command"]
@@ -252,7 +254,7 @@ fn a_pooled_stack_runs_the_pooler_and_opens_its_port_to_the_allowed_network_only
         },
     );
     let config = load(&env).unwrap_or_else(|e| panic!("the pooled task's environment: {e}"));
-    assert!(config.pooler.enabled);
+    assert!(config.pooler_enabled());
     assert_eq!(config.pooler.port, 6432);
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -264,8 +266,10 @@ fn a_pooled_stack_runs_the_pooler_and_opens_its_port_to_the_allowed_network_only
         format!("{ingress:?}").contains("6432") && format!("{ingress:?}").contains("AllowedCidr"),
         "{ingress:?}"
     );
-    assert!(text.contains("PoolerNeedsTheSupervisedPostgres"));
-    // Off by default: no pooler variable.
+    assert!(text
+        .contains("Pooled: !And [!Equals [!Ref EnablePooler, \"true\"], !Condition Supervised]"));
+    // EnablePooler=false (or an external PostgreSQL): the pooler is turned off explicitly, as
+    // the server's default is on.
     let plain = environment(
         container(&t),
         &parameters(&t),
@@ -277,7 +281,9 @@ fn a_pooled_stack_runs_the_pooler_and_opens_its_port_to_the_allowed_network_only
     );
     assert!(plain
         .iter()
-        .all(|(k, _)| k != "DUCKLAKE_CATALOG_POOLER__ENABLED"));
+        .any(|(k, v)| k == "DUCKLAKE_CATALOG_POOLER__ENABLED" && v == "false"));
+    let config = load(&plain).unwrap_or_else(|e| panic!("the unpooled task's environment: {e}"));
+    assert!(!config.pooler_enabled());
 }
 
 #[test]
@@ -310,6 +316,8 @@ fn an_external_postgres_stack_gives_the_task_postgres_url_and_no_wal_shipping() 
     assert_eq!(remote.port, 5432);
     assert_eq!(ext.postgres.admin_user, params["ExternalPostgresAdmin"]);
     assert!(ext.backup.target.is_none());
+    // The pooler is off in front of RDS, whatever EnablePooler says.
+    assert!(!ext.pooler_enabled());
     assert_eq!(
         ext.postgres
             .admin_password_secret

@@ -71,8 +71,9 @@ pub use aws::marketplace::MarketplaceConfig;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolerConfig {
-    /// Run the pooler (supervised mode only).
-    pub enabled: bool,
+    /// Run the pooler: unset means on in front of the supervised PostgreSQL and off with
+    /// `postgres.url`; see [`Config::pooler_enabled`].
+    pub enabled: Option<bool>,
     /// The port clients connect to through the pooler (on `postgres.listen_address`).
     pub port: u16,
     /// Client connections the pooler accepts in all.
@@ -86,7 +87,7 @@ pub struct PoolerConfig {
 impl Default for PoolerConfig {
     fn default() -> Self {
         PoolerConfig {
-            enabled: false,
+            enabled: None,
             port: 6432,
             max_client_conn: 5000,
             pool_size: 20,
@@ -464,7 +465,7 @@ impl Config {
 
     fn validate_pooler(&self) -> Result<(), ConfigError> {
         let p = &self.pooler;
-        if !p.enabled {
+        if !self.pooler_enabled() {
             return Ok(());
         }
         if p.port == 0 || p.port == self.postgres.port || p.port == self.http.listen.port() {
@@ -482,7 +483,7 @@ impl Config {
         if !(1..=1_000).contains(&p.pool_size) {
             return Err(ConfigError::invalid("pooler.pool_size", "must be 1-1000"));
         }
-        if self.external.is_some() {
+        if self.external.is_some() && p.enabled == Some(true) {
             return Err(ConfigError::invalid(
                 "pooler.enabled",
                 "the pooler runs in front of the supervised PostgreSQL only; with postgres.url use RDS Proxy or a pooler of your own",
@@ -927,13 +928,31 @@ impl Config {
             None => lake_admin::settings::ClientEndpoint {
                 host: self.client_host(),
                 // Through the pooler when it runs; `postgres.port` stays the direct path.
-                port: if self.pooler.enabled {
+                port: if self.pooler_enabled() {
                     self.pooler.port
                 } else {
                     self.postgres.port
                 },
                 sslmode: None,
             },
+        }
+    }
+
+    /// Whether the supervised pooler runs: `pooler.enabled`, which defaults to on in front of
+    /// the supervised PostgreSQL and to off with `postgres.url` (there is no socket to pool).
+    pub fn pooler_enabled(&self) -> bool {
+        self.pooler.enabled.unwrap_or(self.external.is_none())
+    }
+
+    /// The `pg_pool_max_connections` clients are given: through the pooler four fifths of its
+    /// pool per lake user (duckdb-postgres's advice for transaction poolers, so a client's
+    /// pool waits at the pooler's door rather than behind itself); directly 4, DuckDB's own
+    /// floor, as each of those is a PostgreSQL connection.
+    pub fn client_pool_max(&self) -> u32 {
+        if self.pooler_enabled() {
+            (self.pooler.pool_size * 4 / 5).max(1)
+        } else {
+            4
         }
     }
 

@@ -157,7 +157,7 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "pooler.enabled",
-        default: "`false`",
+        default: "`true` (`false` with `postgres.url`)",
         meaning: "run PgBouncer (transaction pooling) in front of the supervised PostgreSQL on `pooler.port`: users looked up live (no password file), TLS with PostgreSQL's certificate, supervised and restarted with PostgreSQL (docs/connections.md)",
     },
     KeyDoc {
