@@ -36,6 +36,7 @@ pub fn settings(config: &Config, cluster: &Cluster) -> Result<PoolerSettings, po
         // The rest stays for the admin, the server's own sessions and direct clients.
         max_db_connections: (config.max_connections() * 3 / 4).max(1),
         os_user: cluster.os_user.as_ref().map(|u| (u.uid, u.gid)),
+        pidfile: config.home.join("pooler.pid"),
         start_timeout: Duration::from_secs(30),
     })
 }

@@ -12,6 +12,7 @@ const HOME_STATE: &[&str] = &[
     "secrets",
     "extensions",
     "pooler",
+    "pooler.pid",
     "bin",
     "backup-lease.json",
     "serve.lock",

@@ -66,6 +66,9 @@ pub struct PoolerSettings {
     pub max_db_connections: u32,
     /// The OS user and group to run as (PostgreSQL's, when the supervisor is root).
     pub os_user: Option<(u32, u32)>,
+    /// Where the running pooler's pid is recorded (outside `dir`, in the supervisor's own
+    /// folder): a pooler left behind by a killed supervisor is stopped before a new one starts.
+    pub pidfile: PathBuf,
     pub start_timeout: Duration,
 }
 
@@ -350,10 +353,49 @@ pub struct RunningPooler {
     child: Child,
     pid: i32,
     recent: RecentLines,
+    pidfile: PathBuf,
+}
+
+/// Stops the pooler `pidfile` records if it still runs with `ini`: one left behind by a
+/// supervisor that was killed (SIGKILL, OOM) would otherwise hold the port. Any other process
+/// with that pid is left alone.
+async fn stop_leftover(pidfile: &Path, ini: &Path) {
+    let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let ours = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"pgbouncer"))
+                && args.contains(&ini.as_os_str().as_encoded_bytes())
+        })
+    };
+    if !ours(pid) {
+        let _ = std::fs::remove_file(pidfile);
+        return;
+    }
+    tracing::warn!(
+        pooler_pid = pid,
+        "stopping a connection pooler left behind by an earlier run"
+    );
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ours(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if ours(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_file(pidfile);
 }
 
 /// Writes the configuration and starts the pooler; returns once it accepts TCP connections.
 pub async fn start(s: &PoolerSettings) -> Result<RunningPooler, PoolerError> {
+    stop_leftover(&s.pidfile, &s.dir.join("pgbouncer.ini")).await;
     let addr = format!("{}:{}", s.listen_address, s.port);
     let probe = addr_of(&s.listen_address, s.port);
     if std::net::TcpListener::bind(probe).is_err() {
@@ -377,6 +419,9 @@ pub async fn start(s: &PoolerSettings) -> Result<RunningPooler, PoolerError> {
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .expect("a just-spawned child has a pid");
+    if let Err(e) = std::fs::write(&s.pidfile, pid.to_string()) {
+        tracing::warn!(error = %e, path = %s.pidfile.display(), "could not record the pooler's pid");
+    }
     let recent = RecentLines::new(KEEP);
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(forward(stderr, recent.clone(), pid.to_string()));
@@ -384,7 +429,12 @@ pub async fn start(s: &PoolerSettings) -> Result<RunningPooler, PoolerError> {
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(forward(stdout, recent.clone(), pid.to_string()));
     }
-    let mut running = RunningPooler { child, pid, recent };
+    let mut running = RunningPooler {
+        child,
+        pid,
+        recent,
+        pidfile: s.pidfile.clone(),
+    };
     let deadline = Instant::now() + s.start_timeout;
     loop {
         if let Some(status) = running.child.try_wait().map_err(io("poll pgbouncer"))? {
@@ -459,6 +509,7 @@ impl RunningPooler {
     /// Stops the pooler at once (SIGTERM: its immediate shutdown, closing client connections;
     /// their transactions end with them), killing it after 5 s.
     pub async fn stop(mut self) -> Result<ExitStatus, PoolerError> {
+        let _ = std::fs::remove_file(&self.pidfile);
         if let Err(e) = kill(Pid::from_raw(self.pid), Signal::SIGTERM) {
             tracing::warn!(pooler_pid = self.pid, error = %e, "signal pgbouncer");
         }
@@ -493,6 +544,7 @@ mod tests {
             pool_size: 20,
             max_db_connections: 80,
             os_user: None,
+            pidfile: dir.join("pooler.pid"),
             start_timeout: Duration::from_secs(10),
         }
     }
@@ -517,6 +569,17 @@ mod tests {
             "no wildcard: other databases are refused at once"
         );
         assert!(!text.to_lowercase().contains("password"), "{text}");
+        // A user named in `[users]` would be taken as configured there, with no password, and
+        // never looked up: only the lookup role (which never logs in through the pooler) is.
+        let users = text.split("[users]").nth(1).unwrap();
+        assert_eq!(
+            users
+                .lines()
+                .filter(|l| l.contains('='))
+                .collect::<Vec<_>>(),
+            ["ducklake_pooler = max_user_connections=8"],
+            "{text}"
+        );
         write_config(&s).unwrap();
         assert_eq!(
             std::fs::read_to_string(s.dir.join("users.txt")).unwrap(),
