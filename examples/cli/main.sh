@@ -6,7 +6,7 @@
 # Run: pip install duckdb-cli==1.5.5 && PGPASSWORD=… sh main.sh   (DUCKDB=/path/to/duckdb to pick a binary)
 set -eu
 : "${CATALOG_HOST:=127.0.0.1}"
-: "${CATALOG_PORT:=5432}"
+: "${CATALOG_PORT:=6432}"
 : "${CATALOG_USER:=admin}"
 : "${CATALOG_LAKE:=lakehouse}"
 : "${CATALOG_SSLMODE:=require}"
@@ -14,6 +14,7 @@ set -eu
 : "${CATALOG_S3_ENDPOINT:=}"       # host:port of an S3-compatible store; empty for AWS
 : "${CATALOG_S3_REGION:=us-east-1}"
 : "${CATALOG_S3_USE_SSL:=true}"
+: "${CATALOG_POOL_MAX:=16}"       # catalog connections per attached lake
 TABLE=lake.example_cli
 
 # The catalog password comes from PGPASSWORD: libpq, inside DuckDB's postgres extension, reads it.
@@ -30,6 +31,13 @@ fi
 .output /dev/null
 INSTALL ducklake; LOAD ducklake; INSTALL postgres; LOAD postgres;
 $STORAGE_SQL
+-- Behind the connection pooler: commits retry on conflicts, each attached lake keeps a bounded
+-- pool that waits instead of growing, and no health-check query runs before each use
+-- (docs/connections.md has the figures).
+SET ducklake_max_retry_count = 100;
+SET pg_pool_acquire_mode = 'wait';
+SET pg_pool_max_connections = $CATALOG_POOL_MAX;
+SET pg_pool_health_check_query = '';
 ATTACH 'ducklake:postgres:host=$CATALOG_HOST port=$CATALOG_PORT user=$CATALOG_USER dbname=$CATALOG_LAKE sslmode=$CATALOG_SSLMODE' AS lake;
 DROP TABLE IF EXISTS $TABLE;
 CREATE TABLE $TABLE (id BIGINT, name VARCHAR, amount BIGINT);

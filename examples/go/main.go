@@ -23,7 +23,7 @@ func env(name, fallback string) string {
 
 func main() {
 	host := env("CATALOG_HOST", "127.0.0.1")
-	port := env("CATALOG_PORT", "5432")
+	port := env("CATALOG_PORT", "6432")
 	user := env("CATALOG_USER", "admin")
 	lake := env("CATALOG_LAKE", "lakehouse")
 	sslmode := env("CATALOG_SSLMODE", "require")
@@ -31,6 +31,7 @@ func main() {
 	s3Endpoint := env("CATALOG_S3_ENDPOINT", "") // host:port of an S3-compatible store; empty for AWS
 	s3Region := env("CATALOG_S3_REGION", "us-east-1")
 	s3UseSSL := env("CATALOG_S3_USE_SSL", "true")
+	poolMax := env("CATALOG_POOL_MAX", "16") // catalog connections per attached lake
 	const table = "lake.example_go"
 
 	// The catalog password comes from PGPASSWORD: libpq, inside DuckDB's postgres extension, reads it.
@@ -42,6 +43,15 @@ func main() {
 		}
 		setup = append(setup, "INSTALL httpfs", "LOAD httpfs", secret+")")
 	}
+	// Behind the connection pooler: commits retry on conflicts, each attached lake keeps a bounded
+	// pool that waits instead of growing, and no health-check query runs before each use
+	// (docs/connections.md has the figures).
+	setup = append(setup,
+		"SET ducklake_max_retry_count = 100",
+		"SET pg_pool_acquire_mode = 'wait'",
+		"SET pg_pool_max_connections = "+poolMax,
+		"SET pg_pool_health_check_query = ''",
+	)
 	setup = append(setup, fmt.Sprintf(
 		"ATTACH 'ducklake:postgres:host=%s port=%s user=%s dbname=%s sslmode=%s' AS lake",
 		host, port, user, lake, sslmode))

@@ -10,7 +10,7 @@ function env(name, fallback) {
 }
 
 const HOST = env("CATALOG_HOST", "127.0.0.1");
-const PORT = env("CATALOG_PORT", "5432");
+const PORT = env("CATALOG_PORT", "6432");
 const USER = env("CATALOG_USER", "admin");
 const LAKE = env("CATALOG_LAKE", "lakehouse");
 const SSLMODE = env("CATALOG_SSLMODE", "require");
@@ -18,6 +18,7 @@ const STORAGE = env("CATALOG_STORAGE", "s3"); // s3 | local: where the lake's da
 const S3_ENDPOINT = env("CATALOG_S3_ENDPOINT", ""); // host:port of an S3-compatible store; empty for AWS
 const S3_REGION = env("CATALOG_S3_REGION", "us-east-1");
 const S3_USE_SSL = env("CATALOG_S3_USE_SSL", "true");
+const POOL_MAX = env("CATALOG_POOL_MAX", "16"); // catalog connections per attached lake
 const TABLE = "lake.example_node";
 
 // The catalog password comes from PGPASSWORD: libpq, inside DuckDB's postgres extension, reads it.
@@ -29,6 +30,15 @@ if (STORAGE === "s3") {
   }
   setup.push("INSTALL httpfs", "LOAD httpfs", secret + ")");
 }
+// Behind the connection pooler: commits retry on conflicts, each attached lake keeps a bounded
+// pool that waits instead of growing, and no health-check query runs before each use
+// (docs/connections.md has the figures).
+setup.push(
+  "SET ducklake_max_retry_count = 100",
+  "SET pg_pool_acquire_mode = 'wait'",
+  `SET pg_pool_max_connections = ${POOL_MAX}`,
+  "SET pg_pool_health_check_query = ''",
+);
 setup.push(
   `ATTACH 'ducklake:postgres:host=${HOST} port=${PORT} user=${USER} dbname=${LAKE} sslmode=${SSLMODE}' AS lake`,
 );

@@ -14,7 +14,7 @@ def env(name, default):
 
 
 HOST = env("CATALOG_HOST", "127.0.0.1")
-PORT = env("CATALOG_PORT", "5432")
+PORT = env("CATALOG_PORT", "6432")
 USER = env("CATALOG_USER", "admin")
 LAKE = env("CATALOG_LAKE", "lakehouse")
 SSLMODE = env("CATALOG_SSLMODE", "require")
@@ -22,6 +22,7 @@ STORAGE = env("CATALOG_STORAGE", "s3")  # s3 | local: where the lake's data path
 S3_ENDPOINT = env("CATALOG_S3_ENDPOINT", "")  # host:port of an S3-compatible store; empty for AWS
 S3_REGION = env("CATALOG_S3_REGION", "us-east-1")
 S3_USE_SSL = env("CATALOG_S3_USE_SSL", "true")
+POOL_MAX = env("CATALOG_POOL_MAX", "16")  # catalog connections per attached lake
 TABLE = "lake.example_python"
 
 # The catalog password comes from PGPASSWORD: libpq, inside DuckDB's postgres extension, reads it.
@@ -31,6 +32,15 @@ if STORAGE == "s3":
     if S3_ENDPOINT:
         secret += f", REGION '{S3_REGION}', ENDPOINT '{S3_ENDPOINT}', URL_STYLE 'path', USE_SSL {S3_USE_SSL}"
     setup += ["INSTALL httpfs", "LOAD httpfs", secret + ")"]
+# Behind the connection pooler: commits retry on conflicts, each attached lake keeps a bounded
+# pool that waits instead of growing, and no health-check query runs before each use
+# (docs/connections.md has the figures).
+setup += [
+    "SET ducklake_max_retry_count = 100",
+    "SET pg_pool_acquire_mode = 'wait'",
+    f"SET pg_pool_max_connections = {POOL_MAX}",
+    "SET pg_pool_health_check_query = ''",
+]
 setup.append(
     f"ATTACH 'ducklake:postgres:host={HOST} port={PORT} user={USER} dbname={LAKE} sslmode={SSLMODE}' AS lake"
 )

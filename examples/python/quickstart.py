@@ -6,7 +6,7 @@ import os
 import duckdb
 
 host = os.environ.get("CATALOG_HOST", "127.0.0.1")
-port = os.environ.get("CATALOG_PORT", "5432")
+port = os.environ.get("CATALOG_PORT", "6432")
 user = os.environ.get("CATALOG_USER", "admin")
 password = os.environ["CATALOG_PASSWORD"]
 dbname = os.environ.get("CATALOG_DBNAME", "lakehouse")

@@ -55,7 +55,8 @@ pub(crate) fn run(config: &Config, args: &ConnectArgs) -> Result<(), Failure> {
     }
     match &args.lang {
         None => {
-            details(&info, args.format, args.show_password)?;
+            let settings = connectors::client_settings(config.client_pool_max());
+            details(&info, &settings, args.format, args.show_password)?;
             Ok(())
         }
         Some(lang) => {
@@ -111,10 +112,17 @@ fn target(config: &Config, lake: &LakeConfig, info: &ConnectionInfo, sslmode: &s
         lake: info.lake.clone(),
         sslmode: sslmode.to_owned(),
         storage,
+        pool_max: config.client_pool_max(),
     }
 }
 
-fn details(info: &ConnectionInfo, format: Format, show_password: bool) -> anyhow::Result<()> {
+/// The connection details, and the ATTACH with the `settings` a client SETs before it.
+fn details(
+    info: &ConnectionInfo,
+    settings: &[String],
+    format: Format,
+    show_password: bool,
+) -> anyhow::Result<()> {
     let password = if show_password {
         info.password.as_ref().map_or("", |p| p.expose()).to_owned()
     } else {
@@ -124,6 +132,7 @@ fn details(info: &ConnectionInfo, format: Format, show_password: bool) -> anyhow
         Format::Json => {
             let mut v = serde_json::to_value(info).context("serialise the connection info")?;
             v["attach"] = info.attach_sql(show_password).into();
+            v["settings"] = settings.into();
             if show_password {
                 v["password"] = password.into();
             }
@@ -138,6 +147,9 @@ fn details(info: &ConnectionInfo, format: Format, show_password: bool) -> anyhow
             println!("password   {password}");
             println!("data path  {}", info.data_path);
             println!();
+            for s in settings {
+                println!("{s};");
+            }
             println!("{};", info.attach_sql(show_password));
         }
     }

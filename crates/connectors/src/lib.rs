@@ -85,6 +85,8 @@ pub struct Target {
     /// checks the certificate.
     pub sslmode: String,
     pub storage: Storage,
+    /// `pg_pool_max_connections`: catalog connections each attached lake keeps.
+    pub pool_max: u32,
 }
 
 impl Target {
@@ -92,11 +94,12 @@ impl Target {
     pub fn example() -> Target {
         Target {
             host: "127.0.0.1".into(),
-            port: 5432,
+            port: 6432,
             user: "admin".into(),
             lake: "lakehouse".into(),
             sslmode: "require".into(),
             storage: Storage::S3,
+            pool_max: 16,
         }
     }
 
@@ -121,8 +124,28 @@ impl Target {
             ("CATALOG_S3_ENDPOINT", endpoint),
             ("CATALOG_S3_REGION", region),
             ("CATALOG_S3_USE_SSL", use_ssl.to_string()),
+            ("CATALOG_POOL_MAX", self.pool_max.to_string()),
         ]
     }
+}
+
+/// What a client SETs before ATTACH, with `pool_max` catalog connections per attached lake.
+/// Every example runs exactly these (a test holds them to it); `cargo xtask bench clients`
+/// measures each against DuckDB's default, and docs/connections.md gives the figures:
+/// - `ducklake_max_retry_count = 100` (default 10): concurrent commits to one lake collide on
+///   the next snapshot id and retry; with many writers ten retries are not enough.
+/// - `pg_pool_acquire_mode = 'wait'` with `pg_pool_max_connections` (default `force`, which
+///   opens connections past the pool's size under load): a bounded number of connections per
+///   client, below the pooler's pool for one user.
+/// - `pg_pool_health_check_query = ''` (default `SELECT 1` before each use of a pooled
+///   connection): one round trip less per catalog transaction.
+pub fn client_settings(pool_max: u32) -> Vec<String> {
+    vec![
+        "SET ducklake_max_retry_count = 100".into(),
+        "SET pg_pool_acquire_mode = 'wait'".into(),
+        format!("SET pg_pool_max_connections = {pool_max}"),
+        "SET pg_pool_health_check_query = ''".into(),
+    ]
 }
 
 /// One file of a program.
@@ -402,6 +425,27 @@ mod tests {
         );
     }
 
+    /// Every example SETs what `client_settings` hands out, before its ATTACH.
+    #[test]
+    fn every_example_sets_the_client_settings_before_attach() {
+        for c in registry() {
+            let main = c.spec().files[0].1;
+            let attach = main.find("ATTACH 'ducklake").unwrap();
+            for setting in client_settings(16) {
+                // The pool size is the program's CATALOG_POOL_MAX, in its own syntax.
+                let fixed = setting.trim_end_matches("16");
+                let at = main
+                    .find(fixed)
+                    .unwrap_or_else(|| panic!("examples/{} does not `{setting}`", c.language()));
+                assert!(
+                    at < attach,
+                    "examples/{}: `{fixed}` after ATTACH",
+                    c.language()
+                );
+            }
+        }
+    }
+
     /// The examples' own manifests name the versions `base::versions` pins, and no hint or
     /// client name is left with a placeholder.
     #[test]
@@ -464,6 +508,7 @@ mod tests {
                 region: "eu-west-1".into(),
                 use_ssl: false,
             },
+            pool_max: 12,
         }
     }
 

@@ -20,7 +20,7 @@ fn main() {
 
 fn run() -> duckdb::Result<()> {
     let host = env("CATALOG_HOST", "127.0.0.1");
-    let port = env("CATALOG_PORT", "5432");
+    let port = env("CATALOG_PORT", "6432");
     let user = env("CATALOG_USER", "admin");
     let lake = env("CATALOG_LAKE", "lakehouse");
     let sslmode = env("CATALOG_SSLMODE", "require");
@@ -28,6 +28,7 @@ fn run() -> duckdb::Result<()> {
     let s3_endpoint = env("CATALOG_S3_ENDPOINT", ""); // host:port of an S3-compatible store; empty for AWS
     let s3_region = env("CATALOG_S3_REGION", "us-east-1");
     let s3_use_ssl = env("CATALOG_S3_USE_SSL", "true");
+    let pool_max = env("CATALOG_POOL_MAX", "16"); // catalog connections per attached lake
     let table = "lake.example_rust";
 
     // The catalog password comes from PGPASSWORD: libpq, inside DuckDB's postgres extension, reads it.
@@ -48,6 +49,15 @@ fn run() -> duckdb::Result<()> {
         }
         setup.extend(["INSTALL httpfs".into(), "LOAD httpfs".into(), secret + ")"]);
     }
+    // Behind the connection pooler: commits retry on conflicts, each attached lake keeps a
+    // bounded pool that waits instead of growing, and no health-check query runs before each use
+    // (docs/connections.md has the figures).
+    setup.extend([
+        "SET ducklake_max_retry_count = 100".into(),
+        "SET pg_pool_acquire_mode = 'wait'".into(),
+        format!("SET pg_pool_max_connections = {pool_max}"),
+        "SET pg_pool_health_check_query = ''".into(),
+    ]);
     setup.push(format!(
         "ATTACH 'ducklake:postgres:host={host} port={port} user={user} dbname={lake} sslmode={sslmode}' AS lake"
     ));
