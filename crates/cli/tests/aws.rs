@@ -270,7 +270,7 @@ fn attach_env(server: &Server, password: &str) -> Vec<(&'static str, String)> {
             "DLC_ATTACH",
             format!(
                 "ducklake:postgres:host=127.0.0.1 port={} user=admin dbname=lakehouse",
-                server.pg_port
+                server.pooler_port
             ),
         ),
         ("PGPASSWORD", password.to_owned()),

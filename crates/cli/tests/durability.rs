@@ -62,7 +62,7 @@ fn python_client(server: &Server) -> Command {
             "DLC_ATTACH",
             format!(
                 "ducklake:postgres:host=127.0.0.1 port={} user=admin dbname=sales",
-                server.pg_port
+                server.pooler_port
             ),
         )
         .env("PGPASSWORD", PASSWORD)

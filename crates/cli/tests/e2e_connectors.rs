@@ -101,7 +101,7 @@ fn every_example_and_every_connect_check_runs_against_a_live_server() {
     // The examples as committed, pointed at this server through their CATALOG_* variables.
     let tools = toolchain(vec![
         ("PGPASSWORD".into(), server.admin_password()),
-        ("CATALOG_PORT".into(), server.pg_port.to_string()),
+        ("CATALOG_PORT".into(), server.pooler_port.to_string()),
         ("CATALOG_LAKE".into(), "sales".into()),
         (
             "CATALOG_S3_ENDPOINT".into(),
@@ -174,7 +174,7 @@ fn attach_with(version: &str, server: &Server) -> (bool, String) {
          con.execute('INSERT INTO lake.compat VALUES (?)', [duckdb.__version__])\n\
          print(con.execute('SELECT count(*) FROM lake.compat').fetchone()[0])\n",
         ext = root.join("extensions").to_string_lossy(),
-        port = server.pg_port,
+        port = server.pooler_port,
     );
     let out = std::process::Command::new(root.join("venv/bin/python"))
         .args(["-c", &script])

@@ -62,7 +62,7 @@ fn python_client_writes_parquet_to_s3_and_reads_it_back_after_a_restart() {
                 "DLC_ATTACH",
                 format!(
                     "ducklake:postgres:host=127.0.0.1 port={} user=admin dbname=sales",
-                    server.pg_port
+                    server.pooler_port
                 ),
             ),
             ("PGPASSWORD", server.admin_password()),
@@ -123,7 +123,7 @@ fn the_product_page_quick_start_runs_as_written_against_the_embedded_default() {
         &[],
         &[
             ("HOME", client_home.to_string_lossy().into_owned()),
-            ("CATALOG_PORT", server.pg_port.to_string()),
+            ("CATALOG_PORT", server.pooler_port.to_string()),
             ("CATALOG_PASSWORD", server.admin_password()),
             ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE".into()),
             ("AWS_SECRET_ACCESS_KEY", "example".into()),

@@ -36,7 +36,10 @@ fn cli(server: &Server, args: &[&str]) -> std::process::Output {
 }
 
 fn duckdb_view(server: &Server) -> Value {
-    client_script("inspect_lake.py", &[&server.pg_port.to_string(), PASSWORD])
+    client_script(
+        "inspect_lake.py",
+        &[&server.pooler_port.to_string(), PASSWORD],
+    )
 }
 
 #[test]

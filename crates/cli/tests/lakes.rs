@@ -94,7 +94,13 @@ fn listed<'a>(list: &'a Value, lake: &str) -> Option<&'a Value> {
 fn write_rows(server: &Server, user: &str, password: &str, lake: &str) -> Value {
     client_script(
         "lake_rows.py",
-        &[user, password, &server.pg_port.to_string(), lake, "write"],
+        &[
+            user,
+            password,
+            &server.pooler_port.to_string(),
+            lake,
+            "write",
+        ],
     )
 }
 
@@ -159,7 +165,7 @@ fn a_lake_created_by_command_is_served_listed_and_kept_across_restarts() {
         &[
             "ana",
             user["password"].as_str().unwrap(),
-            &server.pg_port.to_string(),
+            &server.pooler_port.to_string(),
             "events",
             "read",
         ],
@@ -472,7 +478,7 @@ fn migrate_upgrades_a_catalog_an_older_duckdb_created() {
         &[
             "admin",
             ADMIN_PASSWORD,
-            &server.pg_port.to_string(),
+            &server.pooler_port.to_string(),
             "legacy",
             "write",
             &path,

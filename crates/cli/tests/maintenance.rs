@@ -94,7 +94,7 @@ fn a_scheduled_job_expires_snapshots_and_merges_small_files_while_a_client_write
     let (_dir, mut server) = start(
         "interval = \"4s\"\nexpire_snapshots_older_than = \"2s\"\ncleanup_old_files_older_than = \"1s\"",
     );
-    let port = server.pg_port.to_string();
+    let port = server.pooler_port.to_string();
     let writer = std::thread::spawn(move || {
         client_script(
             "writer.py",
@@ -152,7 +152,7 @@ fn a_scheduled_job_expires_snapshots_and_merges_small_files_while_a_client_write
 #[test]
 fn catalog_garbage_of_dropped_tables_is_removed_and_time_travel_still_works() {
     let (_dir, server) = start("enabled = false");
-    let port = server.pg_port.to_string();
+    let port = server.pooler_port.to_string();
     let made = client_script(
         "garbage.py",
         &["admin", ADMIN_PASSWORD, &port, "sales", "make"],
@@ -235,7 +235,7 @@ fn catalog_garbage_of_dropped_tables_is_removed_and_time_travel_still_works() {
 }
 
 fn write_table(server: &Server) {
-    let port = server.pg_port.to_string();
+    let port = server.pooler_port.to_string();
     for _ in 0..3 {
         client_script(
             "lake_rows.py",

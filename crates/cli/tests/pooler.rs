@@ -2,8 +2,10 @@
 //! the real DuckDB client: a writer and a reader work through it; it looks users up live (a
 //! rotated password works at once, the old one no longer does); it lets in only the login
 //! roles of the lake a client names — never the server's own roles, the pooler's lookup role or
-//! a user of another lake; a reader's writes are refused through it; killed, it is restarted
-//! and clients connect again; it stops before PostgreSQL.
+//! a user of another lake; a reader's writes are refused through it; a user's connection cap
+//! holds through it (the user's transactions wait their turn, others' do not) and directly (a
+//! one-line refusal); killed, it is restarted and clients connect again; left behind by a
+//! killed server, it is stopped by the next one; it stops before PostgreSQL.
 
 mod common;
 
@@ -168,6 +170,9 @@ fn lake_users_work_through_the_pooler_and_nobody_else_gets_in() {
     );
     assert_eq!(read["rows"], 1003);
 
+    a_users_cap_holds_through_the_pooler_and_directly(&p, &rt);
+    a_pooler_left_behind_is_stopped_by_the_next_server(&mut p);
+
     // The pooler stops before PostgreSQL, and with the server.
     let started = Instant::now();
     assert!(p.server.stop().success());
@@ -234,6 +239,151 @@ async fn only_the_lakes_own_users_get_in(port: u16, reader_pw: &str, hr_pw: &str
         "{:?}",
         began.elapsed()
     );
+}
+
+/// `--max-connections 2`: through the pooler, six concurrent transactions of that user run on
+/// at most two PostgreSQL connections (the rest wait their turn) while another user is served
+/// at once; directly, a third session is refused with PostgreSQL's own one-line message.
+fn a_users_cap_holds_through_the_pooler_and_directly(p: &Pooled, rt: &tokio::runtime::Runtime) {
+    let out = cli(
+        p,
+        &[
+            "user",
+            "create",
+            "capped",
+            "--lake",
+            "sales",
+            "--role",
+            "writer",
+            "--max-connections",
+            "2",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pw = serde_json::from_slice::<Value>(&out.stdout).unwrap()["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other_pw = create_user(p, "neighbour", "sales", "writer");
+    rt.block_on(async {
+        let admin = common::admin_client(&p.server, ADMIN_PASSWORD, "sales")
+            .await
+            .unwrap();
+        let mut sessions = Vec::new();
+        for _ in 0..6 {
+            let c = common::connect(p.port, "capped", &pw, "sales")
+                .await
+                .unwrap();
+            sessions.push(tokio::spawn(async move {
+                c.simple_query("SELECT pg_sleep(1)").await.map(|_| ())
+            }));
+        }
+        // While they run: never more than two of its backends, and the neighbour is served.
+        let began = Instant::now();
+        let neighbour = common::connect(p.port, "neighbour", &other_pw, "sales")
+            .await
+            .unwrap();
+        neighbour.simple_query("SELECT 1").await.unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            began.elapsed()
+        );
+        let mut most = 0;
+        while !sessions.iter().all(tokio::task::JoinHandle::is_finished) {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'capped'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            most = most.max(n);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for s in sessions {
+            s.await
+                .unwrap()
+                .expect("a capped user's transaction waits, then runs");
+        }
+        assert!((1..=2).contains(&most), "{most} backends for a cap of 2");
+        // Directly, each session is a backend (the pooler's idle ones for this user count):
+        // by the third at most, one is refused, in PostgreSQL's own one line.
+        let mut held = Vec::new();
+        let mut refusal = None;
+        for _ in 0..3 {
+            match common::connect(p.server.pg_port, "capped", &pw, "sales").await {
+                Ok(c) => held.push(c),
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refusal.expect("a session over the cap is refused");
+        let msg = e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        assert_eq!(msg, "too many connections for role \"capped\"", "{e:?}");
+    });
+}
+
+/// A server killed outright leaves its pooler running (its own process group) on the port; the
+/// next server on the same home stops it and starts its own.
+fn a_pooler_left_behind_is_stopped_by_the_next_server(p: &mut Pooled) {
+    let old = i32::try_from(pooler_status(&p.server)["pid"].as_i64().unwrap()).unwrap();
+    p.server.signal(Signal::SIGKILL);
+    let _ = p.server.wait_exit(Duration::from_secs(10));
+    assert!(
+        kill(Pid::from_raw(old), None).is_ok(),
+        "the pooler outlived its server"
+    );
+    // PostgreSQL outlives it too, and the next server refuses to start beside it until it is
+    // stopped (its own test): stop it as an operator would, and leave the pooler.
+    let pgdata = p.server.home.join("pgdata");
+    let postmaster: i32 = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(postmaster), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::postgres_running(&pgdata) {
+        assert!(Instant::now() < deadline, "postgres did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let config = p.server.home.join("catalog.toml");
+    let port = p.port.to_string();
+    let env = [
+        ("DUCKLAKE_CATALOG_CONFIG", config.to_str().unwrap()),
+        ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("DUCKLAKE_CATALOG_POOLER__PORT", port.as_str()),
+    ];
+    let (pg, http) = (p.server.pg_port, p.server.http_port);
+    p.server = Server::spawn_on(&p.server.home, pg, http, &env);
+    let up = p.server.wait_for(Duration::from_mins(2), |code, body| {
+        code == 200 && body["pooler"]["state"] == "running"
+    });
+    assert_ne!(up["pooler"]["pid"].as_i64(), Some(i64::from(old)), "{up}");
+    // Gone, or a zombie its reaper has not collected yet (its parent was the killed server).
+    assert!(
+        std::fs::read(format!("/proc/{old}/cmdline")).map_or(true, |c| c.is_empty()),
+        "the pooler left behind still runs"
+    );
+    assert!(p
+        .server
+        .logs()
+        .contains("stopping a connection pooler left behind"));
 }
 
 /// A lake created while the pooler runs is pooled as soon as it is ready.

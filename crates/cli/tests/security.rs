@@ -1101,7 +1101,7 @@ fn a_writers_planted_objects_never_run_as_superuser_in_maintenance_inspection_or
         &[],
         "hr",
     );
-    let port = lab.server.pg_port.to_string();
+    let port = lab.server.pooler_port.to_string();
 
     // Phase A, lake hr (no schedule): every plant, then every command that reads the catalog.
     let eve_pw = lab.create_user("eve", "hr", "writer");
@@ -1399,7 +1399,7 @@ fn an_owners_triggers_rules_and_views_on_catalog_tables_never_run_as_superuser()
         &[],
         "sales",
     );
-    let port = lab.server.pg_port.to_string();
+    let port = lab.server.pooler_port.to_string();
     let steward_pw = lab.create_user("steward", "sales", "owner");
     let steward = lab.connect("steward", &steward_pw, "sales").unwrap();
     lab.plant_evil(&steward, "steward", "sales", &["otrg", "orule"]);
@@ -1817,7 +1817,7 @@ fn data_paths_over_server_state_other_lakes_or_backups_are_refused_and_nothing_o
     ]);
     lab.rebaseline();
     let wanda_pw = lab.create_user("wanda", "sales", "writer");
-    let port = lab.server.pg_port.to_string();
+    let port = lab.server.pooler_port.to_string();
     let wrote = python(
         "lake_rows.py",
         &["wanda", &wanda_pw, &port, "sales", "write"],
@@ -1976,7 +1976,7 @@ fn maintenance_without_the_parquet_extension_fails_cleanly_and_never_crashes_the
         }
     };
     let wendy_pw = lab.create_user("wendy", "sales", "writer");
-    let port = lab.server.pg_port.to_string();
+    let port = lab.server.pooler_port.to_string();
     let wrote = python(
         "lake_rows.py",
         &["wendy", &wendy_pw, &port, "sales", "write"],
@@ -2167,7 +2167,7 @@ fn writers_cannot_rewrite_break_or_escape_the_lakes_catalog() {
     );
     let wally_pw = lab.create_user("wally", "sales", "writer");
     let rita_pw = lab.create_user("rita", "sales", "reader");
-    let port = lab.server.pg_port.to_string();
+    let port = lab.server.pooler_port.to_string();
     let wrote = python(
         "lake_rows.py",
         &["wally", &wally_pw, &port, "sales", "write"],
@@ -2788,7 +2788,7 @@ fn lake_users_are_limited_throttled_and_reach_nothing_but_their_lake() {
     let rita_pw = lab.create_user("rita", "sales", "reader");
     let wally_pw = lab.create_user("wally", "sales", "writer");
     let olga_pw = lab.create_user("olga", "sales", "owner");
-    let port = lab.server.pg_port.to_string();
+    let port = lab.server.pooler_port.to_string();
     let wrote = python(
         "lake_rows.py",
         &["wally", &wally_pw, &port, "sales", "write"],

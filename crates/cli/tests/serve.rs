@@ -338,9 +338,22 @@ fn health_exits_0_and_connect_prints_the_attach_string_for_a_running_server() {
     let out = run_cli(dir.path(), &env, &["connect", "--format", "json"]);
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Clients are given the pooler's port (on by default), and the settings to SET first.
     assert_eq!(
         v["attach"],
-        format!("ATTACH 'ducklake:postgres:host=127.0.0.1 port={port} user=admin dbname=lakehouse' AS lakehouse")
+        format!(
+            "ATTACH 'ducklake:postgres:host=127.0.0.1 port={} user=admin dbname=lakehouse' AS lakehouse",
+            server.pooler_port
+        )
+    );
+    assert_eq!(
+        v["settings"],
+        serde_json::json!([
+            "SET ducklake_max_retry_count = 100",
+            "SET pg_pool_acquire_mode = 'wait'",
+            "SET pg_pool_max_connections = 16",
+            "SET pg_pool_health_check_query = ''"
+        ])
     );
     assert!(v.get("password").is_none());
     let password = server.admin_password();

@@ -95,7 +95,7 @@ fn ops(server: &Server, user: &str, password: &str, lake: &str, mode: &str, tabl
         &[
             user,
             password,
-            &server.pg_port.to_string(),
+            &server.pooler_port.to_string(),
             lake,
             mode,
             table,
@@ -107,7 +107,7 @@ fn ops(server: &Server, user: &str, password: &str, lake: &str, mode: &str, tabl
 fn seed(server: &Server, lake: &str) {
     common::seed_shared_and_small(&format!(
         "host=127.0.0.1 port={} user=admin password={ADMIN_PASSWORD} dbname={lake}",
-        server.pg_port
+        server.pooler_port
     ));
 }
 
@@ -434,7 +434,7 @@ fn a_writer_passes_every_ducklake_feature_area_and_owner_only_options_are_refuse
     let report = common::client_script(
         "writer_workload.py",
         &[
-            &server.pg_port.to_string(),
+            &server.pooler_port.to_string(),
             "sales",
             &data_path,
             &format!("pipeline_one:{writer}"),

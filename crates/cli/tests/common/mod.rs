@@ -53,6 +53,21 @@ pub fn home() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("dlc-").tempdir().unwrap()
 }
 
+/// The pooler's port for servers and commands in `home`: one free port per home, the same for
+/// every call in this test process (the pooler runs by default, and tests run in parallel).
+pub fn pooler_port(home: &Path) -> u16 {
+    static PORTS: std::sync::Mutex<Vec<(PathBuf, u16)>> = std::sync::Mutex::new(Vec::new());
+    let mut ports = PORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, p)) = ports.iter().find(|(h, _)| h == home) {
+        return *p;
+    }
+    let port = free_port();
+    ports.push((home.to_path_buf(), port));
+    port
+}
+
 /// The base environment for the binary: nothing from the developer's shell but PATH and HOME.
 pub fn base_command(home: &Path, pg_port: u16, http_port: u16) -> Command {
     let mut cmd = Command::new(BIN);
@@ -61,6 +76,10 @@ pub fn base_command(home: &Path, pg_port: u16, http_port: u16) -> Command {
         .env("HOME", std::env::var_os("HOME").unwrap_or_default())
         .env("DUCKLAKE_CATALOG_HOME", home)
         .env("DUCKLAKE_CATALOG_POSTGRES__PORT", pg_port.to_string())
+        .env(
+            "DUCKLAKE_CATALOG_POOLER__PORT",
+            pooler_port(home).to_string(),
+        )
         .env(
             "DUCKLAKE_CATALOG_HTTP__LISTEN",
             format!("127.0.0.1:{http_port}"),
@@ -75,7 +94,10 @@ pub fn base_command(home: &Path, pg_port: u16, http_port: u16) -> Command {
 pub struct Server {
     pub child: Option<Child>,
     pub home: PathBuf,
+    /// PostgreSQL's port: the direct session path.
     pub pg_port: u16,
+    /// The pooler's port (on by default): what clients are given.
+    pub pooler_port: u16,
     pub http_port: u16,
     pub log: PathBuf,
     /// `DUCKLAKE_CATALOG_S3__ENDPOINT` it was started with, for clients.
@@ -115,6 +137,7 @@ impl Server {
             child: Some(child),
             home: home.to_path_buf(),
             pg_port,
+            pooler_port: pooler_port(home),
             http_port,
             log,
             s3_endpoint: None,
