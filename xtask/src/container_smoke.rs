@@ -1,10 +1,11 @@
 //! `cargo xtask container --smoke`: the image, run for real. moto on the host stands in for S3;
-//! the container serves one lake whose data path is in a moto bucket, PostgreSQL published on a
+//! the container serves one lake whose data path is in a moto bucket, its pooler published on a
 //! loopback port, and the checks are what a user of the container relies on:
 //!
 //! - the health check turns healthy, then the server is ready (timed from `run`);
 //! - it runs as the image's non-root user, with `ducklake-catalog serve` as PID 1;
-//! - the Python DuckDB client (venv, pinned version) attaches over TLS (`sslmode=require`) and
+//! - the Python DuckDB client (venv, pinned version) attaches through the connection pooler
+//!   (PgBouncer, the image's port 6432) over TLS (`sslmode=require`) and
 //!   writes 20,000 rows as Parquet into the bucket plus 2 inlined rows;
 //! - `config show` inside redacts the admin password and the S3 secret key;
 //! - after the postmaster is SIGKILLed, PID 1 reaps the orphaned backends (no zombies) and the
@@ -129,11 +130,12 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// The pinned DuckDB client writing to (or reading) the lake through the published port.
+/// The pinned DuckDB client writing to (or reading) the lake through the published port of
+/// the connection pooler (what `connect` hands out).
 struct Client {
     venv: PathBuf,
     extensions: PathBuf,
-    pg_port: u16,
+    pooler_port: u16,
     moto_port: u16,
     password: String,
 }
@@ -148,7 +150,7 @@ impl Client {
                 "DLC_ATTACH",
                 format!(
                     "ducklake:postgres:host=127.0.0.1 port={} user=admin dbname=lakehouse sslmode=require",
-                    self.pg_port
+                    self.pooler_port
                 ),
             )
             .env("PGPASSWORD", &self.password)
@@ -191,7 +193,7 @@ pub(crate) fn smoke(
     let moto = Moto::start(venv, "0.0.0.0")?;
     moto.create_bucket("smoke")?;
     let name = format!("dlc-smoke-{}", std::process::id());
-    let pg_port = free_port()?;
+    let pooler_port = free_port()?;
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos();
@@ -202,7 +204,7 @@ pub(crate) fn smoke(
 
     eprintln!("smoke: starting {tag} as {name}");
     let started = Instant::now();
-    let c = run_container(engine, tag, &name, pg_port, moto.port, &secrets)?;
+    let c = run_container(engine, tag, &name, pooler_port, moto.port, &secrets)?;
     let to_healthy = c.wait("healthy", started, Container::healthy)?;
     let to_ready = c.wait("ready", started, Container::ready)?;
     eprintln!("smoke: ok: healthy after {to_healthy:.1} s, ready after {to_ready:.1} s");
@@ -211,7 +213,7 @@ pub(crate) fn smoke(
     let client = Client {
         venv: venv.to_path_buf(),
         extensions: extensions.to_path_buf(),
-        pg_port,
+        pooler_port,
         moto_port: moto.port,
         password: secrets.password.clone(),
     };
@@ -250,12 +252,13 @@ pub(crate) fn smoke(
     Ok(())
 }
 
-/// `run -d` with the lake on moto S3, PostgreSQL and HTTP published on loopback, a named volume.
+/// `run -d` with the lake on moto S3, the pooler (the clients' port) and HTTP published on
+/// loopback, a named volume.
 fn run_container<'a>(
     engine: &'a Engine,
     tag: &str,
     name: &str,
-    pg_port: u16,
+    pooler_port: u16,
     moto_port: u16,
     secrets: &Secrets,
 ) -> Result<Container<'a>> {
@@ -281,7 +284,7 @@ fn run_container<'a>(
         ),
     ];
     let (pg_map, http_map) = (
-        format!("127.0.0.1:{pg_port}:5432"),
+        format!("127.0.0.1:{pooler_port}:6432"),
         format!("127.0.0.1:{}:8080", free_port()?),
     );
     let volume = format!("{name}:/var/lib/ducklake-catalog");

@@ -20,6 +20,8 @@
 //!   tuned catalog against stock PostgreSQL for DuckLake's own queries (see `xtask_bench::catalog`).
 //! - `cargo xtask bench maintenance [--objects N] [--orphans N]`: our orphan scan against
 //!   DuckDB's, and commit latency before and after catalog garbage cleanup.
+//! - `cargo xtask bench clients [--connections N] [--writers N] [--commits N]`: 1,000 client
+//!   connections, 32 writers and a fresh client's ATTACH, pooled against direct.
 //! - `cargo xtask bench durability [--commits N] [--restore-gb G] [--skip-walg]`: RPO, archive
 //!   write overhead and restore time against moto S3.
 //!
@@ -72,12 +74,19 @@ fn main() -> Result<()> {
                 let bin = build_binary(true)?;
                 xtask_bench::catalog::catalog(args, &deps.venv, &deps.extensions, &bin)
             }
+            Some((what, args)) if what == "clients" => {
+                let deps = deps()?;
+                let bin = build_binary(true)?;
+                xtask_bench::clients::clients(args, &deps.venv, &deps.extensions, &bin)
+            }
             Some((what, args)) if what == "maintenance" => {
                 let deps = deps()?;
                 let bin = build_binary(true)?;
                 xtask_bench::maintenance::maintenance(args, &deps.venv, &deps.extensions, &bin)
             }
-            _ => bail!("usage: cargo xtask bench startup|durability|catalog|maintenance [ARGS…]"),
+            _ => bail!(
+                "usage: cargo xtask bench startup|durability|catalog|clients|maintenance [ARGS…]"
+            ),
         },
         _ => {
             eprintln!("usage: cargo xtask <deps|test|ci|clippy|serve|bench|container> [ARGS…]");

@@ -6,12 +6,15 @@
 //! - [`catalog::catalog`]: the tuned catalog against stock PostgreSQL for DuckLake's queries.
 //! - [`maintenance::maintenance`]: our orphan scan against DuckDB's, and commit latency before
 //!   and after the catalog garbage cleanup.
+//! - [`clients::clients`]: 1,000 connections, 32 writers and a fresh client's ATTACH,
+//!   through the pooler against directly.
 //! - [`durability::durability`]: RPO, archive write overhead and restore time on moto S3.
 //!
 //! [`support`] holds what the benchmarks and xtask's container smoke test share (free ports,
 //! `/readyz`, moto on loopback).
 
 pub mod catalog;
+pub mod clients;
 pub mod durability;
 pub mod maintenance;
 pub mod startup;
