@@ -121,9 +121,11 @@ pub async fn supervise(
         };
         let pid = running.pid();
         let since = Instant::now();
+        let serving = settings.databases.clone();
         publish(&|p| {
             p.state = PoolerState::Running;
             p.pid = Some(pid);
+            p.lakes.clone_from(&serving);
         });
         let exit = loop {
             tokio::select! {
@@ -133,10 +135,7 @@ pub async fn supervise(
                     let now = ready_lakes(&lakes.borrow_and_update());
                     if now != settings.databases {
                         settings.databases = now;
-                        match running.reload(&settings) {
-                            Ok(()) => tracing::info!(lakes = ?settings.databases, "the connection pooler serves the lakes ready now"),
-                            Err(e) => tracing::warn!(error = %e, "reloading the connection pooler"),
-                        }
+                        reload(&running, &settings, &status);
                     }
                 }
             }
@@ -181,6 +180,21 @@ pub async fn supervise(
         p.pid = None;
     });
     let _ = stopped.send(true);
+}
+
+/// Has the running pooler serve `settings.databases` now, and says so in the status.
+fn reload(running: &RunningPooler, settings: &PoolerSettings, status: &StatusSender) {
+    match running.reload(settings) {
+        Ok(()) => {
+            tracing::info!(lakes = ?settings.databases, "the connection pooler serves the lakes ready now");
+            status.send_modify(|s| {
+                if let Some(p) = s.pooler.as_mut() {
+                    p.lakes.clone_from(&settings.databases);
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "reloading the connection pooler"),
+    }
 }
 
 async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {

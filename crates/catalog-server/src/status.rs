@@ -34,6 +34,8 @@ pub struct PoolerStatus {
     pub restarts: u32,
     /// The last start failure or exit, one line.
     pub last_error: Option<String>,
+    /// The lakes it serves now (`lake create` waits until a new one is among them).
+    pub lakes: Vec<String>,
 }
 
 /// The pooler's lifecycle, serialised as `starting`, `running`, `restarting` or `stopped`.

@@ -85,6 +85,9 @@ pub(crate) fn run(config: &Config, command: &LakeCommand) -> Result<(), Failure>
                     info.data_path, info.spec_version
                 ),
             }
+            if config.pooler_enabled() {
+                rt.block_on(wait_until_pooled(config, name));
+            }
             Ok(())
         }
         LakeCommand::List { format } => {
@@ -289,5 +292,34 @@ impl Progress {
         if self.tty && self.shown {
             eprintln!();
         }
+    }
+}
+
+/// Waits (up to 30 s) until the running server's pooler serves `lake`, which clients are given
+/// the port of: the lake watch brings it up within seconds, then the pooler is reloaded. No
+/// running server: nothing to wait for (it serves the lake when it starts).
+async fn wait_until_pooled(config: &Config, lake: &str) {
+    let url = config.health_url("/readyz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match health::get_json(&url, std::time::Duration::from_secs(2)).await {
+            Err(_) => return,
+            Ok((_, body)) => {
+                let pooler = &body["pooler"];
+                let serves = pooler["lakes"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|n| n == lake));
+                if pooler.is_null() || serves {
+                    return;
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!(
+                "ducklake-catalog: warning: the running server's connection pooler does not serve lake {lake} yet; clients get `SASL authentication failed` on the pooled port until it does (see its log)"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -478,7 +478,8 @@ fn migrate_upgrades_a_catalog_an_older_duckdb_created() {
         &[
             "admin",
             ADMIN_PASSWORD,
-            &server.pooler_port.to_string(),
+            // Not a lake yet: the pooler does not serve it, the direct path reaches it.
+            &server.pg_port.to_string(),
             "legacy",
             "write",
             &path,

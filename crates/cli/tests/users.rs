@@ -90,16 +90,16 @@ fn create_user(server: &Server, name: &str, lake: &str, role: &str) -> String {
 
 /// Runs `lake_ops.py` and returns operation → outcome.
 fn ops(server: &Server, user: &str, password: &str, lake: &str, mode: &str, table: &str) -> Value {
+    ops_on(server.pooler_port, user, password, lake, mode, table)
+}
+
+/// [`ops`] on `port`: the pooler's (what clients are given) or PostgreSQL's own, where
+/// another lake's user meets PostgreSQL's CONNECT privilege (the pooler's lookup refuses it
+/// before that: `pooler.rs`).
+fn ops_on(port: u16, user: &str, password: &str, lake: &str, mode: &str, table: &str) -> Value {
     common::client_script(
         "lake_ops.py",
-        &[
-            user,
-            password,
-            &server.pooler_port.to_string(),
-            lake,
-            mode,
-            table,
-        ],
+        &[user, password, &port.to_string(), lake, mode, table],
     )
 }
 
@@ -222,7 +222,7 @@ fn an_owner_does_what_a_writer_does_and_alone_can_alter_ducklakes_tables() {
         assert_eq!(outcome, "ok", "owner: {operation} failed: {outcome}");
     }
     assert_eq!(done.as_object().unwrap().len(), 19, "{done}");
-    let other = ops(&server, "steward", &owner_pw, "hr", "read", "shared");
+    let other = ops_on(server.pg_port, "steward", &owner_pw, "hr", "read", "shared");
     assert!(
         other["attach"]
             .as_str()
@@ -279,7 +279,7 @@ fn users_reach_only_their_lake_and_never_postgres_itself() {
 
     // The other lake: CONNECT is the lake's own roles' only.
     for (user, pw) in [("loader", &writer_pw), ("viewer", &reader_pw)] {
-        let other = ops(&server, user, pw, "hr", "read", "shared");
+        let other = ops_on(server.pg_port, user, pw, "hr", "read", "shared");
         let attach = other["attach"].as_str().unwrap();
         assert!(
             attach.contains("permission denied for database"),

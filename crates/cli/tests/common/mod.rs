@@ -68,6 +68,20 @@ pub fn pooler_port(home: &Path) -> u16 {
     port
 }
 
+/// The health port of the server last spawned on `home`, so commands run beside it (`run_cli`)
+/// reach it as a user's shell in the task would (`lake create` waits for its pooler, `status`).
+static HTTP_PORTS: std::sync::Mutex<Vec<(PathBuf, u16)>> = std::sync::Mutex::new(Vec::new());
+
+fn http_port_of(home: &Path) -> Option<u16> {
+    HTTP_PORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .rev()
+        .find(|(h, _)| h == home)
+        .map(|(_, p)| *p)
+}
+
 /// The base environment for the binary: nothing from the developer's shell but PATH and HOME.
 pub fn base_command(home: &Path, pg_port: u16, http_port: u16) -> Command {
     let mut cmd = Command::new(BIN);
@@ -126,6 +140,10 @@ impl Server {
 
     /// Spawns `cmd` (a `serve` on these ports, possibly wrapped) with its output in a log file.
     pub fn spawn_command(mut cmd: Command, home: &Path, pg_port: u16, http_port: u16) -> Server {
+        HTTP_PORTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((home.to_path_buf(), http_port));
         let log = home.join(format!("serve-{pg_port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = cmd
@@ -175,6 +193,30 @@ impl Server {
                 .ok()?;
             let code = resp.status().as_u16();
             Some((code, resp.json().await.unwrap_or(serde_json::Value::Null)))
+        })
+    }
+
+    /// `GET path` on the health listener: status, content type and body text.
+    pub fn get_text(&self, path: &str) -> (u16, String, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .unwrap();
+            let code = resp.status().as_u16();
+            let ctype = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (code, ctype, resp.text().await.unwrap())
         })
     }
 
@@ -264,7 +306,7 @@ impl Drop for Server {
 
 /// Runs the binary with `args` (not `serve`) and returns its output.
 pub fn run_cli(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = base_command(home, 5432, 8080);
+    let mut cmd = base_command(home, 5432, http_port_of(home).unwrap_or(8080));
     for (k, v) in env {
         cmd.env(k, v);
     }
