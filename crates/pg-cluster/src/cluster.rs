@@ -60,6 +60,8 @@ pub struct Cluster {
     pub extra_settings: Vec<(String, String)>,
     /// `initdb --wal-segsize`, for a new cluster.
     pub wal_segment_size_mb: u32,
+    /// What its log lines told, counted across restarts (commit conflicts).
+    pub log_events: crate::logs::LogEvents,
 }
 
 /// What `pg_controldata` says about a data directory.
@@ -103,6 +105,7 @@ impl Cluster {
             start_timeout_secs: settings.start_timeout_secs,
             extra_settings,
             wal_segment_size_mb: settings.wal_segment_size_mb,
+            log_events: crate::logs::LogEvents::default(),
         };
         cluster.make_home(&settings.home)?;
         let boot = cluster.init_if_needed()?;

@@ -12,6 +12,42 @@ pub(super) const LINE_PREFIX: &str = "%p|%u|%d|%e|";
 /// How many of PostgreSQL's last lines are kept to explain a failed start.
 const KEEP: usize = 20;
 
+/// The constraint DuckLake's optimistic commits collide on: two writers insert the same next
+/// snapshot id, one fails with a unique violation and retries.
+const SNAPSHOT_KEY: &str = "\"ducklake_snapshot_pkey\"";
+
+/// What PostgreSQL's log says that the metrics count, per database: commit conflicts
+/// (unique violations on `ducklake_snapshot`'s key, which DuckLake then retries). Shared by
+/// every start of one cluster, so counts survive a PostgreSQL restart.
+#[derive(Debug, Clone, Default)]
+pub struct LogEvents {
+    conflicts: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+}
+
+impl LogEvents {
+    /// Commit conflicts per database since the server started.
+    pub fn conflicts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn count(&self, line: &str) {
+        let Some(p) = parse(line) else { return };
+        // A lake user could raise such an error itself; it would only move its own lake's
+        // counter, which it can move anyway by committing concurrently.
+        if p.sqlstate == "23505" && p.severity == "ERROR" && p.message.contains(SNAPSHOT_KEY) {
+            *self
+                .conflicts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(p.database.to_owned())
+                .or_default() += 1;
+        }
+    }
+}
+
 /// The last lines PostgreSQL wrote, shared with the start-up error path.
 #[derive(Debug, Clone)]
 pub(crate) struct RecentLines(base::recent::RecentLines);
@@ -79,12 +115,17 @@ fn parse(line: &str) -> Option<Parsed<'_>> {
 }
 
 /// Reads `stream` to its end, emitting one tracing event per line, passwords redacted.
-pub(crate) async fn forward(stream: impl AsyncRead + Unpin, recent: RecentLines) {
+pub(crate) async fn forward(
+    stream: impl AsyncRead + Unpin,
+    recent: RecentLines,
+    events: LogEvents,
+) {
     let mut lines = BufReader::new(stream).lines();
     let mut redactor = Redactor::default();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = redactor.line(&line);
         recent.push(&line);
+        events.count(&line);
         emit(&line);
     }
 }
@@ -104,26 +145,32 @@ struct Redactor {
 
 impl Redactor {
     fn line(&mut self, line: &str) -> String {
-        // A new record ends the last one, unless a constant is still open: a line inside it can
-        // look like a record's prefix, and redacting too much is the safe side.
-        if self.open.is_none() && parse(line).is_some() {
+        // A new record ends the last one, and any constant left open in it: PostgreSQL starts
+        // every further line of a message with a tab, so no line inside a constant parses as a
+        // record. An unbalanced quote (a user can log one) blinds its own record at most.
+        if parse(line).is_some() {
             self.active = false;
+            self.open = None;
         }
         if !self.active && line.to_ascii_lowercase().contains("password") {
             self.active = true;
         }
-        if !self.active {
-            return line.to_owned();
-        }
+        // Constants are followed in every record, so one opened before the record mentions a
+        // password (a `$body$` before a `rolpassword`) is known when it closes.
+        let redact = self.active;
         let mut out = String::with_capacity(line.len());
         let mut rest = line;
         loop {
             if let Some(close) = self.open.clone() {
                 let Some(end) = find_close(rest, &close) else {
-                    out.push_str(base::secret::REDACTED);
+                    out.push_str(if redact { base::secret::REDACTED } else { rest });
                     return out;
                 };
-                out.push_str(base::secret::REDACTED);
+                out.push_str(if redact {
+                    base::secret::REDACTED
+                } else {
+                    &rest[..end]
+                });
                 out.push_str(&close);
                 rest = &rest[end + close.len()..];
                 self.open = None;
@@ -225,6 +272,24 @@ mod tests {
     }
 
     #[test]
+    fn commit_conflicts_are_counted_per_database() {
+        let e = LogEvents::default();
+        e.count("51|w|sales|23505|ERROR:  duplicate key value violates unique constraint \"ducklake_snapshot_pkey\"");
+        e.count("52|w|sales|23505|ERROR:  duplicate key value violates unique constraint \"ducklake_snapshot_pkey\"");
+        e.count("53|w|hr|23505|ERROR:  duplicate key value violates unique constraint \"ducklake_snapshot_pkey\"");
+        // Other unique violations, other severities and unprefixed lines are not conflicts.
+        e.count(
+            "54|w|sales|23505|ERROR:  duplicate key value violates unique constraint \"t_pkey\"",
+        );
+        e.count("55|w|sales|00000|LOG:  ducklake_snapshot_pkey");
+        e.count("\tducklake_snapshot_pkey");
+        let c = e.conflicts();
+        assert_eq!(c.get("sales"), Some(&2));
+        assert_eq!(c.get("hr"), Some(&1));
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
     fn passwords_never_reach_the_log() {
         let mut r = Redactor::default();
         for (line, secret) in [
@@ -251,13 +316,37 @@ mod tests {
         assert!(r
             .line("15|bob|lake|00000|LOG:  statement: ALTER ROLE bob PASSWORD")
             .contains("PASSWORD"));
-        assert!(!r.line("  'multi").contains("multi"));
+        // PostgreSQL starts each further line of a message with a tab: a line of a constant
+        // that looks like a record is still inside it.
+        assert!(!r.line("\t'multi").contains("multi"));
         assert!(!r
-            .line("999|x|y|00000|LOG:  still-secret")
+            .line("\t999|x|y|00000|LOG:  still-secret")
             .contains("still-secret"));
-        assert!(!r.line("line-secret'").contains("line-secret"));
+        assert!(!r.line("\tline-secret'").contains("line-secret"));
         let plain = "16|bob|lake|00000|LOG:  statement: SELECT 'visible'";
         assert_eq!(r.line(plain), plain);
+    }
+
+    #[test]
+    fn a_function_body_before_the_word_password_does_not_blind_the_log() {
+        // What the pooler's lookup function logs (log_statement = ddl): the body opens with a
+        // dollar quote before `rolpassword` appears; the record ends, and later records are
+        // shown as they are.
+        let mut r = Redactor::default();
+        let record = [
+            "7|su|sales|00000|LOG:  statement: CREATE FUNCTION f() RETURNS text",
+            "\t  LANGUAGE sql AS $body$",
+            "\t  SELECT rolpassword FROM pg_authid WHERE rolname = 'bob'",
+            "\t$body$;",
+        ];
+        let out: Vec<String> = record.iter().map(|l| r.line(l)).collect();
+        assert!(!out[2].contains("bob"), "{out:?}");
+        let later = "8|w|sales|23505|ERROR:  duplicate key value violates unique constraint \"ducklake_snapshot_pkey\"";
+        assert_eq!(r.line(later), later);
+        // A record with an unbalanced quote blinds nothing after it either.
+        r.line("9|w|sales|P0001|ERROR:  it's a trap: password");
+        let next = "10|w|sales|00000|LOG:  statement: SELECT 'visible'";
+        assert_eq!(r.line(next), next);
     }
 
     #[test]

@@ -56,10 +56,10 @@ impl Cluster {
             .expect("a just-spawned child has a pid");
         let recent = RecentLines::default();
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward(stderr, recent.clone()));
+            tokio::spawn(forward(stderr, recent.clone(), self.log_events.clone()));
         }
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(forward(stdout, recent.clone()));
+            tokio::spawn(forward(stdout, recent.clone(), self.log_events.clone()));
         }
         let mut running = RunningPostgres {
             child,
