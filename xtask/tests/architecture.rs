@@ -276,6 +276,20 @@ fn the_pooler_knows_only_pgbouncer() {
 }
 
 #[test]
+fn telemetry_renders_facts_and_reads_nothing() {
+    let all = dependencies();
+    let others = ours_except(&all, &["base"]);
+    let mut forbidden: Vec<&str> = others.iter().map(String::as_str).collect();
+    forbidden.extend(["tokio-postgres", "tokio", "axum"]);
+    forbid(
+        &all,
+        "telemetry",
+        &forbidden,
+        "it renders the facts the server gathers; it queries and serves nothing (ARCHITECTURE.md)",
+    );
+}
+
+#[test]
 fn no_library_depends_on_the_configuration() {
     let all = dependencies();
     for krate in [
@@ -292,6 +306,7 @@ fn no_library_depends_on_the_configuration() {
         "lake-admin",
         "lake-upkeep",
         "pooler",
+        "telemetry",
     ] {
         forbid(
             &all,

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod observe;
 pub mod pooling;
 pub mod postgres;
 pub mod recovery;
@@ -32,6 +33,7 @@ pub use ::config::reference as config_reference;
 pub use ::duckdb_worker;
 pub use ::lake_admin;
 pub use ::lake_upkeep;
+pub use ::telemetry;
 pub use aws::{iam, marketplace, secrets_manager};
 pub(crate) use base::one_line;
 pub use base::{secret, versions, Secret};

@@ -79,6 +79,9 @@ pub struct Supervisor {
     /// The admin password in force, shared with the readiness probe of an external
     /// PostgreSQL (which logs in as the admin).
     admin_password: PasswordCell,
+    /// The metrics' facts as last gathered (`observe`).
+    facts: watch::Sender<telemetry::Facts>,
+    started: std::time::Instant,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -197,7 +200,42 @@ impl Supervisor {
             worker_program,
             reload: Arc::new(Notify::new()),
             admin_password: PasswordCell::default(),
+            facts: watch::channel(telemetry::Facts::default()).0,
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// The metrics' facts as last gathered; `observe::current` lays the live status over them.
+    pub fn facts(&self) -> watch::Receiver<telemetry::Facts> {
+        self.facts.subscribe()
+    }
+
+    /// The task that gathers the metrics' facts every `metrics.refresh`, until `stop`.
+    fn spawn_observer(
+        &self,
+        pg: &PgHandle,
+        log_events: Option<pg_cluster::logs::LogEvents>,
+        stop: &CancellationToken,
+        tasks: &mut Tasks,
+    ) {
+        let observer = crate::observe::Observer {
+            admin: self.admin(pg),
+            refresh: self.config.metrics.refresh.0,
+            log_events,
+            archiving: self.config.backup.target.is_some(),
+            emf: self.config.metrics.cloudwatch == crate::config::CloudWatch::Emf,
+            home: self.config.home.clone(),
+            started: self.started,
+        };
+        tasks.spawn(
+            "metrics",
+            crate::observe::run(
+                observer,
+                self.status.subscribe(),
+                self.facts.clone(),
+                stop.clone(),
+            ),
+        );
     }
 
     /// The readiness check's `SELECT 1`: over the supervised cluster's socket, or as the admin
@@ -308,8 +346,8 @@ impl Supervisor {
                 }
             };
             if first {
-                self.announce(&lakes);
-                self.spawn_lakes(&pg, &runner, &agent_stop, shutdown, &mut tasks);
+                let stops = (&agent_stop, shutdown);
+                self.spawn_lakes(&lakes, (&pg, &runner), stops, Some(&cluster), &mut tasks);
                 if let Some(d) = &durable {
                     self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop, &mut tasks);
                 }
@@ -399,8 +437,7 @@ impl Supervisor {
         for lake in &lakes {
             bring_up_lake(&admin, &self.s3, (lake, false), &runner, &self.status).await?;
         }
-        self.announce(&lakes);
-        self.spawn_lakes(&pg, &runner, &stop, shutdown, &mut tasks);
+        self.spawn_lakes(&lakes, (&pg, &runner), (&stop, shutdown), None, &mut tasks);
         let (password_tx, _password_rx) = watch::channel(password);
         self.spawn_password_watch(None, &password_tx, &stop, &mut tasks);
         tokio::select! {
@@ -760,17 +797,22 @@ impl Supervisor {
         });
     }
 
-    /// The lake watch (until `stop`) and every lake's scheduled maintenance (until `shutdown`,
-    /// which stops a running job).
+    /// Logs the ATTACH string of each lake `up`; starts the lake watch and the metrics'
+    /// gathering (until `stop`), and every lake's scheduled
+    /// maintenance (until `shutdown`, which stops a running job). `cluster`: the supervised one,
+    /// whose log lines count commit conflicts.
     fn spawn_lakes(
         &self,
-        pg: &PgHandle,
-        runner: &DuckDbRunner,
-        stop: &CancellationToken,
-        shutdown: &CancellationToken,
+        up: &[LakeConfig],
+        (pg, runner): (&PgHandle, &DuckDbRunner),
+        (stop, shutdown): (&CancellationToken, &CancellationToken),
+        cluster: Option<&Cluster>,
         tasks: &mut Tasks,
     ) {
+        self.announce(up);
         self.spawn_lake_watch(pg, runner, stop, tasks);
+        let log_events = cluster.map(|c| c.log_events.clone());
+        self.spawn_observer(pg, log_events, stop, tasks);
         let ctx = crate::maintenance::JobContext {
             admin: self.admin(pg),
             s3: self.s3.clone(),

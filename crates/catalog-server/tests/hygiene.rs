@@ -87,6 +87,7 @@ fn configuration_doc_lists_every_key() {
                     | "marketplace"
                     | "maintenance"
                     | "pooler"
+                    | "metrics"
             )
         })
         .filter(|k| !doc.contains(&format!("`{k}`")))

@@ -39,6 +39,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             };
             health_probe(&url, Duration::from_secs(*timeout))
         }
+        Command::Status(args) => crate::status::run(args, load),
         Command::Config {
             command: ConfigCommand::Show,
         } => {
@@ -55,24 +56,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             lake,
             role,
             explain,
-        } => {
-            use catalog_server::iam::{self, PolicyRole};
-            let role = match role {
-                crate::IamRole::Server => PolicyRole::Server,
-                crate::IamRole::Writer => PolicyRole::Writer,
-                crate::IamRole::Reader => PolicyRole::Reader,
-            };
-            let inputs = with_lakes()?
-                .iam_inputs(lake.as_deref())
-                .map_err(Failure::config)?;
-            let policy = iam::policy(&inputs, role).map_err(Failure::config)?;
-            if *explain {
-                print!("{}", iam::explain(&policy));
-            } else {
-                println!("{}", policy.to_json());
-            }
-            Ok(())
-        }
+        } => iam_policy(&with_lakes()?, lake.as_deref(), *role, *explain),
         Command::Version { format } => version(*format),
         Command::Backup { command } => crate::backup::run(&load()?, command),
         Command::Restore { to_time, format } => {
@@ -188,6 +172,29 @@ pub(crate) fn admin(
         .context("reach the catalog's PostgreSQL")?)
 }
 
+/// `iam-policy`: the policy for `role`, or the table explaining it.
+fn iam_policy(
+    config: &Config,
+    lake: Option<&str>,
+    role: crate::IamRole,
+    explain: bool,
+) -> Result<(), Failure> {
+    use catalog_server::iam::{self, PolicyRole};
+    let role = match role {
+        crate::IamRole::Server => PolicyRole::Server,
+        crate::IamRole::Writer => PolicyRole::Writer,
+        crate::IamRole::Reader => PolicyRole::Reader,
+    };
+    let inputs = config.iam_inputs(lake).map_err(Failure::config)?;
+    let policy = iam::policy(&inputs, role).map_err(Failure::config)?;
+    if explain {
+        print!("{}", iam::explain(&policy));
+    } else {
+        println!("{}", policy.to_json());
+    }
+    Ok(())
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -201,6 +208,25 @@ fn judge(s: &status::Status) -> health::Readiness {
         alive: s.postgres.is_alive(),
         accepting: s.accepting(),
         blocker: s.blocker(),
+    }
+}
+
+/// `/metrics` and `/status`: the kept facts with the live status laid over them, in
+/// Prometheus's format and as JSON.
+fn metrics(
+    status: status::StatusReceiver,
+    facts: tokio::sync::watch::Receiver<catalog_server::telemetry::Facts>,
+    started: std::time::Instant,
+) -> health::Metrics {
+    let current = std::sync::Arc::new(move || {
+        catalog_server::observe::current(&status.borrow(), &facts.borrow(), started)
+    });
+    let json = current.clone();
+    health::Metrics {
+        prometheus: std::sync::Arc::new(move || catalog_server::telemetry::prometheus(&current())),
+        json: std::sync::Arc::new(move || {
+            serde_json::to_value(json()).unwrap_or(serde_json::Value::Null)
+        }),
     }
 }
 
@@ -242,18 +268,22 @@ fn serve(mut config: Config) -> Result<(), Failure> {
             .await
             .map_err(anyhow::Error::new)?;
         let (tx, rx) = status::channel();
-        let health_state = HealthState::new(rx, judge);
+        let listen = config.http.listen;
+        let program = std::env::current_exe().context("find this program's path")?;
+        let supervisor = Supervisor::new(config, aws, tx, program);
+        let health_state = HealthState::new(rx.clone(), judge).with_metrics(metrics(
+            rx,
+            supervisor.facts(),
+            std::time::Instant::now(),
+        ));
         let http_stop = CancellationToken::new();
-        let http = health::serve(config.http.listen, health_state.clone(), http_stop.clone())
+        let http = health::serve(listen, health_state.clone(), http_stop.clone())
             .await
             .map_err(|e| {
                 anyhow!(
-                    "http.listen: bind {}: {e}; choose another address with --http-listen or DUCKLAKE_CATALOG_HTTP__LISTEN",
-                    config.http.listen
+                    "http.listen: bind {listen}: {e}; choose another address with --http-listen or DUCKLAKE_CATALOG_HTTP__LISTEN"
                 )
             })?;
-        let program = std::env::current_exe().context("find this program's path")?;
-        let supervisor = Supervisor::new(config, aws, tx, program);
         let checks = tokio::spawn(health::run_checks(
             health_state,
             PgPing(supervisor.probe()),

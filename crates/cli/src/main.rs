@@ -10,6 +10,7 @@ mod init;
 mod inspect;
 mod lakes;
 mod maintain;
+mod status;
 mod users;
 
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// What the running server knows about itself — lakes, connections, backups,
+    /// maintenance — as `/metrics` shows it (the server's `/status`); --watch redraws it.
+    Status(status::StatusArgs),
     /// Show configuration.
     Config {
         #[command(subcommand)]

@@ -55,6 +55,8 @@ pub struct Config {
     /// Scheduled DuckLake maintenance of every lake (a `[lakes.maintenance]` table replaces it
     /// for one lake).
     pub maintenance: MaintenanceConfig,
+    /// `/metrics`: how often its facts are gathered.
+    pub metrics: MetricsConfig,
     /// The lakes this catalog serves, one PostgreSQL database each. When empty, one lake named
     /// `lakehouse` (or `DUCKLAKE_CATALOG_LAKE_NAME`) with data path `DUCKLAKE_CATALOG_DATA_PATH`
     /// or `<home>/lakes/<name>/`.
@@ -65,6 +67,36 @@ pub struct Config {
 }
 
 pub use aws::marketplace::MarketplaceConfig;
+
+/// `[metrics]`: the facts `/metrics` shows are gathered every `refresh` and kept, so a scrape
+/// only renders them (docs/observability.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// How often PostgreSQL's statistics and each lake's catalog are read.
+    pub refresh: HumanDuration,
+    /// `emf`: also write the key figures every `refresh` as CloudWatch Embedded Metric Format
+    /// lines on stdout (the ECS `awslogs` driver makes them metrics); `off`: do not.
+    pub cloudwatch: CloudWatch,
+}
+
+/// `metrics.cloudwatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudWatch {
+    #[default]
+    Off,
+    Emf,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            refresh: HumanDuration(std::time::Duration::from_secs(15)),
+            cloudwatch: CloudWatch::Off,
+        }
+    }
+}
 
 /// `[pooler]`: PgBouncer in transaction mode on its own port, in front of the supervised
 /// PostgreSQL (docs/connections.md).
@@ -223,6 +255,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             marketplace: MarketplaceConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            metrics: MetricsConfig::default(),
             lakes: Vec::new(),
             external: None,
         }
@@ -498,6 +531,14 @@ impl Config {
             return Err(ConfigError::invalid("postgres.port", "must be 1-65535"));
         }
         self.validate_pooler()?;
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_hours(1))
+            .contains(&self.metrics.refresh.0)
+        {
+            return Err(ConfigError::invalid(
+                "metrics.refresh",
+                "must be between 1s and 1h",
+            ));
+        }
         if let Some(n) = self.postgres.max_connections {
             if !(10..=10_000).contains(&n) {
                 return Err(ConfigError::invalid(

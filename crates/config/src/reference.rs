@@ -181,6 +181,16 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "the `pgbouncer` program",
     },
     KeyDoc {
+        key: "metrics.refresh",
+        default: "`15s`",
+        meaning: "how often `/metrics` gathers PostgreSQL's statistics and each lake's catalog figures (kept between scrapes; 1s-1h)",
+    },
+    KeyDoc {
+        key: "metrics.cloudwatch",
+        default: "`off`",
+        meaning: "`emf`: also write the key figures every `metrics.refresh` as CloudWatch Embedded Metric Format lines on stdout, which the ECS `awslogs` driver turns into metrics (namespace `DuckLakeCatalog`) with no new IAM permission (docs/observability.md)",
+    },
+    KeyDoc {
         key: "http.listen",
         default: "`127.0.0.1:8080`",
         meaning: "`/healthz`, `/readyz`; use `0.0.0.0:8080` in a container",

@@ -71,12 +71,30 @@ pub trait Ping: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
 }
 
+/// What `GET /metrics` and `GET /status` answer: renderers of the server's kept facts in
+/// Prometheus's text format and as JSON (rendering never waits on a database).
+#[derive(Clone)]
+pub struct Metrics {
+    pub prometheus: Arc<dyn Fn() -> String + Send + Sync>,
+    pub json: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics(..)")
+    }
+}
+
+/// The content type of `/metrics`: Prometheus's text format 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// What the endpoints read: the published status `S`, how to judge it, and the cached check.
 #[derive(Debug)]
 pub struct HealthState<S> {
     status: watch::Receiver<S>,
     judge: fn(&S) -> Readiness,
     check: Arc<RwLock<Check>>,
+    metrics: Option<Metrics>,
 }
 
 impl<S> Clone for HealthState<S> {
@@ -85,6 +103,7 @@ impl<S> Clone for HealthState<S> {
             status: self.status.clone(),
             judge: self.judge,
             check: Arc::clone(&self.check),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -101,7 +120,15 @@ impl<S: Serialize + Clone + Send + Sync + 'static> HealthState<S> {
                 detail: None,
                 at: None,
             })),
+            metrics: None,
         }
+    }
+
+    /// Serves `GET /metrics` from `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The current status and its judgement.
@@ -162,7 +189,32 @@ pub fn router<S: Serialize + Clone + Send + Sync + 'static>(state: HealthState<S
     Router::new()
         .route("/healthz", get(healthz::<S>))
         .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .route("/status", get(status_json::<S>))
         .with_state(state)
+}
+
+async fn metrics<S: Serialize + Clone + Send + Sync + 'static>(
+    State(state): State<HealthState<S>>,
+) -> axum::response::Response {
+    match &state.metrics {
+        Some(m) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+            (m.prometheus)(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics here\n").into_response(),
+    }
+}
+
+async fn status_json<S: Serialize + Clone + Send + Sync + 'static>(
+    State(state): State<HealthState<S>>,
+) -> axum::response::Response {
+    match &state.metrics {
+        Some(m) => Json((m.json)()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no status here\n").into_response(),
+    }
 }
 
 #[derive(Serialize)]
@@ -238,7 +290,7 @@ pub async fn serve<S: Serialize + Clone + Send + Sync + 'static>(
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "health endpoints listening (/healthz, /readyz)");
+    tracing::info!(%addr, "health endpoints listening (/healthz, /readyz, /metrics)");
     let app = router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
@@ -265,8 +317,12 @@ pub enum ProbeError {
     },
 }
 
-/// GETs `url` (a `/readyz` or `/healthz`); Ok with the JSON body when it answers 200.
-pub async fn probe(url: &str, timeout: Duration) -> Result<serde_json::Value, ProbeError> {
+/// GETs `url`; its status code and JSON body (`null` when the body is not JSON), whatever the
+/// code.
+pub async fn get_json(
+    url: &str,
+    timeout: Duration,
+) -> Result<(u16, serde_json::Value), ProbeError> {
     let unreachable = |error| ProbeError::Unreachable {
         url: url.to_owned(),
         error,
@@ -277,7 +333,12 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<serde_json::Value, Pr
         .map_err(unreachable)?;
     let resp = client.get(url).send().await.map_err(unreachable)?;
     let code = resp.status().as_u16();
-    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((code, resp.json().await.unwrap_or(serde_json::Value::Null)))
+}
+
+/// GETs `url` (a `/readyz` or `/healthz`); Ok with the JSON body when it answers 200.
+pub async fn probe(url: &str, timeout: Duration) -> Result<serde_json::Value, ProbeError> {
+    let (code, body) = get_json(url, timeout).await?;
     if code == 200 {
         return Ok(body);
     }

@@ -127,6 +127,22 @@ pub struct Summary {
     pub last_commit: Option<String>,
 }
 
+/// What the metrics show of a lake's catalog ([`Catalog::figures`]).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Figures {
+    pub snapshots: i64,
+    /// The newest snapshot id: one more per commit.
+    pub newest_snapshot_id: i64,
+    /// Seconds since the newest snapshot; `None` without one.
+    pub newest_snapshot_age_secs: Option<f64>,
+    pub tables: i64,
+    pub data_files: i64,
+    pub delete_files: i64,
+    pub data_bytes: i64,
+    /// Rows inlined in the catalog, waiting for a flush.
+    pub inlined_rows: i64,
+}
+
 /// A lake's catalog, opened for reading.
 pub struct Catalog {
     client: tokio_postgres::Client,
@@ -150,7 +166,12 @@ fn alive(alias: &str) -> String {
 impl Catalog {
     /// Connects to `lake`'s database (as its server role) and checks its spec version.
     pub async fn open(pg: &PgHandle, lake: &LakeConfig) -> Result<Catalog, InspectError> {
-        let client = pg.lake(&lake.name, "ducklake-catalog inspect").await?;
+        Self::open_named(pg, &lake.name).await
+    }
+
+    /// [`Catalog::open`] by the lake's name (a lake created while the server runs).
+    pub async fn open_named(pg: &PgHandle, lake: &str) -> Result<Catalog, InspectError> {
+        let client = pg.lake(lake, "ducklake-catalog inspect").await?;
         let sql = PgError::sql;
         let exists: Option<String> = client
             .query_one(
@@ -162,7 +183,7 @@ impl Catalog {
             .get(0);
         if exists.is_none() {
             return Err(InspectError::NoCatalog {
-                lake: lake.name.clone(),
+                lake: lake.to_owned(),
             });
         }
         let rows = client
@@ -181,14 +202,14 @@ impl Catalog {
         let version = get("version");
         if !KNOWN_SPECS.contains(&version.as_str()) {
             return Err(InspectError::UnknownSpec {
-                lake: lake.name.clone(),
+                lake: lake.to_owned(),
                 found: version,
                 known: KNOWN_SPECS.join(", "),
             });
         }
         Ok(Catalog {
             client,
-            lake: lake.name.clone(),
+            lake: lake.to_owned(),
             data_path: get("data_path"),
         })
     }
@@ -225,6 +246,36 @@ impl Catalog {
             data_files: row.get(2),
             bytes: row.get(3),
             last_commit: row.get(4),
+        })
+    }
+
+    /// Counts for the metrics, in one statement plus the inlined rows.
+    pub async fn figures(&mut self) -> Result<Figures, InspectError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT (SELECT count(*) FROM public.ducklake_snapshot),
+                        (SELECT coalesce(max(snapshot_id), 0)::bigint FROM public.ducklake_snapshot),
+                        (SELECT extract(epoch FROM pg_catalog.now() - max(snapshot_time))::float8 FROM public.ducklake_snapshot),
+                        (SELECT count(*) FROM public.ducklake_table WHERE end_snapshot IS NULL),
+                        (SELECT count(*) FROM public.ducklake_data_file WHERE end_snapshot IS NULL),
+                        (SELECT count(*) FROM public.ducklake_delete_file WHERE end_snapshot IS NULL),
+                        (SELECT coalesce(sum(file_size_bytes), 0)::bigint FROM public.ducklake_data_file WHERE end_snapshot IS NULL)",
+                &[],
+            )
+            .await
+            .map_err(PgError::sql("count the catalog's snapshots, tables and files"))?;
+        let inlined_rows =
+            crate::lake_session::inlined_rows(&mut self.client, &self.lake, None).await?;
+        Ok(Figures {
+            snapshots: row.get(0),
+            newest_snapshot_id: row.get(1),
+            newest_snapshot_age_secs: row.get(2),
+            tables: row.get(3),
+            data_files: row.get(4),
+            delete_files: row.get(5),
+            data_bytes: row.get(6),
+            inlined_rows,
         })
     }
 
