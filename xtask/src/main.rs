@@ -22,6 +22,8 @@
 //!   DuckDB's, and commit latency before and after catalog garbage cleanup.
 //! - `cargo xtask bench clients [--connections N] [--writers N] [--commits N]`: 1,000 client
 //!   connections, 32 writers and a fresh client's ATTACH, pooled against direct.
+//! - `cargo xtask bench metrics [--lakes N] [--writers N]`: commit throughput with a 1 s
+//!   `/metrics` scrape against none, and the scrape time at 50 lakes.
 //! - `cargo xtask bench durability [--commits N] [--restore-gb G] [--skip-walg]`: RPO, archive
 //!   write overhead and restore time against moto S3.
 //!
@@ -79,13 +81,18 @@ fn main() -> Result<()> {
                 let bin = build_binary(true)?;
                 xtask_bench::clients::clients(args, &deps.venv, &deps.extensions, &bin)
             }
+            Some((what, args)) if what == "metrics" => {
+                let deps = deps()?;
+                let bin = build_binary(true)?;
+                xtask_bench::metrics::metrics(args, &deps.venv, &deps.extensions, &bin)
+            }
             Some((what, args)) if what == "maintenance" => {
                 let deps = deps()?;
                 let bin = build_binary(true)?;
                 xtask_bench::maintenance::maintenance(args, &deps.venv, &deps.extensions, &bin)
             }
             _ => bail!(
-                "usage: cargo xtask bench startup|durability|catalog|clients|maintenance [ARGS…]"
+                "usage: cargo xtask bench startup|durability|catalog|clients|metrics|maintenance [ARGS…]"
             ),
         },
         _ => {
@@ -143,6 +150,7 @@ fn deps() -> Result<Deps> {
     libduckdb()?;
     let pg_bin = postgres()?;
     pgbouncer()?;
+    browser()?;
     let cache = cache_dir();
     let venv = python_venv(&cache)?;
     let extensions = extension_dir(&cache)?;
@@ -219,6 +227,28 @@ fn pgbouncer() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Debian's chromium and chromium-driver, for the status page's browser test.
+fn browser() -> Result<()> {
+    if Path::new("/usr/bin/chromium").is_file() && Path::new("/usr/bin/chromedriver").is_file() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("chromium is not installed: run `sudo apt-get install chromium chromium-driver` (or run this as root)");
+    }
+    eprintln!("xtask: installing chromium and chromium-driver from Debian");
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -234,6 +264,7 @@ fn requirements() -> String {
         format!("duckdb-cli=={v}"),
         format!("moto[server]=={}", versions::MOTO_VERSION),
         format!("cfn-lint=={}", versions::CFN_LINT_VERSION),
+        format!("selenium=={}", versions::SELENIUM_VERSION),
     ];
     // The extension files come from their wheels through `extension_dir`, not the venv.
     reqs.join("\n") + "\n"
@@ -402,12 +433,22 @@ fn test(args: &[String]) -> Result<()> {
     let clients = clients::install(&cache_dir())?;
     building.wait()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--release"]).args(&args);
+    // Every test binary runs even after one fails: one CI run shows every failure.
+    cmd.args(["test", "--workspace", "--release", "--no-fail-fast"])
+        .args(&args);
     cmd.env("DUCKLAKE_TEST_VENV", &deps.venv)
         .env("DUCKLAKE_TEST_EXTENSIONS", &deps.extensions)
         .env("DUCKLAKE_TEST_PG_BIN", &deps.pg_bin)
         .env("DUCKLAKE_TEST_CLIENTS", &clients);
-    run(&mut cmd)?;
+    let tested = run(&mut cmd);
+    let screenshot = target_dir().join("tmp/status-page.png");
+    if screenshot.is_file() {
+        println!(
+            "status page screenshot (browser test): {}",
+            screenshot.display()
+        );
+    }
+    tested?;
     if no_container || !args.is_empty() {
         return Ok(());
     }

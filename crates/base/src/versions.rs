@@ -54,3 +54,6 @@ pub const DUCKDB_PLATFORM: &str = "linux_amd64";
 pub const MOTO_VERSION: &str = "5.2.5";
 /// `cfn-lint`, which checks the CloudFormation template in deploy/ in the tests.
 pub const CFN_LINT_VERSION: &str = "1.58.0";
+/// Selenium for Python, which drives Debian's chromium through chromium-driver in the status
+/// page's browser test (test venv only).
+pub const SELENIUM_VERSION: &str = "4.50.0";

@@ -37,8 +37,8 @@ pub struct Observer {
     pub log_events: Option<pg_cluster::logs::LogEvents>,
     /// `pg_stat_archiver` is read when WAL archiving is on.
     pub archiving: bool,
-    /// Write CloudWatch EMF lines on stdout after each gathering.
-    pub emf: bool,
+    /// Write CloudWatch EMF lines on stdout after each gathering, with this `Service`.
+    pub emf: Option<String>,
     /// The home, whose volume's use the EMF lines report.
     pub home: std::path::PathBuf,
     pub started: Instant,
@@ -101,12 +101,14 @@ pub async fn run(
             lake_facts.insert(lake.clone(), l);
         }
         facts.lakes = lake_facts;
-        if o.emf {
-            let now = current(&status.borrow(), &facts, o.started);
+        let now = current(&status.borrow(), &facts, o.started);
+        record_history(&mut facts.history, &now, o.refresh);
+        if let Some(service) = &o.emf {
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            for line in telemetry::emf(&now, emitted.as_ref(), stamp, disk_used_percent(&o.home)) {
+            let disk = disk_used_percent(&o.home);
+            for line in telemetry::emf(service, &now, emitted.as_ref(), stamp, disk) {
                 println!("{line}");
             }
             emitted = Some(now);
@@ -347,6 +349,24 @@ pub fn current(status: &Status, kept: &Facts, started: Instant) -> Facts {
         restarts: u64::from(p.restarts),
     });
     f
+}
+
+/// Adds `now` to `history`, keeping the last hour.
+fn record_history(history: &mut Vec<telemetry::HistoryPoint>, now: &Facts, refresh: Duration) {
+    let keep = usize::try_from(3600 / refresh.as_secs().max(1))
+        .unwrap_or(240)
+        .max(2);
+    history.push(telemetry::HistoryPoint {
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        commits: now.lakes.values().map(|l| l.newest_snapshot_id).sum(),
+        commit_conflicts: now.lakes.values().map(|l| l.commit_conflicts).sum(),
+        rpo_seconds: now.backup.as_ref().map(|b| b.rpo_seconds),
+    });
+    if history.len() > keep {
+        history.drain(..history.len() - keep);
+    }
 }
 
 /// How full the volume holding `path` is, in percent.

@@ -223,7 +223,8 @@ impl Supervisor {
             refresh: self.config.metrics.refresh.0,
             log_events,
             archiving: self.config.backup.target.is_some(),
-            emf: self.config.metrics.cloudwatch == crate::config::CloudWatch::Emf,
+            emf: (self.config.metrics.cloudwatch == crate::config::CloudWatch::Emf)
+                .then(|| self.config.metrics.cloudwatch_service.clone()),
             home: self.config.home.clone(),
             started: self.started,
         };

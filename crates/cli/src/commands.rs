@@ -214,12 +214,15 @@ fn judge(s: &status::Status) -> health::Readiness {
 /// `/metrics` and `/status`: the kept facts with the live status laid over them, in
 /// Prometheus's format and as JSON.
 fn metrics(
+    token: Option<catalog_server::Secret>,
     status: status::StatusReceiver,
     facts: tokio::sync::watch::Receiver<catalog_server::telemetry::Facts>,
     started: std::time::Instant,
 ) -> health::Metrics {
     let current = std::sync::Arc::new(move || {
-        catalog_server::observe::current(&status.borrow(), &facts.borrow(), started)
+        let mut f = catalog_server::observe::current(&status.borrow(), &facts.borrow(), started);
+        f.server.recent_problems = health::recent_problems();
+        f
     });
     let json = current.clone();
     health::Metrics {
@@ -227,6 +230,7 @@ fn metrics(
         json: std::sync::Arc::new(move || {
             serde_json::to_value(json()).unwrap_or(serde_json::Value::Null)
         }),
+        token,
     }
 }
 
@@ -270,8 +274,10 @@ fn serve(mut config: Config) -> Result<(), Failure> {
         let (tx, rx) = status::channel();
         let listen = config.http.listen;
         let program = std::env::current_exe().context("find this program's path")?;
+        let token = config.metrics.token.clone();
         let supervisor = Supervisor::new(config, aws, tx, program);
         let health_state = HealthState::new(rx.clone(), judge).with_metrics(metrics(
+            token,
             rx,
             supervisor.facts(),
             std::time::Instant::now(),

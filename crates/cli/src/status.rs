@@ -27,16 +27,33 @@ pub(crate) fn run(
     args: &StatusArgs,
     load: impl Fn() -> Result<catalog_server::Config, Failure>,
 ) -> Result<(), Failure> {
+    let config = load();
+    let token = config.as_ref().ok().and_then(|c| c.metrics.token.clone());
     let url = match &args.url {
         Some(u) => u.clone(),
-        None => load()?.health_url("/status"),
+        None => config?.health_url("/status"),
     };
     let url = url.as_str();
     let rt = runtime()?;
     loop {
-        let body = rt
-            .block_on(health::probe(url, Duration::from_secs(5)))
+        let (code, body) = rt
+            .block_on(health::get_json_with(
+                url,
+                Duration::from_secs(5),
+                token.as_ref(),
+            ))
             .map_err(anyhow::Error::new)?;
+        if code != 200 {
+            return Err(anyhow::anyhow!(
+                "{url} answered {code}{}",
+                if code == 401 {
+                    ": it needs the metrics token; set metrics.token (or _file) as the server has it"
+                } else {
+                    ""
+                }
+            )
+            .into());
+        }
         match args.format {
             Format::Json => println!("{body}"),
             Format::Text => {

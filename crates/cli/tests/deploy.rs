@@ -380,3 +380,101 @@ fn dockerfile_matches_the_server() {
     );
     assert!(file.contains(&expose), "{expose}");
 }
+
+/// The stack turns the EMF lines on with its name as the `Service` dimension, and every alarm
+/// and dashboard graph watches a metric those lines carry, under that dimension.
+#[test]
+fn the_alarms_and_the_dashboard_watch_what_the_server_emits() {
+    use catalog_server::telemetry::{self, BackupFacts, Facts, LakeFacts, MaintenanceFacts};
+    let t = template();
+    let params = parameters(&t);
+    let env = environment(
+        container(&t),
+        &params,
+        Conditions {
+            create_secret: true,
+            external: false,
+            pooled: true,
+        },
+    );
+    let config = load(&env).unwrap_or_else(|e| panic!("the task's environment: {e}"));
+    assert_eq!(
+        config.metrics.cloudwatch,
+        catalog_server::config::CloudWatch::Emf
+    );
+    assert_eq!(config.metrics.cloudwatch_service, params["AWS::StackName"]);
+
+    // What a server with backups, maintenance and a lake emits.
+    let mut facts = Facts::default();
+    facts.postgres.up = true;
+    facts.postgres.max_connections = 100;
+    facts.backup = Some(BackupFacts::default());
+    facts
+        .maintenance
+        .insert("lakehouse".into(), MaintenanceFacts::default());
+    facts.lakes.insert("lakehouse".into(), LakeFacts::default());
+    let lines = telemetry::emf(
+        &config.metrics.cloudwatch_service,
+        &facts,
+        None,
+        1,
+        Some(1.0),
+    );
+    let mut emitted: Vec<(String, Vec<String>)> = Vec::new();
+    for line in &lines {
+        telemetry::validate_emf(line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let d = &v["_aws"]["CloudWatchMetrics"][0];
+        let dims: Vec<String> = d["Dimensions"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(v["Service"], params["AWS::StackName"].as_str());
+        for m in d["Metrics"].as_array().unwrap() {
+            emitted.push((m["Name"].as_str().unwrap().to_owned(), dims.clone()));
+        }
+    }
+    let resources = t["Resources"].as_mapping().unwrap();
+    let mut alarms = 0;
+    for (name, r) in resources {
+        if r["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        alarms += 1;
+        let p = &r["Properties"];
+        assert_eq!(p["Namespace"], telemetry::EMF_NAMESPACE);
+        let metric = p["MetricName"].as_str().unwrap();
+        assert!(
+            emitted
+                .iter()
+                .any(|(n, dims)| n == metric && dims == &["Service".to_owned()]),
+            "{name:?} watches {metric}, which the server does not emit per Service"
+        );
+        assert_eq!(p["Dimensions"][0]["Name"], "Service");
+    }
+    assert_eq!(alarms, 5, "not ready, RPO, connections, maintenance, disk");
+
+    // The dashboard is JSON once CloudFormation substitutes it, and names emitted metrics.
+    let body = match &t["Resources"]["Dashboard"]["Properties"]["DashboardBody"] {
+        Value::Tagged(tag) if tag.tag == "!Sub" => tag.value.as_str().unwrap().to_owned(),
+        other => panic!("DashboardBody: {other:?}"),
+    };
+    let body = body
+        .replace("${AWS::Region}", "us-east-1")
+        .replace("${AWS::StackName}", &params["AWS::StackName"]);
+    let dashboard: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = dashboard.to_string();
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        let shown = widget["properties"]["metrics"][0].to_string();
+        assert!(
+            emitted
+                .iter()
+                .any(|(n, _)| shown.contains(&format!("\"{n}\""))
+                    || shown.contains(&format!("\\\"{n}\\\""))),
+            "a dashboard graph shows no emitted metric: {shown}"
+        );
+    }
+    assert!(text.contains("CommitConflicts"));
+}

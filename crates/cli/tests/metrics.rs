@@ -73,6 +73,11 @@ fn metrics_count_what_clients_did() {
             ("DUCKLAKE_CATALOG_CONFIG", config.to_str().unwrap()),
             ("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", ADMIN_PASSWORD),
             ("DUCKLAKE_CATALOG_METRICS__REFRESH", "1s"),
+            ("DUCKLAKE_CATALOG_METRICS__CLOUDWATCH", "emf"),
+            (
+                "DUCKLAKE_CATALOG_METRICS__CLOUDWATCH_SERVICE",
+                "test-catalog",
+            ),
             // No scheduled job makes snapshots while the test counts them.
             ("DUCKLAKE_CATALOG_MAINTENANCE__ENABLED", "false"),
         ],
@@ -152,6 +157,7 @@ fn metrics_count_what_clients_did() {
             .unwrap()
                 + 1.0
     );
+    emf_lines_tell_the_same(&server, &conflicted);
     everything_is_documented_and_status_shows_it(&mut server, &env, &pw);
     drop(dir);
 }
@@ -250,6 +256,33 @@ fn a_conflict_is_counted(server: &Server, pw: &str, after: &[Sample]) -> Vec<Sam
     assert_eq!(commits(&conflicted, "sales"), commits(after, "sales") + 1.0);
     drop(sessions);
     conflicted
+}
+
+/// The CloudWatch EMF lines the server wrote on stdout follow the specification, and their
+/// per-lake increases add up to what `/metrics` counts (the lake began at snapshot 0).
+fn emf_lines_tell_the_same(server: &Server, now: &[Sample]) {
+    let logs = server.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("\"_aws\"")).collect();
+    assert!(lines.len() >= 3, "EMF lines: {lines:?}");
+    let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut last_ready = None;
+    for line in &lines {
+        catalog_server::telemetry::validate_emf(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["Service"], "test-catalog");
+        if v["Lake"] == "sales" {
+            *sums.entry("Commits").or_default() += v["Commits"].as_f64().unwrap();
+            *sums.entry("CommitConflicts").or_default() += v["CommitConflicts"].as_f64().unwrap();
+        } else if v.get("Lake").is_none() {
+            last_ready = v["Ready"].as_f64();
+        }
+    }
+    assert_eq!(last_ready, Some(1.0), "the server's last line says ready");
+    assert_eq!(
+        sums["Commits"],
+        value(now, "ducklake_commits", &[("lake", "sales")]).unwrap()
+    );
+    assert_eq!(sums["CommitConflicts"], 1.0);
 }
 
 /// Every sample's name is documented and no secret is in a label; `status` shows the same

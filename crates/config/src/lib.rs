@@ -78,6 +78,13 @@ pub struct MetricsConfig {
     /// `emf`: also write the key figures every `refresh` as CloudWatch Embedded Metric Format
     /// lines on stdout (the ECS `awslogs` driver makes them metrics); `off`: do not.
     pub cloudwatch: CloudWatch,
+    /// The EMF lines' `Service` dimension: which catalog they are about (the stack's name).
+    pub cloudwatch_service: String,
+    /// When set, `/metrics`, `/status` and the status page answer only requests that carry it
+    /// (`Authorization: Bearer …` or `?token=…`); `/healthz` and `/readyz` stay open.
+    pub token: Option<Secret>,
+    /// A file whose content is `token`.
+    pub token_file: Option<PathBuf>,
 }
 
 /// `metrics.cloudwatch`.
@@ -94,6 +101,9 @@ impl Default for MetricsConfig {
         MetricsConfig {
             refresh: HumanDuration(std::time::Duration::from_secs(15)),
             cloudwatch: CloudWatch::Off,
+            cloudwatch_service: "ducklake-catalog".into(),
+            token: None,
+            token_file: None,
         }
     }
 }
@@ -438,6 +448,11 @@ impl Config {
                 &self.s3.session_token_file,
                 "s3.session_token",
             ),
+            (
+                &mut self.metrics.token,
+                &self.metrics.token_file,
+                "metrics.token",
+            ),
         ];
         for (value, file, key) in secrets {
             resolve_secret_file(value, file.as_deref(), key, &sources.cwd)?;
@@ -525,12 +540,7 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let pg = &self.postgres;
-        if pg.port == 0 {
-            return Err(ConfigError::invalid("postgres.port", "must be 1-65535"));
-        }
-        self.validate_pooler()?;
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
         if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_hours(1))
             .contains(&self.metrics.refresh.0)
         {
@@ -539,6 +549,31 @@ impl Config {
                 "must be between 1s and 1h",
             ));
         }
+        if let Some(t) = &self.metrics.token {
+            if t.expose().len() < 16 {
+                return Err(ConfigError::invalid(
+                    "metrics.token",
+                    "must be at least 16 characters (e.g. `openssl rand -hex 24`)",
+                ));
+            }
+        }
+        let service = &self.metrics.cloudwatch_service;
+        if service.is_empty() || service.len() > 255 || service.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "metrics.cloudwatch_service",
+                "must be 1-255 printable characters (a CloudWatch dimension value)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let pg = &self.postgres;
+        if pg.port == 0 {
+            return Err(ConfigError::invalid("postgres.port", "must be 1-65535"));
+        }
+        self.validate_pooler()?;
+        self.validate_metrics()?;
         if let Some(n) = self.postgres.max_connections {
             if !(10..=10_000).contains(&n) {
                 return Err(ConfigError::invalid(

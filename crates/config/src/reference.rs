@@ -191,6 +191,16 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "`emf`: also write the key figures every `metrics.refresh` as CloudWatch Embedded Metric Format lines on stdout, which the ECS `awslogs` driver turns into metrics (namespace `DuckLakeCatalog`) with no new IAM permission (docs/observability.md)",
     },
     KeyDoc {
+        key: "metrics.token",
+        default: "unset",
+        meaning: "when set, `/metrics`, `/status` and the status page need it (`Authorization: Bearer …` or `?token=…`); `/healthz` and `/readyz` stay open for load balancers; `_file` form; at least 16 characters",
+    },
+    KeyDoc {
+        key: "metrics.cloudwatch_service",
+        default: "`ducklake-catalog`",
+        meaning: "the EMF metrics' `Service` dimension, telling catalogs apart (the CloudFormation stack sets its name)",
+    },
+    KeyDoc {
         key: "http.listen",
         default: "`127.0.0.1:8080`",
         meaning: "`/healthz`, `/readyz`; use `0.0.0.0:8080` in a container",

@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::{watch, RwLock};
 use tokio_util::sync::CancellationToken;
 
-pub use tracing_setup::{init_stderr_tracing, init_tracing, TracingError};
+pub use tracing_setup::{init_stderr_tracing, init_tracing, recent_problems, TracingError};
 
 /// How often the background check runs `SELECT 1`.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -77,7 +77,36 @@ pub trait Ping: Send + Sync + 'static {
 pub struct Metrics {
     pub prometheus: Arc<dyn Fn() -> String + Send + Sync>,
     pub json: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// When set, the three answer only requests carrying it (`Authorization: Bearer …` or a
+    /// `token` query parameter); others get 401.
+    pub token: Option<base::Secret>,
 }
+
+impl Metrics {
+    /// Whether `headers` and `query` carry the token (always, without one). Compared in
+    /// constant time.
+    fn allows(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let from_query = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+        [bearer, from_query]
+            .into_iter()
+            .flatten()
+            .any(|given| same(given.as_bytes(), token.expose().as_bytes()))
+    }
+}
+
+/// `a == b` in time that depends on their lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const UNAUTHORIZED: &str = "this needs the metrics token (metrics.token): send `Authorization: Bearer <token>` or add `?token=<token>`\n";
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,6 +218,7 @@ pub fn router<S: Serialize + Clone + Send + Sync + 'static>(state: HealthState<S
     Router::new()
         .route("/healthz", get(healthz::<S>))
         .route("/readyz", get(readyz::<S>))
+        .route("/", get(page::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/status", get(status_json::<S>))
         .with_state(state)
@@ -196,8 +226,13 @@ pub fn router<S: Serialize + Clone + Send + Sync + 'static>(state: HealthState<S
 
 async fn metrics<S: Serialize + Clone + Send + Sync + 'static>(
     State(state): State<HealthState<S>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
 ) -> axum::response::Response {
     match &state.metrics {
+        Some(m) if !m.allows(&headers, uri.query()) => {
+            (StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response()
+        }
         Some(m) => (
             StatusCode::OK,
             [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
@@ -208,10 +243,44 @@ async fn metrics<S: Serialize + Clone + Send + Sync + 'static>(
     }
 }
 
-async fn status_json<S: Serialize + Clone + Send + Sync + 'static>(
+/// The status page: self-contained (no external asset), it reads `/status` and redraws itself.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+async fn page<S: Serialize + Clone + Send + Sync + 'static>(
     State(state): State<HealthState<S>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
 ) -> axum::response::Response {
     match &state.metrics {
+        None => return (StatusCode::NOT_FOUND, "no status page here\n").into_response(),
+        Some(m) if !m.allows(&headers, uri.query()) => {
+            return (StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response();
+        }
+        Some(_) => {}
+    }
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
+}
+
+async fn status_json<S: Serialize + Clone + Send + Sync + 'static>(
+    State(state): State<HealthState<S>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    match &state.metrics {
+        Some(m) if !m.allows(&headers, uri.query()) => {
+            (StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response()
+        }
         Some(m) => Json((m.json)()).into_response(),
         None => (StatusCode::NOT_FOUND, "no status here\n").into_response(),
     }
@@ -290,7 +359,7 @@ pub async fn serve<S: Serialize + Clone + Send + Sync + 'static>(
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "health endpoints listening (/healthz, /readyz, /metrics)");
+    tracing::info!(%addr, "HTTP listening (/healthz, /readyz, /metrics, /status, the status page at /)");
     let app = router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };
@@ -323,6 +392,15 @@ pub async fn get_json(
     url: &str,
     timeout: Duration,
 ) -> Result<(u16, serde_json::Value), ProbeError> {
+    get_json_with(url, timeout, None).await
+}
+
+/// [`get_json`] with `Authorization: Bearer <token>`.
+pub async fn get_json_with(
+    url: &str,
+    timeout: Duration,
+    token: Option<&base::Secret>,
+) -> Result<(u16, serde_json::Value), ProbeError> {
     let unreachable = |error| ProbeError::Unreachable {
         url: url.to_owned(),
         error,
@@ -331,7 +409,11 @@ pub async fn get_json(
         .timeout(timeout)
         .build()
         .map_err(unreachable)?;
-    let resp = client.get(url).send().await.map_err(unreachable)?;
+    let mut request = client.get(url);
+    if let Some(t) = token {
+        request = request.bearer_auth(t.expose());
+    }
+    let resp = request.send().await.map_err(unreachable)?;
     let code = resp.status().as_u16();
     Ok((code, resp.json().await.unwrap_or(serde_json::Value::Null)))
 }

@@ -27,6 +27,21 @@ pub struct Facts {
     pub maintenance: BTreeMap<String, MaintenanceFacts>,
     /// `None` with the pooler off.
     pub pooler: Option<PoolerFacts>,
+    /// The last hour, one point per gathering, oldest first (the status page's charts).
+    pub history: Vec<HistoryPoint>,
+}
+
+/// The figures the status page charts, at one gathering.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// Unix time, seconds.
+    pub at: f64,
+    /// Every lake's newest snapshot id, added up: the difference between two points is the
+    /// commits made between them.
+    pub commits: u64,
+    pub commit_conflicts: u64,
+    /// `None` without backups.
+    pub rpo_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -523,10 +538,11 @@ pub const EMF_NAMESPACE: &str = "DuckLakeCatalog";
 
 /// The key figures as CloudWatch Embedded Metric Format lines (one JSON object per line), for
 /// the ECS `awslogs` driver to turn into metrics with the permissions it already has. One line
-/// for the server (no dimension) and one per lake (dimension `Lake`). `previous` is the facts
+/// for the server (dimension `Service`) and one per lake (`Service` and `Lake`). `previous` is the facts
 /// of the last emission: commits and conflicts are sent as their increase since then.
 /// `disk_used_percent` is the home volume's use.
 pub fn emf(
+    service: &str,
     facts: &Facts,
     previous: Option<&Facts>,
     timestamp_ms: u64,
@@ -571,7 +587,7 @@ pub fn emf(
     if let Some(d) = disk_used_percent {
         server.push(("DiskUsedPercent", "Percent", d));
     }
-    lines.push(emf_line(timestamp_ms, &[], &server));
+    lines.push(emf_line(timestamp_ms, &[("Service", service)], &server));
     for (lake, l) in &facts.lakes {
         let before = previous.and_then(|p| p.lakes.get(lake));
         let delta = |now: u64, then: Option<u64>| num(now.saturating_sub(then.unwrap_or(now)));
@@ -591,7 +607,11 @@ pub fn emf(
             ("DataFiles", "Count", num(l.data_files)),
             ("InlinedRows", "Count", num(l.inlined_rows)),
         ];
-        lines.push(emf_line(timestamp_ms, &[("Lake", lake)], &values));
+        lines.push(emf_line(
+            timestamp_ms,
+            &[("Service", service), ("Lake", lake)],
+            &values,
+        ));
     }
     lines
 }
@@ -863,7 +883,7 @@ mod tests {
         let before = f.clone();
         f.lakes.get_mut("sales").unwrap().newest_snapshot_id += 4;
         f.lakes.get_mut("sales").unwrap().commit_conflicts += 1;
-        let lines = emf(&f, Some(&before), 1_765_000_000_000, Some(42.0));
+        let lines = emf("catalog", &f, Some(&before), 1_765_000_000_000, Some(42.0));
         assert_eq!(lines.len(), 3, "the server and two lakes");
         for l in &lines {
             validate_emf(l).unwrap_or_else(|e| panic!("{e}: {l}"));
@@ -882,7 +902,7 @@ mod tests {
         assert_eq!(server["DiskUsedPercent"], 42.0);
         assert_eq!(server["ConnectionsUsedPercent"], 3.0);
         // The first emission sends no increase.
-        let first = emf(&f, None, 1, None);
+        let first = emf("catalog", &f, None, 1, None);
         assert!(first[1].contains("\"Commits\":0.0"), "{}", first[1]);
     }
 

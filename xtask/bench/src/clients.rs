@@ -39,19 +39,19 @@ const ADMIN_PASSWORD: &str = "bench-admin-password-1";
 const USER: &str = "bench";
 const USER_PASSWORD: &str = "bench-writer-password-1";
 const LAKE: &str = "lakehouse";
-const SCRIPT: &str = include_str!("clients.py");
+pub(crate) const SCRIPT: &str = include_str!("clients.py");
 /// Rows of `lake.bench`, the table every reader checks.
 const ROWS: i64 = 1000;
 /// Tables of the spread-out writer workload.
 const TABLES: usize = 8;
 
-struct Options {
-    connections: usize,
-    duckdb: usize,
-    writers: usize,
-    commits: usize,
-    attach_runs: usize,
-    max_connections: u32,
+pub(crate) struct Options {
+    pub(crate) connections: usize,
+    pub(crate) duckdb: usize,
+    pub(crate) writers: usize,
+    pub(crate) commits: usize,
+    pub(crate) attach_runs: usize,
+    pub(crate) max_connections: u32,
 }
 
 pub fn clients(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
@@ -214,16 +214,16 @@ fn run(bench: &Bench, o: &Options, rt: &tokio::runtime::Runtime) -> Result<()> {
     Ok(())
 }
 
-struct Server {
-    child: Child,
-    home: PathBuf,
-    bin: PathBuf,
-    extensions: PathBuf,
-    pg_port: u16,
-    pooler_port: u16,
-    http_port: u16,
-    pool_size: u32,
-    max_connections: u32,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) home: PathBuf,
+    pub(crate) bin: PathBuf,
+    pub(crate) extensions: PathBuf,
+    pub(crate) pg_port: u16,
+    pub(crate) pooler_port: u16,
+    pub(crate) http_port: u16,
+    pub(crate) pool_size: u32,
+    pub(crate) max_connections: u32,
 }
 
 impl Drop for Server {
@@ -237,7 +237,12 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(bin: &Path, extensions: &Path, home: &Path, max_connections: u32) -> Result<Server> {
+    pub(crate) fn start(
+        bin: &Path,
+        extensions: &Path,
+        home: &Path,
+        max_connections: u32,
+    ) -> Result<Server> {
         std::fs::create_dir_all(home)?;
         let mut s = Server {
             child: Command::new("true").spawn()?,
@@ -288,7 +293,7 @@ impl Server {
     }
 
     /// The binary with this server's environment.
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -320,7 +325,7 @@ impl Server {
     }
 
     /// What `connect --format json` tells clients to SET before ATTACH.
-    fn handed_out_settings(&self) -> Result<Vec<String>> {
+    pub(crate) fn handed_out_settings(&self) -> Result<Vec<String>> {
         let out = checked_output(
             self.command().args(["connect", "--format", "json"]),
             "ducklake-catalog connect",
@@ -336,11 +341,11 @@ impl Server {
     }
 }
 
-struct Bench {
-    server: Server,
-    python: PathBuf,
-    script: PathBuf,
-    extensions: PathBuf,
+pub(crate) struct Bench {
+    pub(crate) server: Server,
+    pub(crate) python: PathBuf,
+    pub(crate) script: PathBuf,
+    pub(crate) extensions: PathBuf,
 }
 
 struct ConnectionFigures {
@@ -375,13 +380,13 @@ impl ConnectionFigures {
     }
 }
 
-struct WriteFigures {
-    failed: usize,
-    first_error: Option<String>,
-    per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    statements_per_commit: f64,
+pub(crate) struct WriteFigures {
+    pub(crate) failed: usize,
+    pub(crate) first_error: Option<String>,
+    pub(crate) per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) statements_per_commit: f64,
 }
 
 /// A DuckDB client process of `clients.py`, talking over its stdin and stdout.
@@ -448,7 +453,7 @@ impl Bench {
     }
 
     /// `lake.bench` with [`ROWS`] rows, and the writers' tables, as the admin.
-    fn setup(&self) -> Result<()> {
+    pub(crate) fn setup(&self) -> Result<()> {
         let mut sql = vec![format!(
             "CREATE TABLE lake.bench AS SELECT i AS v FROM range({ROWS}) t(i)"
         )];
@@ -568,7 +573,7 @@ impl Bench {
         Ok(f)
     }
 
-    fn writers(
+    pub(crate) fn writers(
         &self,
         o: &Options,
         port: u16,
@@ -691,7 +696,7 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
     )
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

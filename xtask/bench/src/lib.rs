@@ -8,6 +8,8 @@
 //!   and after the catalog garbage cleanup.
 //! - [`clients::clients`]: 1,000 connections, 32 writers and a fresh client's ATTACH,
 //!   through the pooler against directly.
+//! - [`metrics::metrics`]: commit throughput with a 1 s `/metrics` scrape against none, and the
+//!   scrape time at 50 lakes.
 //! - [`durability::durability`]: RPO, archive write overhead and restore time on moto S3.
 //!
 //! [`support`] holds what the benchmarks and xtask's container smoke test share (free ports,
@@ -17,5 +19,6 @@ pub mod catalog;
 pub mod clients;
 pub mod durability;
 pub mod maintenance;
+pub mod metrics;
 pub mod startup;
 pub mod support;

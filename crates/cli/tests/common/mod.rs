@@ -613,6 +613,13 @@ pub fn older_client(version: &str) -> (PathBuf, PathBuf) {
 }
 
 /// [`client_script`] with another DuckDB: the venv and extension folder given.
+/// A script in `tests/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/python")
+        .join(name)
+}
+
 pub fn client_script_with(
     venv: &Path,
     extensions: &Path,
@@ -620,11 +627,7 @@ pub fn client_script_with(
     args: &[&str],
 ) -> serde_json::Value {
     let out = Command::new(venv.join("bin/python"))
-        .arg(
-            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
-                .join("tests/python")
-                .join(name),
-        )
+        .arg(python_script(name))
         .args(args)
         .env("DLC_EXTENSIONS", extensions)
         .output()

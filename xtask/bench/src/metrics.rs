@@ -1,0 +1,251 @@
+//! `cargo xtask bench metrics [--lakes N] [--writers N] [--commits N] [--rounds N]
+//! [--scrapes N]`: what `/metrics` costs, measured in one run.
+//!
+//! One `serve` (defaults, `metrics.refresh` 15 s) with `--lakes` lakes (default 50). Then:
+//! - **Commit throughput with a 1 s scrape against none**: `--writers` DuckDB writer processes
+//!   make `--commits` single-row commits each, through the pooler with the settings `connect`
+//!   hands out, while a scraper GETs `/metrics` every second, and again without it; rounds
+//!   alternate, the ratio of the medians is reported (goal ≥ 0.97×).
+//! - **Scrape time at that many lakes**: `--scrapes` sequential GETs of `/metrics`, p50/p99.
+
+// Benchmark arithmetic on counts and seconds: f64 precision is far beyond what is measured.
+#![allow(clippy::cast_precision_loss)]
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::clients::{percentile, Bench, Options, Server};
+use crate::support::checked_output;
+
+struct MetricsOptions {
+    lakes: usize,
+    writers: usize,
+    commits: usize,
+    rounds: usize,
+    scrapes: usize,
+}
+
+pub fn metrics(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
+    let mut o = MetricsOptions {
+        lakes: 50,
+        writers: 4,
+        commits: 40,
+        rounds: 3,
+        scrapes: 200,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || -> Result<usize> {
+            it.next()
+                .context("option takes a value")?
+                .parse()
+                .with_context(|| format!("{a} takes a number"))
+        };
+        match a.as_str() {
+            "--lakes" => o.lakes = val()?,
+            "--writers" => o.writers = val()?,
+            "--commits" => o.commits = val()?,
+            "--rounds" => o.rounds = val()?,
+            "--scrapes" => o.scrapes = val()?,
+            other => bail!(
+                "unknown option `{other}` (use --lakes, --writers, --commits, --rounds, --scrapes)"
+            ),
+        }
+    }
+    let scratch = std::env::temp_dir().join(format!("dlc-bench-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let script = scratch.join("clients.py");
+    std::fs::write(&script, crate::clients::SCRIPT)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let server = Server::start(bin, extensions, &scratch.join("home"), 200)?;
+    let bench = Bench {
+        server,
+        python: venv.join("bin/python"),
+        script,
+        extensions: extensions.to_path_buf(),
+    };
+    let result = run(&bench, &o, &scratch, &rt);
+    drop(bench);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn run(
+    bench: &Bench,
+    o: &MetricsOptions,
+    scratch: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> Result<()> {
+    println!(
+        "metrics benchmark: {} lakes, metrics.refresh 15 s (the default)",
+        o.lakes
+    );
+    make_lakes(bench, o, scratch)?;
+    throughput(bench, o, rt)?;
+    scrape_times(bench.server.http_port, o)
+}
+
+/// The lakes (the default one and `o.lakes - 1` made by command), the writers' tables, and
+/// facts that cover every lake.
+fn make_lakes(bench: &Bench, o: &MetricsOptions, scratch: &Path) -> Result<()> {
+    let s = &bench.server;
+    let began = Instant::now();
+    // The default lake is one; the others are made by command while the server runs.
+    for i in 1..o.lakes {
+        let path = scratch.join(format!("lakes/lake{i}"));
+        std::fs::create_dir_all(&path)?;
+        checked_output(
+            s.command().args([
+                "lake",
+                "create",
+                &format!("lake{i}"),
+                "--data-path",
+                path.to_str().context("a UTF-8 path")?,
+            ]),
+            "lake create",
+        )?;
+    }
+    println!(
+        "created {} lakes in {:.0} s",
+        o.lakes - 1,
+        began.elapsed().as_secs_f64()
+    );
+    bench.setup()?;
+    // Wait until the facts cover every lake, so scrapes render all of them.
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let (_, body) = get(s.http_port, "/metrics")?;
+        let lakes = body
+            .lines()
+            .filter(|l| l.starts_with("ducklake_tables{"))
+            .count();
+        if lakes >= o.lakes {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "/metrics shows {lakes} of {} lakes after 2 minutes",
+                o.lakes
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Ok(())
+}
+
+/// Commits/s with a scraper hitting `/metrics` every second and without, alternating.
+fn throughput(bench: &Bench, o: &MetricsOptions, rt: &tokio::runtime::Runtime) -> Result<()> {
+    let s = &bench.server;
+    let settings = s.handed_out_settings()?;
+    let writers = Options {
+        connections: 0,
+        duckdb: 0,
+        writers: o.writers,
+        commits: o.commits,
+        attach_runs: 0,
+        max_connections: 200,
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        for scraping in [round % 2 == 0, round % 2 != 0] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let scraper = scraping.then(|| {
+                let (stop, port) = (stop.clone(), s.http_port);
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        if get(port, "/metrics").is_ok() {
+                            n += 1;
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    n
+                })
+            });
+            let f = bench.writers(&writers, s.pooler_port, &settings, 8, rt)?;
+            stop.store(true, Ordering::SeqCst);
+            let scrape_count = scraper.map(|t| t.join().unwrap_or(0));
+            if f.failed > 0 {
+                bail!(
+                    "{} commits failed: {}",
+                    f.failed,
+                    f.first_error.unwrap_or_default()
+                );
+            }
+            println!(
+                "round {round}: {} {:.1} commits/s, p50 {:.0} ms, p99 {:.0} ms",
+                match scrape_count {
+                    Some(n) => format!("with a 1 s scrape ({n} scrapes):"),
+                    None => "with no scrape:".to_owned(),
+                },
+                f.per_sec,
+                f.p50_ms,
+                f.p99_ms
+            );
+            if scraping {
+                with.push(f.per_sec);
+            } else {
+                without.push(f.per_sec);
+            }
+        }
+    }
+    let ratio = percentile(&with, 50.0) / percentile(&without, 50.0);
+    println!(
+        "commit throughput, 1 s scrape / none: {ratio:.3}× (medians {:.1} / {:.1} commits/s; goal ≥ 0.97×)",
+        percentile(&with, 50.0),
+        percentile(&without, 50.0)
+    );
+    Ok(())
+}
+
+/// `o.scrapes` sequential scrapes: p50 and p99.
+fn scrape_times(port: u16, o: &MetricsOptions) -> Result<()> {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..o.scrapes {
+        let (took, body) = get(port, "/metrics")?;
+        times.push(took.as_secs_f64() * 1000.0);
+        size = body.len();
+    }
+    println!(
+        "scrape of {} lakes ({} kB, {} samples): p50 {:.2} ms, p99 {:.2} ms over {} scrapes",
+        o.lakes,
+        size / 1000,
+        get(port, "/metrics")?
+            .1
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count(),
+        percentile(&times, 50.0),
+        percentile(&times, 99.0),
+        o.scrapes
+    );
+    Ok(())
+}
+
+/// `GET path` over plain HTTP/1.0 on loopback: the time to the whole answer, and its body.
+fn get(port: u16, path: &str) -> Result<(Duration, String)> {
+    let began = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect to the HTTP listener")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let took = began.elapsed();
+    if !text.starts_with("HTTP/1.0 200") && !text.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", text.lines().next().unwrap_or("no answer"));
+    }
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    Ok((took, body))
+}
