@@ -58,15 +58,7 @@ fn wait_for(server: &Server, what: &str, pred: impl Fn(&[Sample]) -> bool) -> Ve
 #[test]
 fn metrics_count_what_clients_did() {
     let dir = home();
-    let config = dir.path().join("catalog.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[lakes]]\nname = \"sales\"\ndata_path = \"{0}/data/sales\"\n\n[[lakes]]\nname = \"hr\"\ndata_path = \"{0}/data/hr\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = common::two_lakes(dir.path());
     let mut server = Server::spawn(
         dir.path(),
         &[

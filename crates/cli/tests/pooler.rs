@@ -27,15 +27,7 @@ struct Pooled {
 /// A server with two lakes, `sales` and `hr`, and the pooler on a free port.
 fn start() -> Pooled {
     let dir = home();
-    let config = dir.path().join("catalog.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[lakes]]\nname = \"sales\"\ndata_path = \"{0}/data/sales\"\n\n[[lakes]]\nname = \"hr\"\ndata_path = \"{0}/data/hr\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = common::two_lakes(dir.path());
     let port = common::free_port();
     let port_text = port.to_string();
     let mut server = Server::spawn(

@@ -18,15 +18,7 @@ const TOKEN: &str = "page-token-0123456789abcdef";
 /// A server with two lakes, sales and hr, figures refreshed every second, the metrics token set.
 fn start() -> (tempfile::TempDir, Server) {
     let dir = home();
-    let config = dir.path().join("catalog.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[lakes]]\nname = \"sales\"\ndata_path = \"{0}/data/sales\"\n\n[[lakes]]\nname = \"hr\"\ndata_path = \"{0}/data/hr\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = common::two_lakes(dir.path());
     let mut server = Server::spawn(
         dir.path(),
         &[

@@ -15,15 +15,7 @@ const ADMIN_PASSWORD: &str = "admin-password-users-1";
 /// Two lakes on local disk, `sales` and `hr`.
 fn start() -> (tempfile::TempDir, Server) {
     let dir = home();
-    let config = dir.path().join("catalog.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[lakes]]\nname = \"sales\"\ndata_path = \"{0}/data/sales\"\n\n[[lakes]]\nname = \"hr\"\ndata_path = \"{0}/data/hr\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = common::two_lakes(dir.path());
     let server = Server::start(
         dir.path(),
         &[

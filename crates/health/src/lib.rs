@@ -224,22 +224,36 @@ pub fn router<S: Serialize + Clone + Send + Sync + 'static>(state: HealthState<S
         .with_state(state)
 }
 
+/// The metrics' renderers when this request may use them: 404 without them, 401 without the
+/// token they need.
+#[allow(clippy::result_large_err)]
+fn allowed<'s, S>(
+    state: &'s HealthState<S>,
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<&'s Metrics, axum::response::Response> {
+    match &state.metrics {
+        None => Err((StatusCode::NOT_FOUND, "not served here\n").into_response()),
+        Some(m) if !m.allows(headers, uri.query()) => {
+            Err((StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response())
+        }
+        Some(m) => Ok(m),
+    }
+}
+
 async fn metrics<S: Serialize + Clone + Send + Sync + 'static>(
     State(state): State<HealthState<S>>,
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
 ) -> axum::response::Response {
-    match &state.metrics {
-        Some(m) if !m.allows(&headers, uri.query()) => {
-            (StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response()
-        }
-        Some(m) => (
+    match allowed(&state, &headers, &uri) {
+        Ok(m) => (
             StatusCode::OK,
             [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
             (m.prometheus)(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "no metrics here\n").into_response(),
+        Err(refused) => refused,
     }
 }
 
@@ -251,12 +265,8 @@ async fn page<S: Serialize + Clone + Send + Sync + 'static>(
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
 ) -> axum::response::Response {
-    match &state.metrics {
-        None => return (StatusCode::NOT_FOUND, "no status page here\n").into_response(),
-        Some(m) if !m.allows(&headers, uri.query()) => {
-            return (StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response();
-        }
-        Some(_) => {}
+    if let Err(refused) = allowed(&state, &headers, &uri) {
+        return refused;
     }
     (
         StatusCode::OK,
@@ -277,12 +287,9 @@ async fn status_json<S: Serialize + Clone + Send + Sync + 'static>(
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
 ) -> axum::response::Response {
-    match &state.metrics {
-        Some(m) if !m.allows(&headers, uri.query()) => {
-            (StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response()
-        }
-        Some(m) => Json((m.json)()).into_response(),
-        None => (StatusCode::NOT_FOUND, "no status here\n").into_response(),
+    match allowed(&state, &headers, &uri) {
+        Ok(m) => Json((m.json)()).into_response(),
+        Err(refused) => refused,
     }
 }
 

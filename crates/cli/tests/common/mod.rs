@@ -613,6 +613,20 @@ pub fn older_client(version: &str) -> (PathBuf, PathBuf) {
 }
 
 /// [`client_script`] with another DuckDB: the venv and extension folder given.
+/// `<home>/catalog.toml` with two lakes, `sales` and `hr`, their data under `<home>/data/`.
+pub fn two_lakes(home: &Path) -> PathBuf {
+    let config = home.join("catalog.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[lakes]]\nname = \"sales\"\ndata_path = \"{0}/data/sales\"\n\n[[lakes]]\nname = \"hr\"\ndata_path = \"{0}/data/hr\"\n",
+            home.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A script in `tests/python`.
 pub fn python_script(name: &str) -> PathBuf {
     Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
