@@ -327,7 +327,8 @@ impl Server {
     /// What `connect --format json` tells clients to SET before ATTACH.
     pub(crate) fn handed_out_settings(&self) -> Result<Vec<String>> {
         let out = checked_output(
-            self.command().args(["connect", "--format", "json"]),
+            self.command()
+                .args(["connect", "--lake", LAKE, "--format", "json"]),
             "ducklake-catalog connect",
         )?;
         let v: Value = serde_json::from_slice(&out.stdout).context("connect's JSON")?;
