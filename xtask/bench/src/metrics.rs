@@ -35,7 +35,8 @@ pub fn metrics(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> R
     let mut o = MetricsOptions {
         lakes: 50,
         writers: 4,
-        commits: 40,
+        // Runs of several seconds each, so a 1 s scraper hits every one of them many times.
+        commits: 150,
         rounds: 3,
         scrapes: 200,
     };
