@@ -196,6 +196,11 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "when set, `/metrics`, `/status` and the status page need it (`Authorization: Bearer …` or `?token=…`); `/healthz` and `/readyz` stay open for load balancers; `_file` form; at least 16 characters",
     },
     KeyDoc {
+        key: "metrics.token_file",
+        default: "—",
+        meaning: "file holding `metrics.token`",
+    },
+    KeyDoc {
         key: "metrics.cloudwatch_service",
         default: "`ducklake-catalog`",
         meaning: "the EMF metrics' `Service` dimension, telling catalogs apart (the CloudFormation stack sets its name)",
