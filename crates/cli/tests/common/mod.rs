@@ -56,14 +56,26 @@ pub fn home() -> tempfile::TempDir {
 /// The pooler's port for servers and commands in `home`: one free port per home, the same for
 /// every call in this test process (the pooler runs by default, and tests run in parallel).
 pub fn pooler_port(home: &Path) -> u16 {
+    pooler_port_avoiding(home, &[])
+}
+
+/// [`pooler_port`], never one of `taken` (the server's PostgreSQL and HTTP ports, themselves
+/// free ports picked a moment ago: two picks can meet).
+fn pooler_port_avoiding(home: &Path, taken: &[u16]) -> u16 {
     static PORTS: std::sync::Mutex<Vec<(PathBuf, u16)>> = std::sync::Mutex::new(Vec::new());
     let mut ports = PORTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, p)) = ports.iter().find(|(h, _)| h == home) {
+    if let Some((_, p)) = ports.iter_mut().find(|(h, _)| h == home) {
+        while taken.contains(p) {
+            *p = free_port();
+        }
         return *p;
     }
-    let port = free_port();
+    let mut port = free_port();
+    while taken.contains(&port) {
+        port = free_port();
+    }
     ports.push((home.to_path_buf(), port));
     port
 }
@@ -92,7 +104,7 @@ pub fn base_command(home: &Path, pg_port: u16, http_port: u16) -> Command {
         .env("DUCKLAKE_CATALOG_POSTGRES__PORT", pg_port.to_string())
         .env(
             "DUCKLAKE_CATALOG_POOLER__PORT",
-            pooler_port(home).to_string(),
+            pooler_port_avoiding(home, &[pg_port, http_port]).to_string(),
         )
         .env(
             "DUCKLAKE_CATALOG_HTTP__LISTEN",
