@@ -102,9 +102,14 @@ fn the_status_page_shows_both_lakes_and_a_new_commit_in_a_real_browser() {
     writeln!(browser.stdin.as_mut().unwrap(), "go").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
-    let status = browser.wait().unwrap();
-    let seen: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("{e}: {line} (browser exited {status})"));
+    let done = browser.wait_with_output().unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {line} (browser exited {}):\n{}",
+            done.status,
+            String::from_utf8_lossy(&done.stderr)
+        )
+    });
     assert_eq!(
         seen["after"]["sales"].as_i64().unwrap(),
         seen["before"]["sales"].as_i64().unwrap() + 3,

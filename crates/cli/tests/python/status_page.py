@@ -32,11 +32,11 @@ try:
     driver.get(url)
 
     def lakes():
-        out = {}
-        for row in driver.find_elements(By.CSS_SELECTOR, "tr[data-lake]"):
-            cell = row.find_element(By.CSS_SELECTOR, "td[data-field='snapshots']")
-            out[row.get_attribute("data-lake")] = int(cell.text)
-        return out
+        # Read in one script: the page redraws its rows every refresh, so elements found in one
+        # call can be gone by the next.
+        return driver.execute_script(
+            "return Object.fromEntries([...document.querySelectorAll('tr[data-lake]')].map("
+            "r => [r.dataset.lake, Number(r.querySelector(\"td[data-field='snapshots']\").textContent)]))")
 
     deadline = time.monotonic() + 30
     while len(lakes()) < 2 and time.monotonic() < deadline:
