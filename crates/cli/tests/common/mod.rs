@@ -411,13 +411,19 @@ pub struct Moto {
 impl Moto {
     pub fn start(env: &[(&str, &str)]) -> Moto {
         let port = free_port();
+        // Each moto records into its own, new file (the default is one file in the cwd; a file
+        // named by the port alone kept an earlier moto's requests when the port came again).
+        let recording = std::env::temp_dir().join(format!(
+            "moto-recording-{}-{port}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let _ = std::fs::remove_file(&recording);
         let mut cmd = Command::new(venv().join("bin/moto_server"));
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            // Each moto records into its own file (the default is one file in the cwd).
-            .env(
-                "MOTO_RECORDER_FILEPATH",
-                std::env::temp_dir().join(format!("moto-recording-{port}")),
-            )
+            .env("MOTO_RECORDER_FILEPATH", &recording)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in env {
