@@ -11,8 +11,6 @@
 // Benchmark arithmetic on counts and seconds: f64 precision is far beyond what is measured.
 #![allow(clippy::cast_precision_loss)]
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::clients::{percentile, Bench, Options, Server};
-use crate::support::checked_output;
+use crate::support::{checked_output, http_get};
 
 struct MetricsOptions {
     lakes: usize,
@@ -233,18 +231,11 @@ fn scrape_times(port: u16, o: &MetricsOptions) -> Result<()> {
     Ok(())
 }
 
-/// `GET path` over plain HTTP/1.0 on loopback: the time to the whole answer, and its body.
+/// `GET path` on the HTTP listener: the time to the whole answer, and its body.
 fn get(port: u16, path: &str) -> Result<(Duration, String)> {
     let began = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect to the HTTP listener")?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
+    let text = http_get(port, path, Duration::from_secs(10))?;
     let took = began.elapsed();
-    if !text.starts_with("HTTP/1.0 200") && !text.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", text.lines().next().unwrap_or("no answer"));
-    }
     let body = text
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_owned());

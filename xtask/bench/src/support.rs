@@ -29,13 +29,23 @@ pub fn free_port() -> Result<u16> {
 
 /// `GET /readyz` on a loopback health port: the response when it is 200, else `None`.
 pub fn readyz(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    (body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200")).then_some(body)
+    http_get(port, "/readyz", Duration::from_secs(2)).ok()
+}
+
+/// `GET path` over plain HTTP/1.0 on a loopback port, reading at most `timeout` between
+/// bytes: the whole answer (status line, headers, body) when it is 200, else an error naming
+/// the status line.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).context("connect to the HTTP listener")?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    // A read cut short still yields what came, which is then judged by its status line.
+    let _ = s.read_to_string(&mut text);
+    if !text.starts_with("HTTP/1.0 200") && !text.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", text.lines().next().unwrap_or("no answer"));
+    }
+    Ok(text)
 }
 
 /// `moto_server` (S3 and Secrets Manager) from the test venv, killed on drop.

@@ -190,7 +190,9 @@ impl Server {
     }
 
     /// GET a health endpoint: (status code, JSON body); `None` while nothing listens.
-    pub fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+    /// `GET path` on the health listener: status, content type and the body as it could be
+    /// read; `None` when the request could not be sent.
+    fn fetch(&self, path: &str) -> Option<(u16, String, reqwest::Result<String>)> {
         let url = format!("http://127.0.0.1:{}{path}", self.http_port);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -204,32 +206,31 @@ impl Server {
                 .await
                 .ok()?;
             let code = resp.status().as_u16();
-            Some((code, resp.json().await.unwrap_or(serde_json::Value::Null)))
-        })
-    }
-
-    /// `GET path` on the health listener: status, content type and body text.
-    pub fn get_text(&self, path: &str) -> (u16, String, String) {
-        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let resp = reqwest::Client::new()
-                .get(url)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-                .unwrap();
-            let code = resp.status().as_u16();
             let ctype = resp
                 .headers()
                 .get("content-type")
                 .map(|v| v.to_str().unwrap().to_owned())
                 .unwrap_or_default();
-            (code, ctype, resp.text().await.unwrap())
+            Some((code, ctype, resp.text().await))
         })
+    }
+
+    /// `GET path`: status and JSON body (`null` when it is not JSON); `None` when unreachable.
+    pub fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let (code, _, body) = self.fetch(path)?;
+        let json = body
+            .ok()
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Some((code, json))
+    }
+
+    /// `GET path` on the health listener: status, content type and body text.
+    pub fn get_text(&self, path: &str) -> (u16, String, String) {
+        let (code, ctype, body) = self
+            .fetch(path)
+            .unwrap_or_else(|| panic!("GET {path}: the server is not reachable"));
+        (code, ctype, body.unwrap())
     }
 
     pub fn wait_ready(&mut self, timeout: Duration) -> serde_json::Value {
