@@ -53,6 +53,8 @@ pub struct ArchiveStats {
 
 /// A request for a base backup, answered with its manifest.
 pub type BackupRequest = oneshot::Sender<Result<BackupManifest, BackupError>>;
+/// A planned switchover asked for on the socket; answered with what happened, one line.
+pub type SwitchoverRequest = oneshot::Sender<Result<String, String>>;
 
 /// Why the agent did not archive a WAL file, or did not take a base backup on request. Its
 /// one-line text is what the helper (and so PostgreSQL's log) and `backup now` show.
@@ -91,12 +93,13 @@ struct Inner {
     target: BackupTarget,
     compression: Compression,
     segment_bytes: u64,
-    /// `None` in restore-only agents (`backup verify`): pushes are refused.
-    lease: Option<Lease>,
+    /// `None` in restore-only agents (`backup verify`) and on a standby: pushes are refused.
+    lease: Mutex<Option<Lease>>,
     stats: Mutex<ArchiveStats>,
     fenced: watch::Sender<Option<String>>,
     prefetched: Mutex<HashMap<String, Prefetched>>,
     backups: Mutex<Option<mpsc::Sender<BackupRequest>>>,
+    switchovers: Mutex<Option<mpsc::Sender<SwitchoverRequest>>>,
     last_fetch_error: Mutex<Option<String>>,
 }
 
@@ -112,11 +115,12 @@ impl ArchiveAgent {
                 target,
                 compression,
                 segment_bytes,
-                lease,
+                lease: Mutex::new(lease),
                 stats: Mutex::default(),
                 fenced: watch::channel(None).0,
                 prefetched: Mutex::default(),
                 backups: Mutex::default(),
+                switchovers: Mutex::default(),
                 last_fetch_error: Mutex::default(),
             }),
         }
@@ -125,6 +129,16 @@ impl ArchiveAgent {
     /// The target this agent writes to.
     pub fn target(&self) -> &BackupTarget {
         &self.inner.target
+    }
+
+    /// The lease this agent archives under, if any.
+    pub fn lease(&self) -> Option<Lease> {
+        self.inner.lease.lock().expect("lease lock").clone()
+    }
+
+    /// Archives under `lease` from now on (a standby that took over).
+    pub fn set_lease(&self, lease: Lease) {
+        *self.inner.lease.lock().expect("lease lock") = Some(lease);
     }
 
     /// A copy of the counters.
@@ -149,6 +163,11 @@ impl ArchiveAgent {
     /// Routes `backup` requests (from `ducklake-catalog backup now`) to `tx`.
     pub fn set_backup_handler(&self, tx: mpsc::Sender<BackupRequest>) {
         *self.inner.backups.lock().expect("backups lock") = Some(tx);
+    }
+
+    /// Routes `switchover` requests (from `ducklake-catalog switchover`) to `tx`.
+    pub fn set_switchover_handler(&self, tx: mpsc::Sender<SwitchoverRequest>) {
+        *self.inner.switchovers.lock().expect("switchovers lock") = Some(tx);
     }
 
     /// Listens on `socket` (owned by `owner` when given, mode 0600); the returned future serves
@@ -249,6 +268,10 @@ impl ArchiveAgent {
                 .into_bytes(),
                 Err(e) => format!("err {}\n", ::base::one_line(&e.to_string())).into_bytes(),
             },
+            ["switchover"] => match self.request_switchover().await {
+                Ok(done) => format!("ok {}\n", ::base::one_line(&done)).into_bytes(),
+                Err(e) => format!("err {}\n", ::base::one_line(&e)).into_bytes(),
+            },
             _ => format!("err unknown request `{}`\n", line.trim()).into_bytes(),
         };
         let _ = write.write_all(&reply).await;
@@ -281,13 +304,13 @@ impl ArchiveAgent {
             return Err(ArchiveError::NotWalName(name.to_owned()));
         }
         let target = &self.inner.target;
-        let Some(lease) = &self.inner.lease else {
+        let Some(lease) = self.lease() else {
             return Err(ArchiveError::NoLease(target.place()));
         };
         if let Some(reason) = self.inner.fenced.borrow().clone() {
             return Err(ArchiveError::Fenced(reason));
         }
-        if let Some(newer) = lease::superseded_by(target, lease).await? {
+        if let Some(newer) = lease::superseded_by(target, &lease).await? {
             let e = lease::fenced_error(target, &newer);
             self.fence(&e.to_string());
             return Err(e.into());
@@ -312,7 +335,7 @@ impl ArchiveAgent {
         }
     }
 
-    fn fence(&self, reason: &str) {
+    pub fn fence(&self, reason: &str) {
         self.inner.fenced.send_if_modified(|f| {
             if f.is_none() {
                 tracing::error!(reason, "fenced: this instance stops archiving");
@@ -386,6 +409,23 @@ impl ArchiveAgent {
         map.retain(|k, _| Segment::parse(k, bytes).is_none_or(|s| s.number > seg.number));
     }
 
+    async fn request_switchover(&self) -> Result<String, String> {
+        let tx = self
+            .inner
+            .switchovers
+            .lock()
+            .expect("switchovers lock")
+            .clone()
+            .ok_or_else(|| {
+                "this server is not a primary with ha.mode = \"auto\"; run `ducklake-catalog switchover` on the primary".to_owned()
+            })?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(reply)
+            .await
+            .map_err(|_| "the server is stopping".to_owned())?;
+        rx.await.map_err(|_| "the server is stopping".to_owned())?
+    }
+
     async fn request_backup(&self) -> Result<BackupManifest, ArchiveError> {
         let tx = self
             .inner
@@ -409,6 +449,18 @@ pub struct AgentClient;
 impl AgentClient {
     /// Asks the running server to take a base backup now and waits for it.
     pub async fn backup_now(socket: &Path) -> Result<BackupManifest, BackupError> {
+        let json = Self::call(socket, "backup").await?;
+        serde_json::from_str(&json)
+            .map_err(|e| BackupError::Agent(format!("unreadable answer from the server: {e}")))
+    }
+
+    /// Asks the running primary to hand over to a standby and waits until one took over.
+    pub async fn switchover(socket: &Path) -> Result<String, BackupError> {
+        Self::call(socket, "switchover").await
+    }
+
+    /// Sends `request` and returns the text after `ok `; an `err` answer is the error.
+    async fn call(socket: &Path, request: &str) -> Result<String, BackupError> {
         let mut stream = UnixStream::connect(socket).await.map_err(|e| {
             BackupError::Agent(format!(
                 "cannot reach the running server's archive agent at {} ({e}); is `ducklake-catalog serve` running with backup.target set and the same --home?",
@@ -416,19 +468,17 @@ impl AgentClient {
             ))
         })?;
         stream
-            .write_all(b"backup\n")
+            .write_all(format!("{request}\n").as_bytes())
             .await
-            .map_err(BackupError::io("send the backup request"))?;
+            .map_err(BackupError::io(format!("send the {request} request")))?;
         let mut reply = String::new();
         stream
             .read_to_string(&mut reply)
             .await
-            .map_err(BackupError::io("read the backup result"))?;
+            .map_err(BackupError::io(format!("read the {request} result")))?;
         let reply = reply.trim();
-        if let Some(json) = reply.strip_prefix("ok ") {
-            return serde_json::from_str(json).map_err(|e| {
-                BackupError::Agent(format!("unreadable answer from the server: {e}"))
-            });
+        if let Some(ok) = reply.strip_prefix("ok ") {
+            return Ok(ok.to_owned());
         }
         Err(BackupError::Agent(
             reply.strip_prefix("err ").unwrap_or(reply).to_owned(),

@@ -110,6 +110,27 @@ pub async fn acquire(
         }
     }
     let generation = newest.as_ref().map_or(1, |l| l.generation + 1);
+    create_generation(target, home, sysid, generation, takeover).await
+}
+
+/// Takes generation `after + 1` (a standby taking over from the holder of `after`): fails with
+/// [`BackupError::LeaseRace`] when another instance created it first.
+pub async fn take_next(
+    target: &BackupTarget,
+    home: &Path,
+    sysid: &str,
+    after: u64,
+) -> Result<Lease, BackupError> {
+    create_generation(target, home, sysid, after + 1, true).await
+}
+
+async fn create_generation(
+    target: &BackupTarget,
+    home: &Path,
+    sysid: &str,
+    generation: u64,
+    takeover: bool,
+) -> Result<Lease, BackupError> {
     let lease = Lease {
         generation,
         holder: uuid::Uuid::new_v4().to_string(),

@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod base;
+pub mod ha;
 pub mod lease;
 pub mod restore;
 mod settings;
@@ -32,6 +33,7 @@ use storage::{BackupTarget, Compression, TargetError};
 
 use pg_conn::PgError;
 
+pub use ha::{HaConfig, HaMode};
 pub use settings::{BackupConfig, CompressionKind, RetentionConfig};
 
 pub use agent::{AgentClient, ArchiveAgent, ArchiveStats};

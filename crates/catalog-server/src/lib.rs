@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod ha;
 pub mod observe;
 pub mod pooling;
 pub mod postgres;

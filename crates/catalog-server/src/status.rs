@@ -22,6 +22,54 @@ pub struct Status {
     pub maintenance: BTreeMap<String, MaintenanceStatus>,
     /// The connection pooler; `None` when `pooler.enabled` is off.
     pub pooler: Option<PoolerStatus>,
+    /// This server's part in failover; `None` with `ha.mode = "single"`.
+    pub ha: Option<HaStatus>,
+}
+
+/// A server of a highly available backup target: primary or hot standby, and how far behind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HaStatus {
+    pub role: HaRole,
+    /// The lease generation the primary holds (this server's, or the one it follows).
+    pub lease_generation: Option<u64>,
+    /// The primary's address: the one this server advertises, or the one it streams from.
+    pub primary: Option<String>,
+    /// Standby: the WAL receiver streams from the primary now (else: the archive).
+    pub streaming: bool,
+    /// Standby: how far replay is behind the newest commit it received (0 when caught up).
+    pub replay_lag_secs: Option<f64>,
+    /// Standby: the newest WAL position replayed (`pg_lsn`).
+    pub replay_lsn: Option<String>,
+    /// Standby: how long the primary's heartbeat has not changed.
+    pub heartbeat_age_secs: Option<f64>,
+    /// Primary: standbys streaming from it now.
+    pub standbys: u32,
+    /// Primary with `ha.synchronous`: commits wait for a standby now (false: degraded).
+    pub synchronous: Option<bool>,
+    /// Primary: when the lease was last renewed (RFC 3339).
+    pub last_renewal: Option<String>,
+}
+
+/// `primary`, `standby` or `promoting`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaRole {
+    #[default]
+    Primary,
+    Standby,
+    /// Took the lease; waiting out the old primary's last renewal, then promoting.
+    Promoting,
+}
+
+impl HaRole {
+    /// The role's name, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            HaRole::Primary => "primary",
+            HaRole::Standby => "standby",
+            HaRole::Promoting => "promoting",
+        }
+    }
 }
 
 /// The supervised connection pooler (PgBouncer).
@@ -195,6 +243,9 @@ impl Status {
     /// True when PostgreSQL runs, every lake is initialised, the pooler (when enabled) runs and
     /// this instance was not fenced.
     pub fn lakes_ready(&self) -> bool {
+        if self.is_standby() {
+            return self.accepting() && self.backup.as_ref().is_none_or(|b| b.fenced.is_none());
+        }
         self.accepting()
             && self.backup.as_ref().is_none_or(|b| b.fenced.is_none())
             && self
@@ -203,6 +254,16 @@ impl Status {
                 .is_none_or(|p| p.state == PoolerState::Running)
             && !self.lakes.is_empty()
             && self.lakes.values().all(|l| l.state == LakeState::Ready)
+    }
+
+    /// True on a hot standby (readers only; its lakes are the primary's, replicated).
+    pub fn is_standby(&self) -> bool {
+        self.ha.as_ref().is_some_and(|h| h.role != HaRole::Primary)
+    }
+
+    /// The failover role's name; `None` for a single server.
+    pub fn role(&self) -> Option<&'static str> {
+        self.ha.as_ref().map(|h| h.role.name())
     }
 
     /// True when PostgreSQL accepts connections (a `SELECT 1` check is worth running).

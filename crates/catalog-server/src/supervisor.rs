@@ -19,6 +19,7 @@ use crate::backup::{self, lease, restore, ArchiveAgent, BackupError, BackupManif
 use crate::config::{Config, LakeConfig, RetentionConfig};
 use crate::connection::read_password_file;
 use crate::duckdb_worker::{missing_extensions, DuckDbRunner};
+use crate::ha::Followed;
 use crate::lake::{ensure_admin_role, ensure_lake, find_extension_directory, LakeError};
 use crate::lake_session::{PasswordCell, PgHandle, ServerKey};
 use crate::postgres::{
@@ -61,6 +62,12 @@ pub enum ServeError {
     TaskLost(String),
     #[error("{0}")]
     External(String),
+    #[error("this server was the primary of {place} until a standby took over (lease generation {generation}); its data directory may hold commits the new primary never saw, so it does not rejoin on its own: move {home} away (keep it to inspect) and start again to join as a standby", home = home.display())]
+    Diverged {
+        place: String,
+        generation: u64,
+        home: PathBuf,
+    },
 }
 
 /// Runs PostgreSQL and the lakes until `shutdown` is cancelled.
@@ -85,6 +92,24 @@ pub struct Supervisor {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a switchover waits for a standby to take the lease.
+const SWITCHOVER_WAIT: Duration = Duration::from_mins(1);
+
+/// How a start, or a standby's run, ended: PostgreSQL runs (as the primary), the server
+/// stops, or PostgreSQL is to be started again.
+#[allow(clippy::large_enum_variant)] // one value per start, moved on at once
+enum StandbyEnd {
+    Promoted(RunningPostgres),
+    Stopped,
+    Restart,
+}
+
+/// How one run of the supervised cluster ended without an error.
+enum Ended {
+    Stopped,
+    /// A switchover handed the lease over: run again, as a standby.
+    Rejoin,
+}
 /// A PostgreSQL that ran this long before it exited was healthy: its restart backoff starts
 /// over from one second.
 const HEALTHY_RUN: Duration = Duration::from_mins(1);
@@ -264,7 +289,14 @@ impl Supervisor {
         let result = if self.config.external().is_some() {
             self.run_external(&shutdown).await
         } else {
-            self.run_inner(&shutdown, &immediate).await
+            loop {
+                match Box::pin(self.run_inner(&shutdown, &immediate)).await {
+                    // A switchover made this home a standby's: start over as one.
+                    Ok(Ended::Rejoin) => self.status.send_modify(|s| s.ha = None),
+                    Ok(Ended::Stopped) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
         };
         self.status.send_modify(|s| {
             s.postgres = if result.is_ok() {
@@ -279,11 +311,14 @@ impl Supervisor {
         result
     }
 
+    // One loop owns PostgreSQL's lifecycle (start, standby, primary, switchover, restart, stop);
+    // each step is a method, and the order of the steps reads here in one place.
+    #[allow(clippy::too_many_lines)]
     async fn run_inner(
         &self,
         shutdown: &CancellationToken,
         immediate: &CancellationToken,
-    ) -> Result<(), ServeError> {
+    ) -> Result<Ended, ServeError> {
         // First: one server per home. A second one changes nothing (no file, no lease).
         let _serving = serve_lock(&self.config.home)?;
         let mut pooler = self.check_pooler()?;
@@ -297,43 +332,56 @@ impl Supervisor {
         let (cluster, boot, durable) = self.prepare(&agent_stop, &mut tasks).await?;
         let pg = self.pg_handle(&cluster)?;
         let recovering = cluster.pgdata.join("recovery.signal").exists();
+        let mut standby = crate::ha::is_standby(&cluster.pgdata);
+        let ha = self.ha(&cluster, durable.as_ref());
         let mut fenced = durable.as_ref().map(|d| d.agent.fenced());
         let (password_tx, password) = watch::channel(password);
+        let released = Arc::new(watch::channel(None::<String>).0);
+        let (switchover_tx, mut switchovers) = mpsc::channel(1);
         let mut first = true;
         let mut backoff = Backoff::default();
         loop {
-            self.status.send_modify(|s| s.postgres = PgState::Starting);
-            let starting = self.starting(&cluster, first && recovering);
-            let started = tokio::select! {
-                r = starting.start() => r,
-                () = shutdown.cancelled() => return Ok(()),
+            let replaying = first && (recovering || standby);
+            let restore = first && recovering && !standby;
+            let stops = (shutdown, immediate);
+            let mut running = match self
+                .start_postgres(
+                    &cluster,
+                    (first, replaying, restore),
+                    durable.as_ref(),
+                    &mut backoff,
+                    stops,
+                )
+                .await?
+            {
+                StandbyEnd::Promoted(r) => r,
+                StandbyEnd::Stopped => return Ok(Ended::Stopped),
+                StandbyEnd::Restart => continue,
             };
-            let mut running = match started {
-                Ok(r) => r,
-                Err(e) if first => return Err(explain(e.into(), durable.as_ref())),
-                Err(e) => {
-                    tracing::error!(error = %e, "restarting postgres failed");
-                    self.status
-                        .send_modify(|s| s.last_error = Some(e.to_string()));
-                    if sleep_or_cancel(backoff.failed(), shutdown).await {
-                        return Ok(());
-                    }
-                    continue;
-                }
-            };
-            if first && recovering {
-                match Self::finish_recovery(&cluster, running, shutdown, immediate).await {
-                    Ok(Some(r)) => running = r,
-                    Ok(None) => return Ok(()),
-                    Err(e) => return Err(explain(e, durable.as_ref())),
-                }
-            }
             let pid = running.pid();
             let since = Instant::now();
             self.status
                 .send_modify(|s| s.postgres = PgState::Running { pid });
+            let mut promoted = false;
+            if let (true, Some(ha)) = (standby, &ha) {
+                match self
+                    .as_standby(ha, running, (shutdown, immediate), &mut backoff, since)
+                    .await?
+                {
+                    StandbyEnd::Promoted(r) => {
+                        running = r;
+                        standby = false;
+                        promoted = true;
+                    }
+                    StandbyEnd::Stopped => return Ok(Ended::Stopped),
+                    StandbyEnd::Restart => continue,
+                }
+            }
             let current = password.borrow().clone();
-            let lakes = match self.bring_up_lakes(&cluster, &current, &pg, &runner).await {
+            let lakes = match self
+                .bring_up_primary(ha.as_ref(), &cluster, &current, (&pg, &runner))
+                .await
+            {
                 Ok(up) => up,
                 Err(e) if first => {
                     running.shutdown(ShutdownMode::Fast, immediate).await?;
@@ -350,7 +398,15 @@ impl Supervisor {
                 let stops = (&agent_stop, shutdown);
                 self.spawn_lakes(&lakes, (&pg, &runner), stops, Some(&cluster), &mut tasks);
                 if let Some(d) = &durable {
-                    self.spawn_backup_tasks(d, &cluster, boot, recovering, &agent_stop, &mut tasks);
+                    let fresh = recovering || promoted;
+                    self.spawn_backup_tasks(d, &cluster, boot, fresh, &agent_stop, &mut tasks);
+                }
+                if let (Some(ha), Some(lease)) =
+                    (&ha, durable.as_ref().and_then(|d| d.agent.lease()))
+                {
+                    ha.agent.set_switchover_handler(switchover_tx.clone());
+                    let lead = ha.clone().lead(lease, released.clone(), agent_stop.clone());
+                    tasks.spawn("lease renewal", lead);
                 }
                 self.spawn_password_watch(Some(&cluster), &password_tx, &agent_stop, &mut tasks);
                 self.spawn_pooler(&cluster, &mut pooler, &mut tasks)?;
@@ -365,16 +421,29 @@ impl Supervisor {
                     self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
                     agent_stop.cancel();
                     tasks.finish().await;
-                    return Ok(());
+                    return Ok(Ended::Stopped);
                 }
                 reason = fenced_signal(fenced.as_mut()) => {
                     return Err(self.stop_fenced(reason, running, immediate).await);
+                }
+                Some(reply) = switchovers.recv() => {
+                    let ha = ha.as_ref().expect("switchovers come to an HA primary");
+                    pooler.stop().await;
+                    let handed = self.switch_over(ha, &cluster, running, &released, immediate).await;
+                    let done = handed.is_ok();
+                    let _ = reply.send(handed);
+                    if done {
+                        agent_stop.cancel();
+                        tasks.finish().await;
+                        return Ok(Ended::Rejoin);
+                    }
+                    // No standby took over: PostgreSQL starts again here as the primary.
                 }
                 exit = running.exited() => {
                     let exit = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
                     self.postgres_exited(pid, &exit, &running);
                     if sleep_or_cancel(backoff.exited(since.elapsed()), shutdown).await {
-                        return Ok(());
+                        return Ok(Ended::Stopped);
                     }
                 }
                 (task, how) = tasks.next_lost() => {
@@ -386,6 +455,165 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Starts PostgreSQL (`Promoted` carries the running one), waiting for a restore's WAL
+    /// replay when `restore`; a failed restart is retried after the backoff (`Restart`), a
+    /// failed first start is the error.
+    async fn start_postgres(
+        &self,
+        cluster: &Cluster,
+        (first, replay, restore): (bool, bool, bool),
+        durable: Option<&Durable>,
+        backoff: &mut Backoff,
+        (shutdown, immediate): (&CancellationToken, &CancellationToken),
+    ) -> Result<StandbyEnd, ServeError> {
+        self.status.send_modify(|s| s.postgres = PgState::Starting);
+        let starting = self.starting(cluster, replay);
+        let started = tokio::select! {
+            r = starting.start() => r,
+            () = shutdown.cancelled() => return Ok(StandbyEnd::Stopped),
+        };
+        let running = match started {
+            Ok(r) => r,
+            Err(e) if first => return Err(explain(e.into(), durable)),
+            Err(e) => {
+                tracing::error!(error = %e, "restarting postgres failed");
+                self.status
+                    .send_modify(|s| s.last_error = Some(e.to_string()));
+                if sleep_or_cancel(backoff.failed(), shutdown).await {
+                    return Ok(StandbyEnd::Stopped);
+                }
+                return Ok(StandbyEnd::Restart);
+            }
+        };
+        if !restore {
+            return Ok(StandbyEnd::Promoted(running));
+        }
+        match Self::finish_recovery(cluster, running, shutdown, immediate).await {
+            Ok(Some(r)) => Ok(StandbyEnd::Promoted(r)),
+            Ok(None) => Ok(StandbyEnd::Stopped),
+            Err(e) => Err(explain(e, durable)),
+        }
+    }
+
+    /// The lakes, with failover's primary settings around them: no commit waits for a
+    /// standby during the set-up; zero-loss mode (if on) once it is done.
+    async fn bring_up_primary(
+        &self,
+        ha: Option<&crate::ha::Ha>,
+        cluster: &Cluster,
+        password: &Secret,
+        (pg, runner): (&PgHandle, &DuckDbRunner),
+    ) -> Result<Vec<LakeConfig>, ServeError> {
+        if let Some(ha) = ha {
+            ha.before_bring_up().await?;
+        }
+        let lakes = self.bring_up_lakes(cluster, password, pg, runner).await?;
+        if let Some(ha) = ha {
+            ha.start_primary().await?;
+        }
+        Ok(lakes)
+    }
+
+    /// A standby's PostgreSQL runs: follow the primary until this server promotes (then it
+    /// goes on as the primary), the server stops, or PostgreSQL exits (restart it after the
+    /// backoff).
+    async fn as_standby(
+        &self,
+        ha: &crate::ha::Ha,
+        running: RunningPostgres,
+        (shutdown, immediate): (&CancellationToken, &CancellationToken),
+        backoff: &mut Backoff,
+        since: Instant,
+    ) -> Result<StandbyEnd, ServeError> {
+        let pid = running.pid();
+        match ha.follow(running, shutdown).await? {
+            Followed::Promoted(r) => Ok(StandbyEnd::Promoted(r)),
+            Followed::Stopped(r) => {
+                self.stop_in_order(&ha.cluster, r, false, immediate).await?;
+                Ok(StandbyEnd::Stopped)
+            }
+            Followed::Exited(r, exit) => {
+                self.postgres_exited(pid, &exit, &r);
+                if sleep_or_cancel(backoff.exited(since.elapsed()), shutdown).await {
+                    return Ok(StandbyEnd::Stopped);
+                }
+                Ok(StandbyEnd::Restart)
+            }
+        }
+    }
+
+    /// The failover loops' context, with `ha.mode = "auto"` and a backup target.
+    fn ha(&self, cluster: &Cluster, durable: Option<&Durable>) -> Option<crate::ha::Ha> {
+        let d = durable.filter(|_| self.config.ha.enabled())?;
+        Some(crate::ha::Ha {
+            config: self.config.ha.clone(),
+            target: d.target.clone(),
+            agent: d.agent.clone(),
+            cluster: cluster.clone(),
+            status: self.status.clone(),
+            home: self.config.home.clone(),
+            sysid: d.control.system_identifier.clone(),
+            port: self.config.postgres.port,
+        })
+    }
+
+    /// A planned switchover: stops PostgreSQL cleanly (the standbys receive every WAL record),
+    /// releases the lease at the end of the WAL, and waits until a standby took over; then this
+    /// data directory becomes a standby's. Answers with what happened; on `Err` the caller
+    /// starts PostgreSQL again as the primary.
+    async fn switch_over(
+        &self,
+        ha: &crate::ha::Ha,
+        cluster: &Cluster,
+        running: RunningPostgres,
+        released: &watch::Sender<Option<String>>,
+        immediate: &CancellationToken,
+    ) -> Result<String, String> {
+        let standbys = self.status.borrow().ha.as_ref().map_or(0, |h| h.standbys);
+        if standbys == 0 {
+            drop(running);
+            return Err("no standby streams from this primary: a switchover now would stop every writer until a standby starts; start one (ha.mode = \"auto\", same backup.target) and wait until /readyz/standby is 200".into());
+        }
+        let generation = ha.agent.lease().map_or(0, |l| l.generation);
+        tracing::warn!(
+            "switchover: stopping PostgreSQL cleanly and handing the lease to a standby"
+        );
+        if let Err(e) = self.stop_in_order(cluster, running, true, immediate).await {
+            return Err(format!("stopping PostgreSQL failed: {e}"));
+        }
+        let end = match cluster.control_data().await {
+            Ok(c) => c.checkpoint_lsn,
+            Err(e) => return Err(format!("reading where the WAL ends failed: {e}")),
+        };
+        released.send_replace(Some(end.clone()));
+        let waited = Instant::now();
+        while waited.elapsed() < SWITCHOVER_WAIT {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match lease::current(&ha.target).await {
+                Ok(Some(l)) if l.generation > generation => {
+                    if let Err(e) =
+                        crate::ha::mark_standby(&cluster.pgdata, cluster.os_user.as_ref())
+                    {
+                        return Err(format!("{} took over, but this data directory could not be made a standby's: {e}", l.host));
+                    }
+                    let done = format!(
+                        "handed over at WAL {end} to the server on {} (lease generation {}); this server joins it as a standby",
+                        l.host, l.generation
+                    );
+                    tracing::warn!("{done}");
+                    return Ok(done);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "switchover: reading the lease failed"),
+            }
+        }
+        released.send_replace(None);
+        Err(format!(
+            "no standby took over within {}s; this server stays the primary and starts PostgreSQL again",
+            SWITCHOVER_WAIT.as_secs()
+        ))
     }
 
     /// `serve` with an external PostgreSQL (`postgres.url`): no cluster, no WAL shipping; the
@@ -580,18 +808,28 @@ impl Supervisor {
         let mut restored = None;
         let mut extra = Vec::new();
         if let Some(t) = &target {
-            restored = self.restore_if_empty(t, os_user.as_ref()).await?;
+            if !self.join_as_standby(t, os_user.as_ref()).await? {
+                restored = self.restore_if_empty(t, os_user.as_ref()).await?;
+            }
             let helper = backup::install_helper(&config.socket_dir(), os_user.as_ref())?;
             extra =
                 backup::archive_settings(&config.backup, &config.socket_dir(), &helper, true, None);
+            if config.ha.enabled() {
+                extra.extend(config.ha.postgres_settings());
+            }
         } else {
             tracing::warn!("backup.target is not set: the catalog lives only in this home; if the disk is lost, every lake's metadata is lost with it");
         }
-        let (cluster, boot) = tokio::task::spawn_blocking(move || {
+        let (mut cluster, boot) = tokio::task::spawn_blocking(move || {
             Cluster::prepare(&config.cluster_settings(), extra)
         })
         .await
         .expect("cluster preparation does not panic")?;
+        if self.config.ha.enabled() {
+            cluster
+                .replication_password
+                .clone_from(&self.config.ha.replication_password);
+        }
         tracing::info!(?boot, pgdata = %cluster.pgdata.display(), "data directory ready");
         let durable = match target {
             Some(t) => Some(
@@ -601,6 +839,32 @@ impl Supervisor {
             None => None,
         };
         Ok((cluster, boot, durable))
+    }
+
+    /// With `ha.mode = "auto"`, an empty home and a live primary on the target: unpack its
+    /// newest base backup as a standby (no lease taken). True when it did.
+    async fn join_as_standby(
+        &self,
+        target: &BackupTarget,
+        os_user: Option<&OsUser>,
+    ) -> Result<bool, ServeError> {
+        let pgdata = self.config.pgdata();
+        if !self.config.ha.enabled() || pgdata.join("PG_VERSION").exists() {
+            return Ok(false);
+        }
+        let Some(primary) = crate::ha::live_primary(target, &self.config.ha).await? else {
+            return Ok(false);
+        };
+        tracing::info!(primary = %format!("{}:{}", primary.host, primary.port), generation = primary.generation, "empty home and a live primary: joining it as a hot standby");
+        self.status.send_modify(|s| {
+            s.postgres = PgState::Restoring {
+                phase: "downloading the newest base backup for a standby".into(),
+            };
+        });
+        create_home_dir(&self.config.home, &self.config.socket_dir())?;
+        let manifest = crate::ha::bootstrap_standby(target, &pgdata, os_user).await?;
+        tracing::info!(backup = %manifest.id, "standby data directory ready");
+        Ok(true)
     }
 
     /// With an empty home and a target that holds a backup: take over the target and unpack
@@ -664,7 +928,10 @@ impl Supervisor {
         let control = cluster.control_data().await?;
         backup::ensure_identity(&target, &control.system_identifier).await?;
         let (restored, lease) = if let Some((m, l)) = restored {
-            (Some(m), l)
+            (Some(m), Some(l))
+        } else if crate::ha::is_standby(&cluster.pgdata) {
+            // A standby holds no lease: it takes one when it takes over.
+            (None, None)
         } else {
             let lease = lease::acquire(
                 &target,
@@ -672,15 +939,16 @@ impl Supervisor {
                 &control.system_identifier,
                 false,
             )
-            .await?;
+            .await
+            .map_err(|e| self.rejoin_refused(e))?;
             backup::check_no_newer_timeline(&target, control.timeline).await?;
-            (None, lease)
+            (None, Some(lease))
         };
         let agent = ArchiveAgent::new(
             target.clone(),
             backup::compression(&self.config.backup),
             control.segment_bytes,
-            Some(lease.clone()),
+            lease.clone(),
         );
         let socket = self.config.socket_dir().join(backup::AGENT_SOCKET);
         let serving = agent.listen(&socket, os_user.map(|u| (u.uid, u.gid)), stop.clone())?;
@@ -688,7 +956,7 @@ impl Supervisor {
         self.status.send_modify(|s| {
             s.backup = Some(BackupStatus {
                 target: target.path().to_string(),
-                lease_generation: Some(lease.generation),
+                lease_generation: lease.as_ref().map(|l| l.generation),
                 restored_from: restored.as_ref().map(|m| m.id.clone()),
                 ..BackupStatus::default()
             });
@@ -698,6 +966,21 @@ impl Supervisor {
             agent,
             control,
         })
+    }
+
+    /// With failover on, a superseded primary's data directory is named for what it is: it may
+    /// hold commits the new primary never saw, so it never rejoins on its own.
+    fn rejoin_refused(&self, e: BackupError) -> ServeError {
+        match e {
+            BackupError::Superseded {
+                place, generation, ..
+            } if self.config.ha.enabled() => ServeError::Diverged {
+                place,
+                generation,
+                home: self.config.home.clone(),
+            },
+            e => e.into(),
+        }
     }
 
     /// Starts the base-backup schedule and the archive-status reporter.
@@ -749,6 +1032,15 @@ impl Supervisor {
         let pooled = self.config.pooler_enabled();
         if pooled {
             crate::pooling::prepare_role(&client).await?;
+        }
+        if let Some(pw) = self
+            .config
+            .ha
+            .replication_password
+            .as_ref()
+            .filter(|_| self.config.ha.enabled())
+        {
+            crate::ha::ensure_replication_role(&client, pw).await?;
         }
         let admin = self.admin(pg);
         let lakes = crate::lakes::reconcile(&client, &admin).await?;

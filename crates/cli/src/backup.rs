@@ -9,6 +9,17 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use crate::commands::{runtime, with_aws};
 use crate::{BackupCommand, Failure, Format};
 
+/// `switchover`: asks the primary on this home to hand over, and prints what happened.
+pub(crate) fn switchover(config: &Config) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let socket = config.socket_dir().join(backup::AGENT_SOCKET);
+    let done = rt
+        .block_on(AgentClient::switchover(&socket))
+        .map_err(anyhow::Error::new)?;
+    println!("{done}");
+    Ok(())
+}
+
 pub(crate) fn run(config: &Config, command: &BackupCommand) -> Result<(), Failure> {
     let rt = runtime()?;
     let (config, s3) = &with_aws(&rt, config)?;

@@ -59,6 +59,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         } => iam_policy(&with_lakes()?, lake.as_deref(), *role, *explain),
         Command::Version { format } => version(*format),
         Command::Backup { command } => crate::backup::run(&load()?, command),
+        Command::Switchover => crate::backup::switchover(&load()?),
         Command::Restore { to_time, format } => {
             crate::backup::restore(&load()?, to_time.as_deref(), *format)
         }
@@ -208,6 +209,7 @@ fn judge(s: &status::Status) -> health::Readiness {
         alive: s.postgres.is_alive(),
         accepting: s.accepting(),
         blocker: s.blocker(),
+        role: s.role(),
     }
 }
 

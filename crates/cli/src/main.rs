@@ -77,6 +77,10 @@ enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Hand the primary role to a hot standby with no lost commit (`ha.mode = "auto"`): run on
+    /// the primary's home; PostgreSQL stops cleanly, a standby takes the lease and promotes,
+    /// and this server joins it as a standby.
+    Switchover,
     /// Restore the newest base backup and the archived WAL (or the state at --to-time) into an
     /// empty home, then stop; `serve` on that home continues from it and owns the target.
     Restore {

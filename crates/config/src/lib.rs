@@ -50,6 +50,9 @@ pub struct Config {
     pub log: LogConfig,
     /// Continuous WAL archiving, base backups and restore (the catalog's durability).
     pub backup: BackupConfig,
+    /// High availability: a primary and hot standbys on one backup target
+    /// (docs/high-availability.md).
+    pub ha: HaConfig,
     /// AWS Marketplace metering (the paid container product).
     pub marketplace: MarketplaceConfig,
     /// Scheduled DuckLake maintenance of every lake (a `[lakes.maintenance]` table replaces it
@@ -237,7 +240,7 @@ pub struct DuckdbConfig {
     pub extension_directory: Option<PathBuf>,
 }
 
-pub use backup::{BackupConfig, CompressionKind, RetentionConfig};
+pub use backup::{BackupConfig, CompressionKind, HaConfig, HaMode, RetentionConfig};
 pub use base::duration::HumanDuration;
 
 /// `[log]`
@@ -263,6 +266,7 @@ impl Default for Config {
             duckdb: DuckdbConfig::default(),
             log: LogConfig::default(),
             backup: BackupConfig::default(),
+            ha: HaConfig::default(),
             marketplace: MarketplaceConfig::default(),
             maintenance: MaintenanceConfig::default(),
             metrics: MetricsConfig::default(),
@@ -452,6 +456,11 @@ impl Config {
                 &mut self.metrics.token,
                 &self.metrics.token_file,
                 "metrics.token",
+            ),
+            (
+                &mut self.ha.replication_password,
+                &self.ha.replication_password_file,
+                "ha.replication_password",
             ),
         ];
         for (value, file, key) in secrets {
@@ -652,6 +661,7 @@ impl Config {
             }
         }
         self.validate_backup()?;
+        self.validate_ha()?;
         self.validate_all_maintenance()?;
         self.validate_lakes()
     }
@@ -801,6 +811,70 @@ impl Config {
                     format!("{target} overlaps a lake's data path; give backups their own prefix"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `[ha]`: failover needs the supervised PostgreSQL, a backup target and the replication
+    /// role's password; the lease period bounds the timing.
+    fn validate_ha(&self) -> Result<(), ConfigError> {
+        let ha = &self.ha;
+        let period = ha.lease_period.0;
+        if period < std::time::Duration::from_secs(2) || period > std::time::Duration::from_mins(10)
+        {
+            return Err(ConfigError::invalid(
+                "ha.lease_period",
+                "must be between 2s and 10m",
+            ));
+        }
+        if let Some(t) = &ha.synchronous_timeout {
+            if t.0.is_zero() {
+                return Err(ConfigError::invalid(
+                    "ha.synchronous_timeout",
+                    "must be more than 0s; leave it unset to wait for a standby for ever",
+                ));
+            }
+        }
+        if let Some(host) = &ha.advertise_host {
+            if host.is_empty()
+                || !host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+            {
+                return Err(ConfigError::invalid(
+                    "ha.advertise_host",
+                    format!("`{host}` is not a host name or IP address"),
+                ));
+            }
+        }
+        if let Some(pw) = &ha.replication_password {
+            let key = if ha.replication_password_file.is_some() {
+                "ha.replication_password_file"
+            } else {
+                "ha.replication_password"
+            };
+            check_strength(pw, key).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+        }
+        if !ha.enabled() {
+            return Ok(());
+        }
+        if self.postgres.url.is_some() {
+            return Err(ConfigError::invalid(
+                "ha.mode",
+                "is auto, but postgres.url names an external PostgreSQL, whose failover is its own (Multi-AZ RDS, Aurora): set ha.mode = \"single\"",
+            ));
+        }
+        if self.backup.target.is_none() {
+            return Err(ConfigError::invalid(
+                "ha.mode",
+                "is auto, which needs backup.target: the primary's lease, its WAL and the standbys' base backup live there; set backup.target",
+            ));
+        }
+        if ha.replication_password.is_none() {
+            return Err(ConfigError::invalid(
+                "ha.replication_password",
+                "is needed with ha.mode = \"auto\": the same password on every server of the backup target (set replication_password or replication_password_file)",
+            ));
         }
         Ok(())
     }

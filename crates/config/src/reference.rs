@@ -156,6 +156,41 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "restore on an empty home when the target holds a backup",
     },
     KeyDoc {
+        key: "ha.mode",
+        default: "`single`",
+        meaning: "`auto`: every server on `backup.target` is a candidate: the lease holder is the primary, the others are hot standbys (streaming, the archive when the primary is out of reach) that take over when it stops renewing; needs `ha.replication_password` (docs/high-availability.md)",
+    },
+    KeyDoc {
+        key: "ha.lease_period",
+        default: "`8s`",
+        meaning: "a standby takes over once the primary's lease went this long unrenewed; the primary stops accepting writes after half of it (2s-10m)",
+    },
+    KeyDoc {
+        key: "ha.advertise_host",
+        default: "this machine's host name",
+        meaning: "where standbys reach this server's PostgreSQL (with `postgres.port`) when it is the primary",
+    },
+    KeyDoc {
+        key: "ha.replication_password",
+        default: "—",
+        meaning: "password of the replication role `ducklake_replication`, the same on every server of the target (SCRAM, TLS only); `_file` form; at least 16 characters",
+    },
+    KeyDoc {
+        key: "ha.replication_password_file",
+        default: "—",
+        meaning: "file holding `ha.replication_password`",
+    },
+    KeyDoc {
+        key: "ha.synchronous",
+        default: "`false`",
+        meaning: "zero-loss mode: a commit is acknowledged once a standby has flushed it (costs a round trip per commit)",
+    },
+    KeyDoc {
+        key: "ha.synchronous_timeout",
+        default: "unset (wait for ever)",
+        meaning: "with `ha.synchronous`: after this long without a standby, commits stop waiting (asynchronous, logged, `ducklake_ha_synchronous` 0) until one is back",
+    },
+    KeyDoc {
         key: "pooler.enabled",
         default: "`true` (`false` with `postgres.url`)",
         meaning: "run PgBouncer (transaction pooling) in front of the supervised PostgreSQL on `pooler.port`: users looked up live (no password file), TLS with PostgreSQL's certificate, supervised and restarted with PostgreSQL (docs/connections.md)",

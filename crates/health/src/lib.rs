@@ -61,6 +61,9 @@ pub struct Readiness {
     pub accepting: bool,
     /// Why the server is not ready, the `SELECT 1` check aside; `None` when all is up.
     pub blocker: Option<String>,
+    /// `primary` or `standby` (or `promoting`) on a server of a failover pair; `None` alone.
+    /// `/readyz/primary` and `/readyz/standby` are ready only in that role.
+    pub role: Option<&'static str>,
 }
 
 /// The background check's connection: one `SELECT 1` (or the like) bounded by `timeout`.
@@ -218,6 +221,8 @@ pub fn router<S: Serialize + Clone + Send + Sync + 'static>(state: HealthState<S
     Router::new()
         .route("/healthz", get(healthz::<S>))
         .route("/readyz", get(readyz::<S>))
+        .route("/readyz/primary", get(readyz_primary::<S>))
+        .route("/readyz/standby", get(readyz_standby::<S>))
         .route("/", get(page::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/status", get(status_json::<S>))
@@ -312,9 +317,48 @@ async fn healthz<S: Serialize + Clone + Send + Sync + 'static>(
     respond(readiness.alive, reason, &check, &status)
 }
 
+/// Ready and the primary (a single server is its own primary): what a load balancer in front
+/// of writers checks.
+async fn readyz_primary<S: Serialize + Clone + Send + Sync + 'static>(
+    State(state): State<HealthState<S>>,
+) -> impl IntoResponse {
+    ready_as(&state, "primary").await
+}
+
+/// Ready and a hot standby: what a load balancer in front of readers checks.
+async fn readyz_standby<S: Serialize + Clone + Send + Sync + 'static>(
+    State(state): State<HealthState<S>>,
+) -> impl IntoResponse {
+    ready_as(&state, "standby").await
+}
+
+async fn ready_as<S: Serialize + Clone + Send + Sync + 'static>(
+    state: &HealthState<S>,
+    wanted: &str,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let role = state.current().1.role.unwrap_or("primary");
+    if role != wanted {
+        let (status, _) = state.current();
+        let check = state.check.read().await.state.clone();
+        return respond(
+            false,
+            Some(format!("this server is the {role}, not a {wanted}")),
+            &check,
+            &status,
+        );
+    }
+    ready(state).await
+}
+
 async fn readyz<S: Serialize + Clone + Send + Sync + 'static>(
     State(state): State<HealthState<S>>,
 ) -> impl IntoResponse {
+    ready(&state).await
+}
+
+async fn ready<S: Serialize + Clone + Send + Sync + 'static>(
+    state: &HealthState<S>,
+) -> (StatusCode, Json<serde_json::Value>) {
     let (status, readiness) = state.current();
     let check = state.check.read().await.clone();
     let fresh = check
@@ -464,6 +508,7 @@ mod tests {
             alive: p.alive,
             accepting: p.accepting,
             blocker: p.blocker.clone(),
+            role: None,
         }
     }
 

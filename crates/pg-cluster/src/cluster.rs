@@ -62,6 +62,9 @@ pub struct Cluster {
     pub wal_segment_size_mb: u32,
     /// What its log lines told, counted across restarts (commit conflicts).
     pub log_events: crate::logs::LogEvents,
+    /// A standby's password for streaming from the primary: given to PostgreSQL in its
+    /// environment (libpq's `PGPASSWORD`), never written into a file.
+    pub replication_password: Option<base::Secret>,
 }
 
 /// What `pg_controldata` says about a data directory.
@@ -74,6 +77,9 @@ pub struct ControlData {
     /// The WAL file holding the latest checkpoint's redo point: every later backup starts in
     /// it or after it.
     pub redo_wal_file: String,
+    /// Where the latest checkpoint record starts (`pg_lsn` text): after a clean shutdown, the
+    /// end of the WAL.
+    pub checkpoint_lsn: String,
 }
 
 /// What [`Cluster::prepare`] found.
@@ -106,6 +112,7 @@ impl Cluster {
             extra_settings,
             wal_segment_size_mb: settings.wal_segment_size_mb,
             log_events: crate::logs::LogEvents::default(),
+            replication_password: None,
         };
         cluster.make_home(&settings.home)?;
         let boot = cluster.init_if_needed()?;
@@ -315,6 +322,7 @@ impl Cluster {
                 timeline: field("Latest checkpoint's TimeLineID")?.parse().ok()?,
                 segment_bytes: field("Bytes per WAL segment")?.parse().ok()?,
                 redo_wal_file: field("Latest checkpoint's REDO WAL file")?,
+                checkpoint_lsn: field("Latest checkpoint location")?,
             })
         })();
         parsed.ok_or_else(|| ClusterError::Io {
@@ -397,6 +405,8 @@ host     all      ducklake_supervisor  all          reject
 local    all      ducklake_pooler                   peer map=pooler
 host     all      ducklake_pooler      all          reject
 host     all      +ducklake_servers    all          reject
+hostssl  replication ducklake_replication all       scram-sha-256
+host     all      ducklake_replication all          reject
 local    all      all                               scram-sha-256
 host     all      all                  127.0.0.1/32 scram-sha-256
 host     all      all                  ::1/128      scram-sha-256

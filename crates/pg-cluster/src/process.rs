@@ -49,6 +49,9 @@ impl Cluster {
         if let Some(user) = &self.os_user {
             cmd.uid(user.uid).gid(user.gid);
         }
+        if let Some(pw) = &self.replication_password {
+            cmd.env("PGPASSWORD", pw.expose());
+        }
         let mut child = cmd.spawn().map_err(ClusterError::io("spawn postgres"))?;
         let pid = child
             .id()

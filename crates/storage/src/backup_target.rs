@@ -229,6 +229,15 @@ impl BackupTarget {
         }
     }
 
+    /// Writes `name`, replacing what is there (the lease heartbeat; never history).
+    pub async fn put(&self, name: &str, body: Bytes) -> Result<(), TargetError> {
+        self.store
+            .put(&self.key(name), PutPayload::from_bytes(body))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(Operation::Put, &e))
+    }
+
     /// The whole object `name`, or `None` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<Bytes>, TargetError> {
         let read = async { self.store.get(&self.key(name)).await?.bytes().await };

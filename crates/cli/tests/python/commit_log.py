@@ -9,7 +9,8 @@ usage:
       Prints {"w<id>": [seqs...], ...} for every writer table, and the snapshot count.
   commit_log.py sql <statement>
       Runs one statement against the lake (create, drop, ...).
-env: DLC_ATTACH (ATTACH target without password), PGPASSWORD, DLC_EXTENSIONS, and
+env: DLC_ATTACH (ATTACH target without password), DLC_ATTACH_OPTIONS (e.g. READ_ONLY),
+     PGPASSWORD, DLC_EXTENSIONS, and
      DLC_S3_ENDPOINT (host:port) when the lake's data is on (moto) S3.
 """
 import json
@@ -32,7 +33,9 @@ def connect():
             CREATE SECRET (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1',
                            ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)
         """)
-    con.execute(f"ATTACH '{os.environ['DLC_ATTACH']}' AS lake")
+    options = os.environ.get("DLC_ATTACH_OPTIONS")
+    suffix = f" ({options})" if options else ""
+    con.execute(f"ATTACH '{os.environ['DLC_ATTACH']}' AS lake{suffix}")
     return con
 
 

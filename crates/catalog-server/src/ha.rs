@@ -1,0 +1,508 @@
+//! Failover (`ha.mode = "auto"`): the primary's lease renewals and zero-loss switch, a
+//! standby's bootstrap, following, promotion, and the planned switchover.
+//!
+//! The timing argument lives in `backup::ha`; this module runs it against PostgreSQL.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::ha::{
+    self, Expiry, HaConfig, Heartbeat, REPLICATION_ROLE, STANDBY_APPLICATION, STANDBY_SIGNAL,
+};
+use crate::backup::{lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
+use crate::postgres::{Cluster, OsUser, PgError, RunningPostgres};
+use crate::status::{HaRole, HaStatus, StatusSender};
+use base::{quote_ident, quote_literal, Secret};
+use storage::BackupTarget;
+
+/// The primary's heartbeat counts as live at an empty home's start when it was renewed within
+/// this many lease periods (wall clocks compared once, generously; promotion never does).
+const LIVE_PERIODS: u32 = 2;
+
+/// Whether `pgdata` is a standby's (PostgreSQL's `standby.signal`).
+pub fn is_standby(pgdata: &Path) -> bool {
+    pgdata.join(STANDBY_SIGNAL).exists()
+}
+
+/// The newest lease and its heartbeat when that primary looks alive: an empty home then
+/// joins as its standby instead of taking the target over.
+pub async fn live_primary(
+    target: &BackupTarget,
+    config: &HaConfig,
+) -> Result<Option<Heartbeat>, BackupError> {
+    let Some(newest) = lease::current(target).await? else {
+        return Ok(None);
+    };
+    let Some(beat) = ha::read_heartbeat(target, newest.generation).await? else {
+        return Ok(None);
+    };
+    let age = (Utc::now() - beat.renewed_at).to_std().unwrap_or_default();
+    Ok((beat.released_at.is_none() && age < config.lease_period.0 * LIVE_PERIODS).then_some(beat))
+}
+
+/// Unpacks the newest base backup into an empty PGDATA as a standby (no lease taken).
+pub async fn bootstrap_standby(
+    target: &BackupTarget,
+    pgdata: &Path,
+    os_user: Option<&OsUser>,
+) -> Result<BackupManifest, BackupError> {
+    let manifest = restore::choose(target, None)
+        .await?
+        .ok_or_else(|| BackupError::NoBackup {
+            place: target.place(),
+            when: " for a standby to start from".into(),
+        })?;
+    restore::unpack(target, &manifest, pgdata, os_user).await?;
+    mark_standby(pgdata, os_user)?;
+    Ok(manifest)
+}
+
+/// Turns a stopped data directory into a standby's: `standby.signal` instead of
+/// `recovery.signal`.
+pub fn mark_standby(pgdata: &Path, os_user: Option<&OsUser>) -> Result<(), BackupError> {
+    let _ = std::fs::remove_file(pgdata.join("recovery.signal"));
+    let signal = pgdata.join(STANDBY_SIGNAL);
+    std::fs::write(&signal, b"").map_err(BackupError::io("write standby.signal"))?;
+    if let Some(u) = os_user {
+        std::os::unix::fs::chown(&signal, Some(u.uid), Some(u.gid))
+            .map_err(BackupError::io("chown standby.signal"))?;
+    }
+    Ok(())
+}
+
+/// Creates (or updates) the replication role with `password`, as a SCRAM verifier.
+pub async fn ensure_replication_role(
+    client: &tokio_postgres::Client,
+    password: &Secret,
+) -> Result<(), PgError> {
+    crate::postgres::create_role_if_missing(client, REPLICATION_ROLE, true).await?;
+    client
+        .batch_execute(&format!(
+            "ALTER ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS CONNECTION LIMIT 5 PASSWORD {}",
+            quote_ident(REPLICATION_ROLE),
+            quote_literal(&crate::lake_session::scram_verifier(password.expose()))
+        ))
+        .await
+        .map_err(PgError::sql(format!("set up the replication role {REPLICATION_ROLE}")))
+}
+
+/// Sets a managed setting with `ALTER SYSTEM` and reloads.
+async fn set_system(
+    client: &tokio_postgres::Client,
+    name: &str,
+    value: Option<&str>,
+) -> Result<(), PgError> {
+    let sql = match value {
+        Some(v) => format!("ALTER SYSTEM SET {name} = {}", quote_literal(v)),
+        None => format!("ALTER SYSTEM RESET {name}"),
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(PgError::sql(format!("set {name}")))?;
+    client
+        .batch_execute("SELECT pg_catalog.pg_reload_conf()")
+        .await
+        .map_err(PgError::sql("reload the configuration"))
+}
+
+/// What a standby streams from: the primary's advertised address, TLS, the replication role
+/// (its password is in PostgreSQL's environment).
+fn conninfo(beat: &Heartbeat) -> String {
+    format!(
+        "host={} port={} user={REPLICATION_ROLE} application_name={STANDBY_APPLICATION} sslmode=require connect_timeout=5",
+        base::conninfo_value(&beat.host),
+        beat.port
+    )
+}
+
+/// Where this server's PostgreSQL is reached as a primary.
+pub fn advertised(config: &HaConfig) -> String {
+    config.advertise_host.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    })
+}
+
+/// Everything the primary's and a standby's loops need.
+#[derive(Clone)]
+pub struct Ha {
+    pub config: HaConfig,
+    pub target: BackupTarget,
+    pub agent: ArchiveAgent,
+    pub cluster: Cluster,
+    pub status: StatusSender,
+    pub home: std::path::PathBuf,
+    pub sysid: String,
+    /// `postgres.port`: where standbys stream from this server.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for Ha {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ha(..)")
+    }
+}
+
+/// How a standby's following ended.
+#[derive(Debug)]
+pub enum Followed {
+    /// This server took the lease and promoted: it is the primary now.
+    Promoted(RunningPostgres),
+    /// The server is stopping.
+    Stopped(RunningPostgres),
+    /// PostgreSQL exited (restart it as a standby).
+    Exited(RunningPostgres, String),
+}
+
+impl Ha {
+    fn publish(&self, f: impl FnOnce(&mut HaStatus)) {
+        self.status
+            .send_modify(|s| f(s.ha.get_or_insert_with(HaStatus::default)));
+    }
+
+    /// Runs a standby until it promotes, stops or PostgreSQL exits: follows the newest lease
+    /// holder's advertised address, publishes the replay lag, and takes over once the
+    /// heartbeat stopped for a lease period (or at once after a switchover's release).
+    pub async fn follow(
+        &self,
+        mut running: RunningPostgres,
+        shutdown: &CancellationToken,
+    ) -> Result<Followed, crate::ServeError> {
+        let mut expiry = Expiry::new(self.config.lease_period.0);
+        let mut pointed_at: Option<String> = None;
+        self.publish(|h| h.role = HaRole::Standby);
+        tracing::info!("hot standby: following the primary (streaming, or the archive when it is out of reach)");
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(Followed::Stopped(running)),
+                exit = running.exited() => {
+                    let exit = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    return Ok(Followed::Exited(running, exit));
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            match self.watch_once(&mut expiry, &mut pointed_at).await {
+                Ok(Some((generation, released))) => {
+                    if let Some(lease) = self.take_over(generation, released.as_deref()).await? {
+                        self.promote(&lease, released.is_some()).await?;
+                        return Ok(Followed::Promoted(running));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "standby: reading the primary's lease failed; still following");
+                }
+            }
+        }
+    }
+
+    /// One look at the lease and heartbeat: points PostgreSQL at a new primary address,
+    /// publishes the lag. `Some(generation, released LSN)` when the holder of `generation`
+    /// may be taken over now.
+    async fn watch_once(
+        &self,
+        expiry: &mut Expiry,
+        pointed_at: &mut Option<String>,
+    ) -> Result<Option<(u64, Option<String>)>, crate::ServeError> {
+        let client = self.cluster.connect_superuser("postgres").await?;
+        let replay = replay_state(&client).await?;
+        let Some(newest) = lease::current(&self.target).await? else {
+            return Ok(None);
+        };
+        let beat = ha::read_heartbeat(&self.target, newest.generation).await?;
+        let now = Instant::now();
+        let expired = expiry.observe(newest.generation, beat.as_ref().map_or(0, |b| b.seq), now);
+        if let Some(b) = &beat {
+            let info = conninfo(b);
+            if pointed_at.as_deref() != Some(info.as_str()) && b.released_at.is_none() {
+                set_system(&client, "primary_conninfo", Some(&info)).await?;
+                tracing::info!(primary = %format!("{}:{}", b.host, b.port), generation = b.generation, "standby: streaming from the primary");
+                *pointed_at = Some(info);
+            }
+        }
+        self.publish(|h| {
+            h.lease_generation = Some(newest.generation);
+            h.primary = beat.as_ref().map(|b| format!("{}:{}", b.host, b.port));
+            h.streaming = replay.streaming;
+            h.replay_lag_secs = Some(replay.lag_secs);
+            h.replay_lsn.clone_from(&replay.lsn);
+            h.heartbeat_age_secs = Some(expiry.unchanged_for(now).as_secs_f64());
+        });
+        if let Some(at) = beat.as_ref().and_then(|b| b.released_at.clone()) {
+            // A switchover: take over once every WAL record of the old primary is replayed.
+            let caught_up = client
+                .query_one(
+                    "SELECT pg_catalog.pg_last_wal_replay_lsn() > $1::text::pg_lsn",
+                    &[&at],
+                )
+                .await
+                .map_err(PgError::sql("compare the replay position"))?
+                .get::<_, Option<bool>>(0)
+                .unwrap_or(false);
+            return Ok(caught_up.then_some((newest.generation, Some(at))));
+        }
+        Ok(expired.then_some((newest.generation, None)))
+    }
+
+    /// Takes the next lease generation after one last read shows the heartbeat still
+    /// unchanged; `None` when another standby (or a restore) was first.
+    async fn take_over(
+        &self,
+        generation: u64,
+        released: Option<&str>,
+    ) -> Result<Option<Lease>, crate::ServeError> {
+        let before = ha::read_heartbeat(&self.target, generation).await?;
+        if released.is_none() {
+            // The final read: a renewal that landed since the last look cancels the takeover.
+            let again = ha::read_heartbeat(&self.target, generation).await?;
+            if again.as_ref().map(|b| b.seq) != before.as_ref().map(|b| b.seq) {
+                return Ok(None);
+            }
+        }
+        match lease::take_next(&self.target, &self.home, &self.sysid, generation).await {
+            Ok(lease) => {
+                tracing::warn!(
+                    generation = lease.generation,
+                    switchover = released.is_some(),
+                    "took over the backup target's lease from the primary, which stopped renewing it; promoting"
+                );
+                Ok(Some(lease))
+            }
+            Err(BackupError::LeaseRace { .. }) => {
+                tracing::info!("another server took over first; following it");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits out the old primary's last possible renewal (not after a switchover), then
+    /// promotes PostgreSQL and archives under the new lease.
+    async fn promote(&self, lease: &Lease, released: bool) -> Result<(), crate::ServeError> {
+        self.agent.set_lease(lease.clone());
+        self.status.send_modify(|s| {
+            if let Some(b) = s.backup.as_mut() {
+                b.lease_generation = Some(lease.generation);
+            }
+        });
+        self.publish(|h| {
+            h.role = HaRole::Promoting;
+            h.lease_generation = Some(lease.generation);
+        });
+        if !released {
+            tokio::time::sleep(self.config.fence_after()).await;
+        }
+        let client = self.cluster.connect_superuser("postgres").await?;
+        let promoted: bool = client
+            .query_one("SELECT pg_catalog.pg_promote(true, 60)", &[])
+            .await
+            .map_err(PgError::sql("promote the standby"))?
+            .get(0);
+        if !promoted {
+            return Err(crate::ServeError::External(
+                "pg_promote did not finish within 60 s; see PostgreSQL's log above".into(),
+            ));
+        }
+        tracing::warn!(
+            generation = lease.generation,
+            "promoted: this server is the primary now"
+        );
+        Ok(())
+    }
+
+    /// Before the primary's own set-up writes: no commit waits for a standby yet (a data
+    /// directory from a base backup or a promotion may carry the old primary's setting, and
+    /// the set-up must not hang on a standby that is gone).
+    pub async fn before_bring_up(&self) -> Result<(), crate::ServeError> {
+        let client = self.cluster.connect_superuser("postgres").await?;
+        set_system(&client, "synchronous_standby_names", None).await?;
+        set_system(&client, "primary_conninfo", None).await?;
+        Ok(())
+    }
+
+    /// Applies zero-loss mode once the primary is set up: commits wait for a standby
+    /// (`ha.synchronous`), or never (`synchronous_standby_names` reset).
+    pub async fn start_primary(&self) -> Result<(), crate::ServeError> {
+        let client = self.cluster.connect_superuser("postgres").await?;
+        let names = self.config.synchronous.then(synchronous_names);
+        set_system(&client, "synchronous_standby_names", names.as_deref()).await?;
+        self.publish(|h| {
+            *h = HaStatus {
+                role: HaRole::Primary,
+                primary: Some(format!("{}:{}", advertised(&self.config), self.port)),
+                synchronous: self.config.synchronous.then_some(true),
+                ..HaStatus::default()
+            };
+        });
+        Ok(())
+    }
+
+    /// The primary's lease: renewed every P/8; after P/2 without a renewal that completed,
+    /// or once a newer generation exists, the agent is fenced (the supervisor then stops
+    /// PostgreSQL). Also keeps zero-loss mode's promise when the standby goes away. Runs until
+    /// `stop`.
+    pub async fn lead(
+        self,
+        lease: Lease,
+        released: Arc<watch::Sender<Option<String>>>,
+        stop: CancellationToken,
+    ) {
+        let mut seq = 0u64;
+        let mut last_ok = Instant::now();
+        let mut sync = SyncState::new(&self.config);
+        let host = advertised(&self.config);
+        loop {
+            let sent = Instant::now();
+            seq += 1;
+            let synchronous = sync.check(&self).await;
+            let beat = Heartbeat {
+                generation: lease.generation,
+                holder: lease.holder.clone(),
+                seq,
+                renewed_at: Utc::now(),
+                host: host.clone(),
+                port: self.port,
+                synchronous,
+                released_at: released.borrow().clone(),
+            };
+            let deadline = last_ok + self.config.fence_after();
+            match tokio::time::timeout_at(deadline, ha::renew(&self.target, &lease, &beat)).await {
+                Ok(Ok(())) => {
+                    last_ok = sent;
+                    self.publish(|h| h.last_renewal = Some(beat.renewed_at.to_rfc3339()));
+                }
+                Ok(Err(e @ BackupError::Superseded { .. })) => {
+                    self.agent.fence(&e.to_string());
+                    break;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed; retrying"),
+                Err(_) => {}
+            }
+            if Instant::now() >= last_ok + self.config.fence_after() {
+                self.agent.fence(&format!(
+                    "the lease on {} was not renewed for {:?} (half of ha.lease_period): cut off from the backup target, this primary stops PostgreSQL so a standby can take over without two primaries; started again, it carries on if no standby took over, or refuses in one line if one did",
+                    self.target.place(),
+                    self.config.fence_after()
+                ));
+                break;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(sent + self.config.renew_every()) => {}
+            }
+        }
+        stop.cancelled().await;
+    }
+}
+
+/// `synchronous_standby_names` in zero-loss mode.
+fn synchronous_names() -> String {
+    format!("ANY 1 ({STANDBY_APPLICATION})")
+}
+
+/// Zero-loss mode's state on the primary: synchronous while a standby streams; degraded to
+/// asynchronous after `ha.synchronous_timeout` without one (when set), and back.
+struct SyncState {
+    enabled: bool,
+    timeout: Option<Duration>,
+    missing_since: Option<Instant>,
+    degraded: bool,
+}
+
+impl SyncState {
+    fn new(config: &HaConfig) -> Self {
+        SyncState {
+            enabled: config.synchronous,
+            timeout: config.synchronous_timeout.map(|t| t.0),
+            missing_since: None,
+            degraded: false,
+        }
+    }
+
+    /// Counts the streaming standbys, switches the mode when due, and says whether commits
+    /// wait for a standby now.
+    async fn check(&mut self, ha: &Ha) -> bool {
+        let Ok(client) = ha.cluster.connect_superuser("postgres").await else {
+            return self.enabled && !self.degraded;
+        };
+        let standbys = client
+            .query_one(
+                "SELECT count(*)::int4 FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
+                &[],
+            )
+            .await
+            .map_or(0, |r| u32::try_from(r.get::<_, i32>(0)).unwrap_or(0));
+        ha.publish(|h| h.standbys = standbys);
+        if !self.enabled {
+            return false;
+        }
+        let now = Instant::now();
+        if standbys > 0 {
+            self.missing_since = None;
+            if self.degraded
+                && set_system(
+                    &client,
+                    "synchronous_standby_names",
+                    Some(&synchronous_names()),
+                )
+                .await
+                .is_ok()
+            {
+                self.degraded = false;
+                tracing::warn!(
+                    "a standby streams again: commits wait for it again (zero-loss mode restored)"
+                );
+            }
+        } else {
+            let since = *self.missing_since.get_or_insert(now);
+            if let Some(timeout) = self.timeout {
+                if !self.degraded
+                    && now.duration_since(since) >= timeout
+                    && set_system(&client, "synchronous_standby_names", None)
+                        .await
+                        .is_ok()
+                {
+                    self.degraded = true;
+                    tracing::error!(timeout = ?timeout, "no standby for ha.synchronous_timeout: commits no longer wait for one (asynchronous; a failover now may lose the last commits) until a standby streams again");
+                }
+            }
+        }
+        ha.publish(|h| h.synchronous = Some(!self.degraded));
+        !self.degraded
+    }
+}
+
+/// A standby's replay position and lag.
+struct Replay {
+    streaming: bool,
+    lag_secs: f64,
+    lsn: Option<String>,
+}
+
+async fn replay_state(client: &tokio_postgres::Client) -> Result<Replay, PgError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT status FROM pg_catalog.pg_stat_wal_receiver LIMIT 1) = 'streaming',
+                    pg_catalog.pg_last_wal_replay_lsn()::text,
+                    CASE WHEN pg_catalog.pg_last_wal_receive_lsn() = pg_catalog.pg_last_wal_replay_lsn() THEN 0
+                         ELSE COALESCE(extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()), 0) END::float8",
+            &[],
+        )
+        .await
+        .map_err(PgError::sql("read the standby's replay position"))?;
+    Ok(Replay {
+        streaming: row.get::<_, Option<bool>>(0).unwrap_or(false),
+        lsn: row.get(1),
+        lag_secs: row.get::<_, f64>(2).max(0.0),
+    })
+}
