@@ -435,14 +435,23 @@ impl SyncState {
         let Ok(client) = ha.cluster.connect_superuser("postgres").await else {
             return self.enabled && !self.degraded;
         };
-        let standbys = client
+        let (standbys, lag) = client
             .query_one(
-                "SELECT count(*)::int4 FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
+                "SELECT count(*)::int4, max(extract(epoch FROM replay_lag))::float8
+                 FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
                 &[],
             )
             .await
-            .map_or(0, |r| u32::try_from(r.get::<_, i32>(0)).unwrap_or(0));
-        ha.publish(|h| h.standbys = standbys);
+            .map_or((0, None), |r| {
+                (
+                    u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
+                    r.get::<_, Option<f64>>(1),
+                )
+            });
+        ha.publish(|h| {
+            h.standbys = standbys;
+            h.standby_lag_secs = (standbys > 0).then_some(lag.unwrap_or(0.0));
+        });
         if !self.enabled {
             return false;
         }

@@ -348,6 +348,14 @@ pub fn current(status: &Status, kept: &Facts, started: Instant) -> Facts {
         up: p.state == PoolerState::Running,
         restarts: u64::from(p.restarts),
     });
+    f.ha = status.ha.as_ref().map(|h| telemetry::HaFacts {
+        primary: h.role == crate::status::HaRole::Primary,
+        lease_generation: h.lease_generation.unwrap_or(0),
+        replay_lag_seconds: h.replay_lag_secs,
+        standbys: u64::from(h.standbys),
+        standby_lag_seconds: h.standby_lag_secs,
+        synchronous: h.synchronous,
+    });
     f
 }
 

@@ -54,6 +54,20 @@ pub async fn schedule(
             if !ready || Instant::now() < next {
                 continue;
             }
+            // A file cleanup deletes only what was scheduled for deletion longer ago than
+            // the threshold; a standby whose readers are that far behind could still read it.
+            let lag = status
+                .borrow()
+                .ha
+                .as_ref()
+                .and_then(|h| h.standby_lag_secs)
+                .unwrap_or(0.0);
+            let threshold = maintenance::cleanup_threshold(&ctx.admin.settings, &settings);
+            if lag > threshold.as_secs_f64() / 2.0 {
+                tracing::warn!(lake = %lake.name, standby_lag_secs = lag, "maintenance postponed: a standby's readers are more than half the cleanup window behind and could still read files the cleanup would delete");
+                due.insert(lake.name.clone(), Instant::now() + settings.interval.0);
+                continue;
+            }
             publish(&status, &lake.name, |m| m.running = true);
             let report = maintenance::run(&ctx, &lake, false, &stop).await;
             maintenance::log(&report);

@@ -44,6 +44,8 @@ pub struct HaStatus {
     pub heartbeat_age_secs: Option<f64>,
     /// Primary: standbys streaming from it now.
     pub standbys: u32,
+    /// Primary: the largest replay lag of the standbys streaming from it (seconds).
+    pub standby_lag_secs: Option<f64>,
     /// Primary with `ha.synchronous`: commits wait for a standby now (false: degraded).
     pub synchronous: Option<bool>,
     /// Primary: when the lease was last renewed (RFC 3339).

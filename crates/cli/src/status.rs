@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use catalog_server::telemetry::Facts;
+use catalog_server::telemetry::{Facts, HaFacts};
 
 use crate::commands::runtime;
 use crate::{Failure, Format};
@@ -96,6 +96,33 @@ fn bytes(n: u64) -> String {
 }
 
 /// The facts as a few plain-text sections.
+/// The failover line: the role, the lease, and how far behind (standby) or who follows
+/// (primary).
+fn ha_line(h: &HaFacts) -> String {
+    if h.primary {
+        let sync = match h.synchronous {
+            Some(true) => ", zero-loss: commits wait for a standby",
+            Some(false) => ", zero-loss DEGRADED: commits do not wait (no standby)",
+            None => "",
+        };
+        format!(
+            "failover: primary (lease {}), {} standby(s) streaming{}{sync}",
+            h.lease_generation,
+            h.standbys,
+            h.standby_lag_seconds
+                .map(|l| format!(", replay lag {l:.2}s"))
+                .unwrap_or_default()
+        )
+    } else {
+        format!(
+            "failover: hot standby (following lease {}), replay lag {}",
+            h.lease_generation,
+            h.replay_lag_seconds
+                .map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}s"))
+        )
+    }
+}
+
 pub(crate) fn render(f: &Facts) -> String {
     let mut out = String::new();
     let s = &f.server;
@@ -117,6 +144,9 @@ pub(crate) fn render(f: &Facts) -> String {
             if p.up { "up" } else { "DOWN" },
             p.restarts
         );
+    }
+    if let Some(h) = &f.ha {
+        let _ = writeln!(out, "{}", ha_line(h));
     }
     let _ = writeln!(
         out,
@@ -227,5 +257,29 @@ mod tests {
             assert!(line.contains(want), "{want}: {line}");
         }
         assert!(text.contains("backups: off"), "{text}");
+    }
+
+    #[test]
+    fn the_failover_line_names_the_role_and_the_lag() {
+        let mut f = Facts::default();
+        f.ha = Some(HaFacts {
+            primary: false,
+            lease_generation: 2,
+            replay_lag_seconds: Some(0.5),
+            ..HaFacts::default()
+        });
+        assert!(render(&f).contains("failover: hot standby (following lease 2), replay lag 0.50s"));
+        f.ha = Some(HaFacts {
+            primary: true,
+            lease_generation: 3,
+            synchronous: Some(false),
+            ..HaFacts::default()
+        });
+        let text = render(&f);
+        assert!(
+            text.contains("failover: primary (lease 3), 0 standby(s)"),
+            "{text}"
+        );
+        assert!(text.contains("zero-loss DEGRADED"), "{text}");
     }
 }

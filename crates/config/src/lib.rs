@@ -1382,6 +1382,44 @@ mod tests {
     }
 
     #[test]
+    fn failover_needs_a_target_a_replication_password_and_the_supervised_postgres() {
+        let err = |env: &[(&str, &str)]| Config::load(&sources(env)).unwrap_err().to_string();
+        let auto = ("DUCKLAKE_CATALOG_HA__MODE", "auto");
+        let target = ("DUCKLAKE_CATALOG_BACKUP__TARGET", "/srv/catalog-backups");
+        let pw = (
+            "DUCKLAKE_CATALOG_HA__REPLICATION_PASSWORD",
+            "replication-secret-1",
+        );
+        let e = err(&[auto, pw]);
+        assert!(e.contains("ha.mode") && e.contains("backup.target"), "{e}");
+        let e = err(&[auto, target]);
+        assert!(e.contains("ha.replication_password"), "{e}");
+        let e = err(&[
+            auto,
+            target,
+            ("DUCKLAKE_CATALOG_HA__REPLICATION_PASSWORD", "short"),
+        ]);
+        assert!(e.contains("ha.replication_password"), "{e}");
+        let e = err(&[
+            auto,
+            target,
+            pw,
+            ("DUCKLAKE_CATALOG_HA__LEASE_PERIOD", "1s"),
+        ]);
+        assert!(e.contains("ha.lease_period"), "{e}");
+        let e = err(&[
+            auto,
+            target,
+            pw,
+            ("DUCKLAKE_CATALOG_HA__ADVERTISE_HOST", "a b"),
+        ]);
+        assert!(e.contains("ha.advertise_host"), "{e}");
+        let ok = Config::load(&sources(&[auto, target, pw])).unwrap();
+        assert!(ok.ha.enabled());
+        assert_eq!(ok.ha.fence_after(), std::time::Duration::from_secs(4));
+    }
+
+    #[test]
     fn bad_value_is_an_error_naming_the_key() {
         let err = Config::load(&sources(&[("DUCKLAKE_CATALOG_POSTGRES__PORT", "lots")]))
             .unwrap_err()

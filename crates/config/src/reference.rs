@@ -188,7 +188,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "ha.synchronous_timeout",
         default: "unset (wait for ever)",
-        meaning: "with `ha.synchronous`: after this long without a standby, commits stop waiting (asynchronous, logged, `ducklake_ha_synchronous` 0) until one is back",
+        meaning: "with `ha.synchronous`: after this long without a standby, commits stop waiting (asynchronous, logged, `ducklake_catalog_ha_synchronous` 0) until one is back",
     },
     KeyDoc {
         key: "pooler.enabled",

@@ -27,6 +27,8 @@ pub struct Facts {
     pub maintenance: BTreeMap<String, MaintenanceFacts>,
     /// `None` with the pooler off.
     pub pooler: Option<PoolerFacts>,
+    /// `None` for a single server (`ha.mode = "single"`).
+    pub ha: Option<HaFacts>,
     /// The last hour, one point per gathering, oldest first (the status page's charts).
     pub history: Vec<HistoryPoint>,
 }
@@ -152,6 +154,21 @@ pub struct MaintenanceFacts {
 pub struct PoolerFacts {
     pub up: bool,
     pub restarts: u64,
+}
+
+/// A server of a failover pair.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HaFacts {
+    pub primary: bool,
+    pub lease_generation: u64,
+    /// Standby: how far replay is behind what it received.
+    pub replay_lag_seconds: Option<f64>,
+    /// Primary: standbys streaming from it.
+    pub standbys: u64,
+    /// Primary: the largest replay lag among them.
+    pub standby_lag_seconds: Option<f64>,
+    /// Primary in zero-loss mode: commits wait for a standby now (false: degraded).
+    pub synchronous: Option<bool>,
 }
 
 /// The content type of [`prometheus`]'s text.
@@ -379,6 +396,36 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "unexpected pooler exits since the server started",
     ),
+    (
+        "ducklake_catalog_ha_primary",
+        Kind::Gauge,
+        "1: this server is the primary of its failover pair; 0: a hot standby",
+    ),
+    (
+        "ducklake_catalog_ha_lease_generation",
+        Kind::Gauge,
+        "the backup target's lease generation this server holds or follows",
+    ),
+    (
+        "ducklake_catalog_ha_replay_lag_seconds",
+        Kind::Gauge,
+        "standby: how far replay is behind the newest commit it received",
+    ),
+    (
+        "ducklake_catalog_ha_standbys",
+        Kind::Gauge,
+        "primary: standbys streaming from it",
+    ),
+    (
+        "ducklake_catalog_ha_standby_lag_seconds",
+        Kind::Gauge,
+        "primary: the largest replay lag of its streaming standbys",
+    ),
+    (
+        "ducklake_catalog_ha_synchronous",
+        Kind::Gauge,
+        "primary in zero-loss mode: 1 while commits wait for a standby, 0 when degraded to asynchronous",
+    ),
 ];
 
 /// A metric's Prometheus type.
@@ -413,6 +460,9 @@ pub fn prometheus(facts: &Facts) -> String {
         if let Some(p) = &facts.pooler {
             gauge!("ducklake_catalog_pooler_up").set(flag(p.up));
             counter!("ducklake_catalog_pooler_restarts").absolute(p.restarts);
+        }
+        if let Some(h) = &facts.ha {
+            record_ha(h);
         }
     });
     handle.render()
@@ -499,6 +549,25 @@ fn record_backup(b: &BackupFacts) {
     gauge!("ducklake_catalog_backup_base_failing").set(flag(b.base_backup_failing));
     if let Some(g) = b.lease_generation {
         gauge!("ducklake_catalog_backup_lease_generation").set(num(g));
+    }
+}
+
+fn record_ha(h: &HaFacts) {
+    gauge!("ducklake_catalog_ha_primary").set(flag(h.primary));
+    #[allow(clippy::cast_precision_loss)] // generations stay far below 2^52
+    gauge!("ducklake_catalog_ha_lease_generation").set(h.lease_generation as f64);
+    if let Some(l) = h.replay_lag_seconds {
+        gauge!("ducklake_catalog_ha_replay_lag_seconds").set(l);
+    }
+    if h.primary {
+        #[allow(clippy::cast_precision_loss)]
+        gauge!("ducklake_catalog_ha_standbys").set(h.standbys as f64);
+    }
+    if let Some(l) = h.standby_lag_seconds {
+        gauge!("ducklake_catalog_ha_standby_lag_seconds").set(l);
+    }
+    if let Some(s) = h.synchronous {
+        gauge!("ducklake_catalog_ha_synchronous").set(flag(s));
     }
 }
 
@@ -835,6 +904,48 @@ mod tests {
             );
         }
         f
+    }
+
+    #[test]
+    fn a_standby_shows_its_lag_and_a_primary_its_standbys_and_zero_loss_state() {
+        let value = |f: &Facts, name: &str| {
+            parse(&prometheus(f))
+                .into_iter()
+                .find(|s| s.name == name)
+                .map(|s| s.value)
+        };
+        let mut standby = sample_facts();
+        standby.ha = Some(HaFacts {
+            primary: false,
+            lease_generation: 3,
+            replay_lag_seconds: Some(0.25),
+            ..HaFacts::default()
+        });
+        assert_eq!(value(&standby, "ducklake_catalog_ha_primary"), Some(0.0));
+        assert_eq!(
+            value(&standby, "ducklake_catalog_ha_replay_lag_seconds"),
+            Some(0.25)
+        );
+        assert_eq!(value(&standby, "ducklake_catalog_ha_standbys"), None);
+        let mut primary = sample_facts();
+        primary.ha = Some(HaFacts {
+            primary: true,
+            lease_generation: 4,
+            standbys: 1,
+            synchronous: Some(false),
+            ..HaFacts::default()
+        });
+        assert_eq!(value(&primary, "ducklake_catalog_ha_primary"), Some(1.0));
+        assert_eq!(
+            value(&primary, "ducklake_catalog_ha_lease_generation"),
+            Some(4.0)
+        );
+        assert_eq!(value(&primary, "ducklake_catalog_ha_standbys"), Some(1.0));
+        assert_eq!(
+            value(&primary, "ducklake_catalog_ha_synchronous"),
+            Some(0.0)
+        );
+        assert_eq!(value(&sample_facts(), "ducklake_catalog_ha_primary"), None);
     }
 
     #[test]
