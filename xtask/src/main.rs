@@ -27,6 +27,9 @@
 //! - `cargo xtask bench durability [--commits N] [--restore-gb G] [--skip-walg]`: RPO, archive
 //!   write overhead and restore time against moto S3.
 //!
+//! - `cargo xtask bench failover [--writers N] [--seconds S] [--commits N]`: a primary and a
+//!   hot standby: RTO against restore-on-replace, RPO, zero-loss commit latency, replay lag.
+//!
 //! Builds go to a persistent target directory outside the clone (`CARGO_TARGET_DIR`, default
 //! `~/.cache/ducklake-catalog/target`) and link the prebuilt libduckdb (`DUCKDB_LIB_DIR`), so
 //! no build compiles DuckDB's C++ sources.
@@ -86,13 +89,18 @@ fn main() -> Result<()> {
                 let bin = build_binary(true)?;
                 xtask_bench::metrics::metrics(args, &deps.venv, &deps.extensions, &bin)
             }
+            Some((what, args)) if what == "failover" => {
+                let deps = deps()?;
+                let bin = build_binary(true)?;
+                xtask_bench::failover::failover(args, &deps.venv, &deps.extensions, &bin)
+            }
             Some((what, args)) if what == "maintenance" => {
                 let deps = deps()?;
                 let bin = build_binary(true)?;
                 xtask_bench::maintenance::maintenance(args, &deps.venv, &deps.extensions, &bin)
             }
             _ => bail!(
-                "usage: cargo xtask bench startup|durability|catalog|clients|metrics|maintenance [ARGS…]"
+                "usage: cargo xtask bench startup|durability|failover|catalog|clients|metrics|maintenance [ARGS…]"
             ),
         },
         _ => {

@@ -261,13 +261,15 @@ mod tests {
 
     #[test]
     fn the_failover_line_names_the_role_and_the_lag() {
-        let mut f = Facts::default();
-        f.ha = Some(HaFacts {
-            primary: false,
-            lease_generation: 2,
-            replay_lag_seconds: Some(0.5),
-            ..HaFacts::default()
-        });
+        let mut f = Facts {
+            ha: Some(HaFacts {
+                primary: false,
+                lease_generation: 2,
+                replay_lag_seconds: Some(0.5),
+                ..HaFacts::default()
+            }),
+            ..Facts::default()
+        };
         assert!(render(&f).contains("failover: hot standby (following lease 2), replay lag 0.50s"));
         f.ha = Some(HaFacts {
             primary: true,

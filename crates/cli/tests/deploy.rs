@@ -10,6 +10,7 @@ use std::process::Command;
 
 use catalog_server::config::{Config, Sources};
 use catalog_server::versions;
+use serde_yaml::value::TaggedValue;
 use serde_yaml::Value;
 
 const TEMPLATE: &str = "deploy/cloudformation/ducklake-catalog.yaml";
@@ -57,12 +58,15 @@ fn cloudformation_template_passes_cfn_lint() {
 }
 
 /// The template's conditions this test evaluates: whether the stack makes the admin password's
-/// secret, and whether it administers an external PostgreSQL.
+/// secret, whether it administers an external PostgreSQL, whether the pooler runs, and whether a
+/// standby does (EnableStandby).
+#[allow(clippy::struct_excessive_bools)] // one flag per template condition
 #[derive(Clone, Copy)]
 struct Conditions {
     create_secret: bool,
     external: bool,
     pooled: bool,
+    standby: bool,
 }
 
 impl Conditions {
@@ -71,10 +75,22 @@ impl Conditions {
             "CreateSecret" => self.create_secret,
             "External" => self.external,
             "Pooled" => self.pooled,
+            "Standby" => self.standby,
             other => panic!("the test does not know condition {other}"),
         }
     }
 }
+
+/// The default stack with EnableStandby: the supervised PostgreSQL, pooled, with a standby.
+const STANDBY: Conditions = Conditions {
+    create_secret: true,
+    external: false,
+    pooled: true,
+    standby: true,
+};
+
+/// The conditions that hold only with a standby: a resource under one exists only then.
+const STANDBY_CONDITIONS: [&str; 2] = ["Standby", "PooledStandby"];
 
 /// The container's environment with the template's `!If`s decided by `when`: an entry that is
 /// `!If [cond, entry, AWS::NoValue]` (or the reverse) is there or not.
@@ -108,8 +124,9 @@ fn environment(
         .collect()
 }
 
-/// A template value with `!Ref`/`!Sub` resolved against the parameters' defaults (or a sample
-/// for parameters without one) and a few pseudo parameters, `!If` decided by `when`.
+/// A template value with `!Ref`/`!GetAtt`/`!Sub` resolved against the parameters' defaults (or a
+/// sample for parameters without one) and a few pseudo parameters and attributes, `!If` decided
+/// by `when`.
 fn resolve(v: &Value, params: &BTreeMap<String, String>, when: Conditions) -> String {
     let sub = |s: &str| {
         let mut out = s.to_owned();
@@ -121,7 +138,9 @@ fn resolve(v: &Value, params: &BTreeMap<String, String>, when: Conditions) -> St
     match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
-        Value::Tagged(t) if t.tag == "!Ref" => params[t.value.as_str().unwrap()].clone(),
+        Value::Tagged(t) if t.tag == "!Ref" || t.tag == "!GetAtt" => {
+            params[t.value.as_str().unwrap()].clone()
+        }
         Value::Tagged(t) if t.tag == "!Sub" => sub(t.value.as_str().unwrap()),
         Value::Tagged(t) if t.tag == "!If" => {
             let branch = if when.holds(t.value[0].as_str().unwrap()) {
@@ -135,8 +154,8 @@ fn resolve(v: &Value, params: &BTreeMap<String, String>, when: Conditions) -> St
     }
 }
 
-/// The template's parameters at their defaults (a sample for those without one) and the pseudo
-/// parameters the task definition uses.
+/// The template's parameters at their defaults (a sample for those without one), the pseudo
+/// parameters the task definition uses and the load balancer's name (with EnableStandby).
 fn parameters(t: &Value) -> BTreeMap<String, String> {
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     for (name, spec) in t["Parameters"].as_mapping().unwrap() {
@@ -154,6 +173,7 @@ fn parameters(t: &Value) -> BTreeMap<String, String> {
                     create_secret: true,
                     external: false,
                     pooled: false,
+                    standby: false,
                 },
             ),
         };
@@ -167,6 +187,10 @@ fn parameters(t: &Value) -> BTreeMap<String, String> {
         (
             "AdminPassword",
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:pw",
+        ),
+        (
+            "LoadBalancer.DNSName",
+            "ducklake-0123456789abcdef.elb.us-east-1.amazonaws.com",
         ),
     ] {
         params.insert(k.into(), v.into());
@@ -192,11 +216,12 @@ fn task_definition_environment_is_accepted_configuration() {
             create_secret: true,
             external: false,
             pooled: true,
+            standby: false,
         },
     );
     // The server reads the admin password from Secrets Manager itself (so rotations apply),
-    // with the task role; ECS injects nothing.
-    assert!(container["Secrets"].is_null());
+    // with the task role; ECS injects nothing (but a standby stack's replication password).
+    assert!(is_no_value(&without_standby(&container["Secrets"])));
     assert!(env.iter().all(|(k, _)| k.starts_with("DUCKLAKE_CATALOG_")));
     let config = load(&env).unwrap_or_else(|e| panic!("the task definition's environment: {e}"));
     assert_eq!(config.lakes[0].name, params["LakeName"]);
@@ -251,6 +276,7 @@ fn a_pooled_stack_runs_the_pooler_and_opens_its_port_to_the_allowed_network_only
             create_secret: true,
             external: false,
             pooled: true,
+            standby: false,
         },
     );
     let config = load(&env).unwrap_or_else(|e| panic!("the pooled task's environment: {e}"));
@@ -277,6 +303,7 @@ fn a_pooled_stack_runs_the_pooler_and_opens_its_port_to_the_allowed_network_only
             create_secret: true,
             external: false,
             pooled: false,
+            standby: false,
         },
     );
     assert!(plain
@@ -308,6 +335,7 @@ fn an_external_postgres_stack_gives_the_task_postgres_url_and_no_wal_shipping() 
             create_secret: false,
             external: true,
             pooled: false,
+            standby: false,
         },
     );
     let ext = load(&external).unwrap_or_else(|e| panic!("the external task's environment: {e}"));
@@ -395,6 +423,7 @@ fn the_alarms_and_the_dashboard_watch_what_the_server_emits() {
             create_secret: true,
             external: false,
             pooled: true,
+            standby: false,
         },
     );
     let config = load(&env).unwrap_or_else(|e| panic!("the task's environment: {e}"));
@@ -477,4 +506,473 @@ fn the_alarms_and_the_dashboard_watch_what_the_server_emits() {
         );
     }
     assert!(text.contains("CommitConflicts"));
+}
+
+/// `v` is `!If [cond, then, !Ref AWS::NoValue]`, there only under `cond`: its `then`.
+fn only_with<'a>(v: &'a Value, cond: &str) -> &'a Value {
+    match v {
+        Value::Tagged(t) if t.tag == "!If" => {
+            assert_eq!(t.value[0].as_str(), Some(cond), "{v:?}");
+            assert!(is_no_value(&t.value[2]), "{v:?}");
+            &t.value[1]
+        }
+        other => panic!("not `!If [{cond}, …, !Ref AWS::NoValue]`: {other:?}"),
+    }
+}
+
+fn is_no_value(v: &Value) -> bool {
+    matches!(v, Value::Tagged(t) if t.tag == "!Ref" && t.value == "AWS::NoValue")
+}
+
+/// `v` as the stack has it without a standby: `!If [Standby, a, b]` (or `PooledStandby`) is `b`.
+fn without_standby(v: &Value) -> Value {
+    match v {
+        Value::Tagged(t)
+            if t.tag == "!If"
+                && STANDBY_CONDITIONS.contains(&t.value[0].as_str().unwrap_or_default()) =>
+        {
+            without_standby(&t.value[2])
+        }
+        Value::Tagged(t) => Value::Tagged(Box::new(TaggedValue {
+            tag: t.tag.clone(),
+            value: without_standby(&t.value),
+        })),
+        Value::Sequence(items) => Value::Sequence(items.iter().map(without_standby).collect()),
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(k, item)| (k.clone(), without_standby(item)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// What a template value names: the targets of `!Ref`s and `!GetAtt`s and the variables of
+/// `!Sub`s (resources, parameters and pseudo parameters).
+fn names(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Tagged(t) if t.tag == "!Ref" || t.tag == "!GetAtt" => match t.value.as_str() {
+            Some(name) => out.push(name.split('.').next().unwrap_or(name).to_owned()),
+            None => names(&t.value, out),
+        },
+        Value::Tagged(t) if t.tag == "!Sub" => {
+            let text = t.value.as_str().or_else(|| t.value[0].as_str());
+            for part in text.unwrap_or_default().split("${").skip(1) {
+                let var = part.split('}').next().unwrap_or_default();
+                out.push(var.split('.').next().unwrap_or_default().to_owned());
+            }
+            names(&t.value, out);
+        }
+        Value::Tagged(t) => names(&t.value, out),
+        Value::Sequence(items) => {
+            for item in items {
+                names(item, out);
+            }
+        }
+        Value::Mapping(map) => {
+            for item in map.values() {
+                names(item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The target group a service's `TargetGroupArn` names: `!Ref G`, or `!Select [0, [!Ref G,
+/// !Ref Listener]]` (which makes the service wait for the listener as well).
+fn target_group(v: &Value) -> String {
+    match v {
+        Value::Tagged(t) if t.tag == "!Select" => {
+            let i = usize::try_from(t.value[0].as_u64().unwrap()).unwrap();
+            t.value[1][i].as_str().unwrap().to_owned()
+        }
+        other => other.as_str().unwrap().to_owned(),
+    }
+}
+
+/// EnableStandby=false (the default), or an external PostgreSQL: the stack is what it was before
+/// the standby existed. Every resource of the standby is under its condition; nothing else names
+/// one, nor sets failover up, outside an `!If [Standby, …]`.
+#[test]
+fn without_a_standby_the_stack_has_nothing_of_it() {
+    let t = template();
+    let text = read(TEMPLATE);
+    assert!(text
+        .contains("Standby: !And [!Equals [!Ref EnableStandby, \"true\"], !Condition Supervised]"));
+    assert!(text.contains("PooledStandby: !And [!Condition Pooled, !Condition Standby]"));
+    assert_eq!(t["Parameters"]["EnableStandby"]["Default"], "false");
+    assert_eq!(t["Parameters"]["ZeroLoss"]["Default"], "false");
+    let resources = t["Resources"].as_mapping().unwrap();
+    let standby_only: Vec<&str> = resources
+        .iter()
+        .filter(|(_, r)| STANDBY_CONDITIONS.iter().any(|c| r["Condition"] == *c))
+        .map(|(name, _)| name.as_str().unwrap())
+        .collect();
+    for name in [
+        "ReplicationPassword",
+        "SecondService",
+        "LoadBalancer",
+        "LoadBalancerSecurityGroup",
+        "WriterTargetGroup",
+        "ReaderTargetGroup",
+        "WriterListener",
+        "ReaderListener",
+        "TaskReplicationIngress",
+        "TaskReplicationEgress",
+        "TaskFromLoadBalancer",
+        "TaskPoolerFromLoadBalancer",
+        "TaskHealthFromLoadBalancer",
+    ] {
+        assert!(
+            standby_only.contains(&name),
+            "{name} exists without EnableStandby"
+        );
+    }
+    for (name, resource) in resources {
+        let name = name.as_str().unwrap();
+        if standby_only.contains(&name) {
+            continue;
+        }
+        // No load balancer, no second service, no second secret.
+        let kind = resource["Type"].as_str().unwrap();
+        assert!(!kind.starts_with("AWS::ElasticLoadBalancingV2::"), "{name}");
+        assert!(kind != "AWS::ECS::Service" || name == "Service", "{name}");
+        assert!(
+            kind != "AWS::SecretsManager::Secret" || name == "AdminPassword",
+            "{name}"
+        );
+        let mut referenced = Vec::new();
+        names(&without_standby(resource), &mut referenced);
+        let depends = &resource["DependsOn"];
+        let depends = depends.as_sequence().into_iter().flatten().chain([depends]);
+        referenced.extend(depends.filter_map(Value::as_str).map(str::to_owned));
+        for other in &referenced {
+            assert!(
+                !standby_only.contains(&other.as_str()),
+                "{name} names {other} outside `!If [Standby, …]`"
+            );
+        }
+    }
+    for (name, output) in t["Outputs"].as_mapping().unwrap() {
+        if STANDBY_CONDITIONS.iter().any(|c| output["Condition"] == *c) {
+            continue;
+        }
+        let mut referenced = Vec::new();
+        names(&without_standby(output), &mut referenced);
+        assert!(
+            referenced
+                .iter()
+                .all(|n| !standby_only.contains(&n.as_str())),
+            "output {name:?} names {referenced:?}"
+        );
+    }
+}
+
+/// Without a standby the task has no failover settings and no injected secret, and clients are
+/// given catalog.<namespace>.
+#[test]
+fn without_a_standby_the_task_runs_alone() {
+    let t = template();
+    let params = parameters(&t);
+    let env = environment(
+        container(&t),
+        &params,
+        Conditions {
+            standby: false,
+            ..STANDBY
+        },
+    );
+    assert!(
+        env.iter()
+            .all(|(k, _)| !k.starts_with("DUCKLAKE_CATALOG_HA__")),
+        "{env:?}"
+    );
+    let config = load(&env).unwrap_or_else(|e| panic!("the task's environment: {e}"));
+    assert!(!config.ha.enabled());
+    assert_eq!(
+        config.client_host(),
+        format!("catalog.{}", params["NamespaceName"])
+    );
+    assert!(is_no_value(&without_standby(&container(&t)["Secrets"])));
+}
+
+/// EnableStandby: a second service (the same task definition, one task, the other zone); both
+/// services register their task in both target groups (writers and readers), and ECS leaves the
+/// target groups' health to the load balancer (a task is healthy in its role's only).
+#[test]
+fn a_standby_stack_runs_two_candidates_behind_a_load_balancer() {
+    let t = template();
+    let mut params = parameters(&t);
+    params.insert("EnableStandby".into(), "true".into());
+    let res = &t["Resources"];
+    let first = &res["Service"]["Properties"];
+    let second = &res["SecondService"]["Properties"];
+    assert_eq!(res["SecondService"]["Type"], "AWS::ECS::Service");
+    assert_eq!(second["TaskDefinition"], "TaskDefinition");
+    assert_eq!(second["DesiredCount"].as_u64(), Some(1));
+    assert_eq!(first["DesiredCount"].as_u64(), Some(1));
+    // One task per zone: the first subnet's and the second's.
+    let subnets =
+        |service: &Value| service["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"].clone();
+    // The first service: `!If [Standby, [the first subnet], all subnets]`.
+    let Value::Tagged(choice) = subnets(first) else {
+        panic!("the first service's subnets depend on Standby")
+    };
+    assert_eq!(choice.tag, "!If");
+    assert_eq!(choice.value[0].as_str(), Some("Standby"));
+    assert_eq!(choice.value[1][0][0].as_u64(), Some(0));
+    assert!(
+        matches!(&choice.value[2], Value::Tagged(t) if t.tag == "!Ref" && t.value == "SubnetIds"),
+        "{choice:?}"
+    );
+    assert_eq!(subnets(second)[0][0].as_u64(), Some(1));
+    // CloudFormation replaces one task at a time: the second service after the first.
+    let depends: Vec<&str> = res["SecondService"]["DependsOn"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for needed in ["Service", "WriterListener", "ReaderListener"] {
+        assert!(depends.contains(&needed), "{depends:?}");
+    }
+    // Both services register both roles' target groups, each with the container's port for that
+    // role; the first waits for the listeners through its target group ARNs.
+    let mut first_names = Vec::new();
+    names(&first["LoadBalancers"], &mut first_names);
+    for listener in ["WriterListener", "ReaderListener"] {
+        assert!(first_names.iter().any(|n| n == listener), "{first_names:?}");
+    }
+    for service in [first, second] {
+        let grace: u64 = resolve(&service["HealthCheckGracePeriodSeconds"], &params, STANDBY)
+            .parse()
+            .unwrap();
+        assert!(grace > 10 * 365 * 24 * 3600, "{grace}");
+        let balancers = match &service["LoadBalancers"] {
+            v @ Value::Tagged(_) => only_with(v, "Standby"),
+            v => v,
+        };
+        let registered: Vec<(String, String)> = balancers
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|lb| {
+                assert_eq!(lb["ContainerName"], container(&t)["Name"]);
+                let port = resolve(&lb["ContainerPort"], &params, STANDBY);
+                (target_group(&lb["TargetGroupArn"]), port)
+            })
+            .collect();
+        let expected = [("WriterTargetGroup", "6432"), ("ReaderTargetGroup", "5432")];
+        let expected = expected.map(|(g, p)| (g.to_owned(), p.to_owned()));
+        assert_eq!(registered, expected);
+        // Without the pooler writers reach the primary's PostgreSQL directly.
+        let unpooled = Conditions {
+            pooled: false,
+            ..STANDBY
+        };
+        let writer_port = resolve(&balancers[0]["ContainerPort"], &params, unpooled);
+        assert_eq!(writer_port, "5432");
+    }
+}
+
+/// EnableStandby's internal Network Load Balancer: writers on 6432 to the task whose
+/// `/readyz/primary` answers 200, readers on 5432 to the one whose `/readyz/standby` does; the
+/// outputs name both endpoints.
+#[test]
+fn a_standby_stack_routes_writers_to_the_primary_and_readers_to_the_standby() {
+    let t = template();
+    let mut params = parameters(&t);
+    params.insert("EnableStandby".into(), "true".into());
+    let res = &t["Resources"];
+    for (group, path, port) in [
+        ("WriterTargetGroup", "/readyz/primary", "6432"),
+        ("ReaderTargetGroup", "/readyz/standby", "5432"),
+    ] {
+        let r = &res[group];
+        assert_eq!(
+            r["Type"], "AWS::ElasticLoadBalancingV2::TargetGroup",
+            "{group}"
+        );
+        let p = &r["Properties"];
+        assert_eq!(p["TargetType"], "ip", "{group}");
+        assert_eq!(p["Protocol"], "TCP", "{group}");
+        assert_eq!(resolve(&p["Port"], &params, STANDBY), port, "{group}");
+        assert_eq!(p["HealthCheckProtocol"], "HTTP", "{group}");
+        assert_eq!(p["HealthCheckPort"], "8080", "{group}");
+        assert_eq!(p["HealthCheckPath"], path, "{group}");
+        assert_eq!(
+            p["HealthCheckIntervalSeconds"].as_u64(),
+            Some(10),
+            "{group}"
+        );
+        assert_eq!(p["HealthyThresholdCount"].as_u64(), Some(2), "{group}");
+        assert_eq!(p["UnhealthyThresholdCount"].as_u64(), Some(2), "{group}");
+    }
+    for (listener, port, group) in [
+        ("WriterListener", 6432, "WriterTargetGroup"),
+        ("ReaderListener", 5432, "ReaderTargetGroup"),
+    ] {
+        let p = &res[listener]["Properties"];
+        assert_eq!(p["LoadBalancerArn"], "LoadBalancer", "{listener}");
+        assert_eq!(p["Protocol"], "TCP", "{listener}");
+        assert_eq!(p["Port"].as_u64(), Some(port), "{listener}");
+        assert_eq!(p["DefaultActions"][0]["Type"], "forward", "{listener}");
+        assert_eq!(
+            p["DefaultActions"][0]["TargetGroupArn"], group,
+            "{listener}"
+        );
+    }
+    let nlb = &res["LoadBalancer"]["Properties"];
+    assert_eq!(nlb["Type"], "network");
+    assert_eq!(nlb["Scheme"], "internal");
+    assert_eq!(nlb["SecurityGroups"][0], "LoadBalancerSecurityGroup");
+
+    let dns = &params["LoadBalancer.DNSName"];
+    for (output, port) in [("WriterEndpoint", 6432), ("ReaderEndpoint", 5432)] {
+        assert_eq!(t["Outputs"][output]["Condition"], "Standby", "{output}");
+        let value = resolve(&t["Outputs"][output]["Value"], &params, STANDBY);
+        assert_eq!(value, format!("{dns}:{port}"));
+    }
+    let attach = resolve(&t["Outputs"]["AttachString"]["Value"], &params, STANDBY);
+    assert!(
+        attach.contains(&format!("host={dns} port=6432")),
+        "{attach}"
+    );
+    let readers = resolve(
+        &t["Outputs"]["ReaderAttachString"]["Value"],
+        &params,
+        STANDBY,
+    );
+    assert!(
+        readers.contains(&format!("host={dns} port=5432")) && readers.ends_with("(READ_ONLY)"),
+        "{readers}"
+    );
+}
+
+/// EnableStandby's network paths: the tasks reach each other on 5432 (the standby streams from
+/// the primary), the load balancer reaches them on the clients' ports and 8080 (health checks),
+/// clients reach the load balancer from AllowedCidr only.
+#[test]
+fn a_standby_stack_opens_replication_and_the_load_balancer() {
+    let t = template();
+    let res = &t["Resources"];
+    for (rule, peer) in [
+        ("TaskReplicationIngress", "SourceSecurityGroupId"),
+        ("TaskReplicationEgress", "DestinationSecurityGroupId"),
+    ] {
+        let p = &res[rule]["Properties"];
+        assert_eq!(p["GroupId"], "TaskSecurityGroup", "{rule}");
+        assert_eq!(p[peer], "TaskSecurityGroup", "{rule}");
+        assert_eq!(p["FromPort"].as_u64(), Some(5432), "{rule}");
+        assert_eq!(p["ToPort"].as_u64(), Some(5432), "{rule}");
+    }
+    for (rule, port) in [
+        ("TaskFromLoadBalancer", 5432),
+        ("TaskPoolerFromLoadBalancer", 6432),
+        ("TaskHealthFromLoadBalancer", 8080),
+    ] {
+        let p = &res[rule]["Properties"];
+        assert_eq!(p["GroupId"], "TaskSecurityGroup", "{rule}");
+        assert_eq!(
+            p["SourceSecurityGroupId"], "LoadBalancerSecurityGroup",
+            "{rule}"
+        );
+        assert_eq!(p["FromPort"].as_u64(), Some(port), "{rule}");
+        assert_eq!(p["ToPort"].as_u64(), Some(port), "{rule}");
+    }
+    let clients = &res["LoadBalancerSecurityGroup"]["Properties"]["SecurityGroupIngress"];
+    for (i, port) in [6432, 5432].into_iter().enumerate() {
+        assert_eq!(clients[i]["FromPort"].as_u64(), Some(port));
+        assert_eq!(clients[i]["CidrIp"], "AllowedCidr");
+    }
+    assert_eq!(clients.as_sequence().unwrap().len(), 2);
+
+    // Both tasks need a home of their own: CloudFormation refuses EnableStandby with UseEfs.
+    let rule = serde_yaml::to_string(&t["Rules"]["StandbyNeedsTaskStorage"]).unwrap();
+    assert!(
+        rule.contains("EnableStandby") && rule.contains("UseEfs"),
+        "{rule}"
+    );
+}
+
+/// EnableStandby's task: `ha.mode = auto` with the replication password ECS injects from the
+/// stack's generated secret (which the execution role may read), zero-loss mode as ZeroLoss
+/// says, clients told the load balancer's name; the server accepts that configuration.
+#[test]
+fn a_standby_stack_configures_failover_in_the_task() {
+    let t = template();
+    let mut params = parameters(&t);
+    params.insert("EnableStandby".into(), "true".into());
+    params.insert("ZeroLoss".into(), "true".into());
+    let container = container(&t);
+    let mut env = environment(container, &params, STANDBY);
+    let vars: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(vars.get("DUCKLAKE_CATALOG_HA__MODE"), Some(&"auto"));
+    assert_eq!(vars.get("DUCKLAKE_CATALOG_HA__SYNCHRONOUS"), Some(&"true"));
+    assert_eq!(
+        vars.get("DUCKLAKE_CATALOG_HA__SYNCHRONOUS_TIMEOUT"),
+        Some(&"10s")
+    );
+    // ha.advertise_host defaults to the host name, on Fargate the task's own IP's name; the
+    // password is never in the task definition.
+    assert!(!vars.contains_key("DUCKLAKE_CATALOG_HA__ADVERTISE_HOST"));
+    assert!(!vars.contains_key("DUCKLAKE_CATALOG_HA__REPLICATION_PASSWORD"));
+
+    let secrets = only_with(&container["Secrets"], "Standby");
+    assert_eq!(secrets.as_sequence().unwrap().len(), 1);
+    assert_eq!(
+        secrets[0]["Name"],
+        "DUCKLAKE_CATALOG_HA__REPLICATION_PASSWORD"
+    );
+    assert_eq!(secrets[0]["ValueFrom"], "ReplicationPassword");
+    let secret = &t["Resources"]["ReplicationPassword"];
+    assert_eq!(secret["Type"], "AWS::SecretsManager::Secret");
+    let generated = &secret["Properties"]["GenerateSecretString"];
+    assert_eq!(generated["PasswordLength"].as_u64(), Some(32));
+    assert_eq!(generated["ExcludePunctuation"].as_bool(), Some(true));
+    let role = &t["Resources"]["ExecutionRole"]["Properties"]["Policies"];
+    let statement = &only_with(role, "Standby")[0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(statement["Effect"], "Allow");
+    assert_eq!(statement["Action"], "secretsmanager:GetSecretValue");
+    assert_eq!(statement["Resource"], "ReplicationPassword");
+    let mut task_roles = Vec::new();
+    let task = &t["Resources"]["TaskDefinition"]["Properties"];
+    names(&task["ExecutionRoleArn"], &mut task_roles);
+    assert_eq!(task_roles, ["ExecutionRole"]);
+
+    // What ECS starts the task with: the generated password (32 letters and digits) as well.
+    let password = "Abcdefghijklmnopqrstuvwxyz012345";
+    env.push((
+        "DUCKLAKE_CATALOG_HA__REPLICATION_PASSWORD".into(),
+        password.into(),
+    ));
+    let config = load(&env).unwrap_or_else(|e| panic!("the standby stack's task: {e}"));
+    assert!(config.ha.enabled());
+    assert!(config.ha.synchronous);
+    assert_eq!(
+        config.ha.synchronous_timeout.map(|d| d.0),
+        Some(std::time::Duration::from_secs(10))
+    );
+    assert!(config.ha.advertise_host.is_none());
+    assert_eq!(
+        config.ha.replication_password.as_ref().unwrap().expose(),
+        password
+    );
+    assert!(
+        config.backup.target.is_some(),
+        "the lease lives on the target"
+    );
+    assert!(config.pooler_enabled());
+    assert_eq!(config.pooler.port, 6432);
+    assert_eq!(config.postgres.port, 5432);
+    assert_eq!(config.client_host(), params["LoadBalancer.DNSName"]);
+
+    // ZeroLoss=false (the default): asynchronous replication.
+    let mut asynchronous = environment(container, &parameters(&t), STANDBY);
+    asynchronous.push((
+        "DUCKLAKE_CATALOG_HA__REPLICATION_PASSWORD".into(),
+        password.into(),
+    ));
+    let config = load(&asynchronous).unwrap_or_else(|e| panic!("ZeroLoss=false: {e}"));
+    assert!(config.ha.enabled() && !config.ha.synchronous);
 }

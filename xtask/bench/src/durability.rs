@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::support::{free_port, readyz, Moto};
 use anyhow::{bail, Context as _, Result};
 
-const PASSWORD: &str = "bench-password-1";
+pub(crate) const PASSWORD: &str = "bench-password-1";
 
 struct Options {
     commits: usize,
@@ -125,16 +125,16 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[i.min(s.len() - 1)]
 }
 
-struct Bench {
-    bin: PathBuf,
-    extensions: PathBuf,
-    moto_port: u16,
+pub(crate) struct Bench {
+    pub(crate) bin: PathBuf,
+    pub(crate) extensions: PathBuf,
+    pub(crate) moto_port: u16,
 }
 
-struct Server {
-    child: Child,
-    pg_port: u16,
-    home: PathBuf,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) pg_port: u16,
+    pub(crate) home: PathBuf,
 }
 
 impl Drop for Server {
@@ -142,6 +142,7 @@ impl Drop for Server {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
+            .stderr(std::process::Stdio::null())
             .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.home);
@@ -158,11 +159,11 @@ struct RestoreFigures {
 }
 
 impl Bench {
-    fn target(prefix: &str) -> String {
+    pub(crate) fn target(prefix: &str) -> String {
         format!("s3://backups/{prefix}/")
     }
 
-    fn spawn(&self, name: &str, env: &[(&str, String)]) -> Result<(Server, u16)> {
+    pub(crate) fn spawn(&self, name: &str, env: &[(&str, String)]) -> Result<(Server, u16)> {
         let home = std::env::temp_dir().join(format!("dlc-bench-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home)?;
@@ -207,7 +208,7 @@ impl Bench {
     }
 
     /// Spawns and waits for readiness (and, with backups, the first base backup).
-    fn start(
+    pub(crate) fn start(
         &self,
         name: &str,
         env: &[(&str, String)],
@@ -452,7 +453,7 @@ impl Bench {
     }
 }
 
-async fn connect(port: u16) -> Result<tokio_postgres::Client> {
+pub(crate) async fn connect(port: u16) -> Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)

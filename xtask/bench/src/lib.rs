@@ -11,6 +11,8 @@
 //! - [`metrics::metrics`]: commit throughput with a 1 s `/metrics` scrape against none, and the
 //!   scrape time at 50 lakes.
 //! - [`durability::durability`]: RPO, archive write overhead and restore time on moto S3.
+//! - [`failover::failover`]: a primary and a hot standby: RTO against restore-on-replace, RPO,
+//!   commit latency in zero-loss mode against asynchronous, the standby's replay lag.
 //!
 //! [`support`] holds what the benchmarks and xtask's container smoke test share (free ports,
 //! `/readyz`, moto on loopback).
@@ -18,6 +20,7 @@
 pub mod catalog;
 pub mod clients;
 pub mod durability;
+pub mod failover;
 pub mod maintenance;
 pub mod metrics;
 pub mod startup;
