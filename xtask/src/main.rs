@@ -92,7 +92,7 @@ fn main() -> Result<()> {
             Some((what, args)) if what == "failover" => {
                 let deps = deps()?;
                 let bin = build_binary(true)?;
-                xtask_bench::failover::failover(args, &deps.venv, &deps.extensions, &bin)
+                xtask_bench_failover::failover(args, &deps.venv, &deps.extensions, &bin)
             }
             Some((what, args)) if what == "maintenance" => {
                 let deps = deps()?;

@@ -17,13 +17,11 @@
 
 pub mod admin;
 pub mod connection;
-pub mod ha;
 pub mod observe;
 pub mod pooling;
 pub mod postgres;
 pub mod recovery;
 pub mod schedule;
-pub mod status;
 pub mod supervisor;
 
 pub use config::Config;
@@ -32,8 +30,10 @@ pub use ::backup;
 pub use ::config;
 pub use ::config::reference as config_reference;
 pub use ::duckdb_worker;
+pub use ::failover as ha;
 pub use ::lake_admin;
 pub use ::lake_upkeep;
+pub use ::serve_status as status;
 pub use ::telemetry;
 pub use aws::{iam, marketplace, secrets_manager};
 pub(crate) use base::one_line;

@@ -62,6 +62,8 @@ pub enum ServeError {
     TaskLost(String),
     #[error("{0}")]
     External(String),
+    #[error(transparent)]
+    Failover(#[from] crate::ha::FailoverError),
     #[error("this server was the primary of {place} until a standby took over (lease generation {generation}); its data directory may hold commits the new primary never saw, so it does not rejoin on its own: move {home} away (keep it to inspect) and start again to join as a standby", home = home.display())]
     Diverged {
         place: String,
@@ -92,6 +94,8 @@ pub struct Supervisor {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A switchover's refusal without a standby.
+const NO_STANDBY: &str = "no standby streams from this primary: a switchover now would stop every writer until a standby starts; start one (ha.mode = \"auto\", same backup.target) and wait until /readyz/standby is 200";
 /// How long a switchover waits for a standby to take the lease.
 const SWITCHOVER_WAIT: Duration = Duration::from_mins(1);
 
@@ -347,7 +351,7 @@ impl Supervisor {
             let mut running = match self
                 .start_postgres(
                     &cluster,
-                    (first, replaying, restore),
+                    (first, replaying, restore, standby),
                     durable.as_ref(),
                     &mut backoff,
                     stops,
@@ -377,6 +381,15 @@ impl Supervisor {
                     StandbyEnd::Restart => continue,
                 }
             }
+            if let (true, Some(ha), Some(lease)) =
+                (first, &ha, durable.as_ref().and_then(|d| d.agent.lease()))
+            {
+                // Renewing from the first moment as the primary: a standby must never see this
+                // generation without a heartbeat while the set-up runs.
+                ha.agent.set_switchover_handler(switchover_tx.clone());
+                let lead = ha.clone().lead(lease, released.clone(), agent_stop.clone());
+                tasks.spawn("lease renewal", lead);
+            }
             let current = password.borrow().clone();
             let lakes = match self
                 .bring_up_primary(ha.as_ref(), &cluster, &current, (&pg, &runner))
@@ -401,57 +414,53 @@ impl Supervisor {
                     let fresh = recovering || promoted;
                     self.spawn_backup_tasks(d, &cluster, boot, fresh, &agent_stop, &mut tasks);
                 }
-                if let (Some(ha), Some(lease)) =
-                    (&ha, durable.as_ref().and_then(|d| d.agent.lease()))
-                {
-                    ha.agent.set_switchover_handler(switchover_tx.clone());
-                    let lead = ha.clone().lead(lease, released.clone(), agent_stop.clone());
-                    tasks.spawn("lease renewal", lead);
-                }
                 self.spawn_password_watch(Some(&cluster), &password_tx, &agent_stop, &mut tasks);
                 self.spawn_pooler(&cluster, &mut pooler, &mut tasks)?;
             }
             first = false;
             // In this order: a stop cancels tasks that watch `shutdown` (they end then, which is
             // no loss), and a fenced instance must not restart PostgreSQL.
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {
-                    pooler.stop().await;
-                    self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
-                    agent_stop.cancel();
-                    tasks.finish().await;
-                    return Ok(Ended::Stopped);
-                }
-                reason = fenced_signal(fenced.as_mut()) => {
-                    return Err(self.stop_fenced(reason, running, immediate).await);
-                }
-                Some(reply) = switchovers.recv() => {
-                    let ha = ha.as_ref().expect("switchovers come to an HA primary");
-                    pooler.stop().await;
-                    let handed = self.switch_over(ha, &cluster, running, &released, immediate).await;
-                    let done = handed.is_ok();
-                    let _ = reply.send(handed);
-                    if done {
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {
+                        pooler.stop().await;
+                        self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
+                        agent_stop.cancel();
+                        tasks.finish().await;
+                        return Ok(Ended::Stopped);
+                    }
+                    reason = fenced_signal(fenced.as_mut()) => {
+                        return Err(self.stop_fenced(reason, running, immediate).await);
+                    }
+                    Some(reply) = switchovers.recv() => {
+                        if self.status.borrow().ha.as_ref().is_none_or(|h| h.standbys == 0) {
+                            let _ = reply.send(Err(NO_STANDBY.into()));
+                            continue;
+                        }
+                        let ha = ha.as_ref().expect("switchovers come to an HA primary");
+                        pooler.stop().await;
+                        let handed = self.switch_over(ha, &cluster, running, &released, immediate).await;
+                        let _ = reply.send(handed);
                         agent_stop.cancel();
                         tasks.finish().await;
                         return Ok(Ended::Rejoin);
                     }
-                    // No standby took over: PostgreSQL starts again here as the primary.
-                }
-                exit = running.exited() => {
-                    let exit = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
-                    self.postgres_exited(pid, &exit, &running);
-                    if sleep_or_cancel(backoff.exited(since.elapsed()), shutdown).await {
-                        return Ok(Ended::Stopped);
+                    exit = running.exited() => {
+                        let exit = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
+                        self.postgres_exited(pid, &exit, &running);
+                        if sleep_or_cancel(backoff.exited(since.elapsed()), shutdown).await {
+                            return Ok(Ended::Stopped);
+                        }
+                        break;
                     }
-                }
-                (task, how) = tasks.next_lost() => {
-                    let reason = format!("the server's {task} task {how}");
-                    tracing::error!(task, %how, "a background task of the server stopped: stopping PostgreSQL in order and exiting, so the orchestrator starts a fresh server");
-                    pooler.stop().await;
-                    self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
-                    return Err(ServeError::TaskLost(reason));
+                    (task, how) = tasks.next_lost() => {
+                        let reason = format!("the server's {task} task {how}");
+                        tracing::error!(task, %how, "a background task of the server stopped: stopping PostgreSQL in order and exiting, so the orchestrator starts a fresh server");
+                        pooler.stop().await;
+                        self.stop_in_order(&cluster, running, durable.is_some(), immediate).await?;
+                        return Err(ServeError::TaskLost(reason));
+                    }
                 }
             }
         }
@@ -463,13 +472,13 @@ impl Supervisor {
     async fn start_postgres(
         &self,
         cluster: &Cluster,
-        (first, replay, restore): (bool, bool, bool),
+        (first, replay, restore, standby): (bool, bool, bool, bool),
         durable: Option<&Durable>,
         backoff: &mut Backoff,
         (shutdown, immediate): (&CancellationToken, &CancellationToken),
     ) -> Result<StandbyEnd, ServeError> {
         self.status.send_modify(|s| s.postgres = PgState::Starting);
-        let starting = self.starting(cluster, replay);
+        let starting = self.starting(cluster, replay, standby);
         let started = tokio::select! {
             r = starting.start() => r,
             () = shutdown.cancelled() => return Ok(StandbyEnd::Stopped),
@@ -571,11 +580,6 @@ impl Supervisor {
         released: &watch::Sender<Option<String>>,
         immediate: &CancellationToken,
     ) -> Result<String, String> {
-        let standbys = self.status.borrow().ha.as_ref().map_or(0, |h| h.standbys);
-        if standbys == 0 {
-            drop(running);
-            return Err("no standby streams from this primary: a switchover now would stop every writer until a standby starts; start one (ha.mode = \"auto\", same backup.target) and wait until /readyz/standby is 200".into());
-        }
         let generation = ha.agent.lease().map_or(0, |l| l.generation);
         tracing::warn!(
             "switchover: stopping PostgreSQL cleanly and handing the lease to a standby"
@@ -587,17 +591,17 @@ impl Supervisor {
             Ok(c) => c.checkpoint_lsn,
             Err(e) => return Err(format!("reading where the WAL ends failed: {e}")),
         };
+        if let Err(e) = crate::ha::mark_standby(&cluster.pgdata, cluster.os_user.as_ref()) {
+            return Err(format!(
+                "this data directory could not be made a standby's: {e}"
+            ));
+        }
         released.send_replace(Some(end.clone()));
         let waited = Instant::now();
         while waited.elapsed() < SWITCHOVER_WAIT {
             tokio::time::sleep(Duration::from_millis(250)).await;
             match lease::current(&ha.target).await {
                 Ok(Some(l)) if l.generation > generation => {
-                    if let Err(e) =
-                        crate::ha::mark_standby(&cluster.pgdata, cluster.os_user.as_ref())
-                    {
-                        return Err(format!("{} took over, but this data directory could not be made a standby's: {e}", l.host));
-                    }
                     let done = format!(
                         "handed over at WAL {end} to the server on {} (lease generation {}); this server joins it as a standby",
                         l.host, l.generation
@@ -609,9 +613,8 @@ impl Supervisor {
                 Err(e) => tracing::warn!(error = %e, "switchover: reading the lease failed"),
             }
         }
-        released.send_replace(None);
         Err(format!(
-            "no standby took over within {}s; this server stays the primary and starts PostgreSQL again",
+            "no standby took over within {}s; this server starts again as a standby and takes the released lease back itself unless one does",
             SWITCHOVER_WAIT.as_secs()
         ))
     }
@@ -741,8 +744,12 @@ impl Supervisor {
 
     /// The cluster to start; a restore's WAL replay may take long before the first connection
     /// (liveness stays green meanwhile).
-    fn starting(&self, cluster: &Cluster, restoring: bool) -> Cluster {
+    fn starting(&self, cluster: &Cluster, restoring: bool, standby: bool) -> Cluster {
         let mut starting = cluster.clone();
+        if !standby {
+            // Only a standby's PostgreSQL connects to another: only it gets the password.
+            starting.replication_password = None;
+        }
         if restoring {
             starting.start_timeout_secs = starting.start_timeout_secs.max(RESTORE_START_SECS);
             self.status.send_modify(|s| {
@@ -852,10 +859,10 @@ impl Supervisor {
         if !self.config.ha.enabled() || pgdata.join("PG_VERSION").exists() {
             return Ok(false);
         }
-        let Some(primary) = crate::ha::live_primary(target, &self.config.ha).await? else {
+        let Some(holder) = crate::ha::lease_holder(target).await? else {
             return Ok(false);
         };
-        tracing::info!(primary = %format!("{}:{}", primary.host, primary.port), generation = primary.generation, "empty home and a live primary: joining it as a hot standby");
+        tracing::info!(holder = %holder.host, generation = holder.generation, "empty home and a primary's lease on the target: joining as a hot standby (taking over if it stopped renewing)");
         self.status.send_modify(|s| {
             s.postgres = PgState::Restoring {
                 phase: "downloading the newest base backup for a standby".into(),

@@ -88,6 +88,7 @@ fn configuration_doc_lists_every_key() {
                     | "maintenance"
                     | "pooler"
                     | "metrics"
+                    | "ha"
             )
         })
         .filter(|k| !doc.contains(&format!("`{k}`")))

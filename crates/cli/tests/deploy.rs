@@ -356,10 +356,10 @@ fn an_external_postgres_stack_gives_the_task_postgres_url_and_no_wal_shipping() 
         Some("password")
     );
     // CloudFormation itself refuses an external stack without the secret.
-    let rule = serde_yaml::to_string(&t["Rules"]["ExternalPostgresNeedsItsSecret"]).unwrap();
-    assert!(
-        rule.contains("ExternalPostgresHost") && rule.contains("AdminPasswordSecretArn"),
-        "{rule}"
+    assert_rule(
+        &t,
+        "ExternalPostgresNeedsItsSecret",
+        &["ExternalPostgresHost", "AdminPasswordSecretArn"],
     );
 }
 
@@ -506,6 +506,14 @@ fn the_alarms_and_the_dashboard_watch_what_the_server_emits() {
         );
     }
     assert!(text.contains("CommitConflicts"));
+}
+
+/// The template's rule `name` exists and names each of `parameters`.
+fn assert_rule(t: &Value, name: &str, parameters: &[&str]) {
+    let rule = serde_yaml::to_string(&t["Rules"][name]).unwrap();
+    for p in parameters {
+        assert!(rule.contains(p), "rule {name} does not name {p}: {rule}");
+    }
 }
 
 /// `v` is `!If [cond, then, !Ref AWS::NoValue]`, there only under `cond`: its `then`.
@@ -888,11 +896,7 @@ fn a_standby_stack_opens_replication_and_the_load_balancer() {
     assert_eq!(clients.as_sequence().unwrap().len(), 2);
 
     // Both tasks need a home of their own: CloudFormation refuses EnableStandby with UseEfs.
-    let rule = serde_yaml::to_string(&t["Rules"]["StandbyNeedsTaskStorage"]).unwrap();
-    assert!(
-        rule.contains("EnableStandby") && rule.contains("UseEfs"),
-        "{rule}"
-    );
+    assert_rule(&t, "StandbyNeedsTaskStorage", &["EnableStandby", "UseEfs"]);
 }
 
 /// EnableStandby's task: `ha.mode = auto` with the replication password ECS injects from the

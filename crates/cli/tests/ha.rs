@@ -159,6 +159,35 @@ fn a_standby_serves_readers_and_takes_over_a_killed_primary_losing_no_acknowledg
         "{out}"
     );
 
+    // The replication role streams WAL over TLS and does nothing else: no database over TCP,
+    // none over the socket, and no replication without TLS.
+    for (host, db, extra) in [
+        ("127.0.0.1", "sales", ""),
+        (a.home.join("run").to_str().unwrap(), "postgres", ""),
+        (
+            "127.0.0.1",
+            "replication",
+            "replication=true sslmode=disable",
+        ),
+    ] {
+        let out = Command::new(pg_bin("psql"))
+            .arg(format!(
+                "host={host} port={} user=ducklake_replication dbname={db} {extra}",
+                a.pg_port
+            ))
+            .args(["-Atc", "SELECT 1"])
+            .env_clear()
+            .env("PGPASSWORD", REPLICATION_PASSWORD)
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("pg_hba.conf"),
+            "{host} {db}: {err}"
+        );
+    }
+
     // Writers on the primary; the primary's task dies.
     let log = lake.path().join("commits.log");
     let writers = spawn_writers(&a, 2, 30.0, &log);
@@ -234,6 +263,15 @@ fn a_primary_cut_off_from_the_backup_target_stops_before_a_standby_takes_over() 
         "the old primary acknowledged a commit at {last_ack}, after the standby took over at {taken}"
     );
     client_ok(&b, &["sql", "INSERT INTO lake.t VALUES (5)"]);
+    // A switchover with no standby to take over is refused, and stops nothing.
+    let refused = common::run_cli(&b.home, &refs(&env_b), &["switchover"]);
+    assert!(!refused.status.success());
+    let line = error_line(&String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        line.contains("no standby streams from this primary"),
+        "{line}"
+    );
+    client_ok(&b, &["sql", "INSERT INTO lake.t VALUES (6)"]);
     // Back in touch with S3, the old primary refuses in one line.
     proxy.up.store(true, Ordering::SeqCst);
     let (code, stderr) = serve_fails(&a.home, &refs(&env_a));

@@ -406,6 +406,7 @@ local    all      ducklake_pooler                   peer map=pooler
 host     all      ducklake_pooler      all          reject
 host     all      +ducklake_servers    all          reject
 hostssl  replication ducklake_replication all       scram-sha-256
+local    all      ducklake_replication              reject
 host     all      ducklake_replication all          reject
 local    all      all                               scram-sha-256
 host     all      all                  127.0.0.1/32 scram-sha-256

@@ -697,7 +697,7 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
     )
 }
 
-pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
+pub fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

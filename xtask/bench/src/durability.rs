@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::support::{free_port, readyz, Moto};
 use anyhow::{bail, Context as _, Result};
 
-pub(crate) const PASSWORD: &str = "bench-password-1";
+pub const PASSWORD: &str = "bench-password-1";
 
 struct Options {
     commits: usize,
@@ -55,16 +55,7 @@ pub fn durability(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -
             }
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let moto = Moto::start(venv, "127.0.0.1")?;
-    moto.create_bucket("backups")?;
-    let bench = Bench {
-        bin: bin.to_path_buf(),
-        extensions: extensions.to_path_buf(),
-        moto_port: moto.port,
-    };
+    let (rt, _moto, bench) = Bench::on_moto(venv, extensions, bin)?;
     println!("durability benchmark (release binary, moto S3 on loopback)");
 
     let ours = rt.block_on(bench.rpo("ours", 1, 1, o.commits))?;
@@ -125,16 +116,20 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[i.min(s.len() - 1)]
 }
 
-pub(crate) struct Bench {
-    pub(crate) bin: PathBuf,
-    pub(crate) extensions: PathBuf,
-    pub(crate) moto_port: u16,
+/// The servers a durability or failover bench starts: the binary, extensions and moto.
+#[derive(Debug)]
+pub struct Bench {
+    pub bin: PathBuf,
+    pub extensions: PathBuf,
+    pub moto_port: u16,
 }
 
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) pg_port: u16,
-    pub(crate) home: PathBuf,
+/// A `serve` a bench started; stopped (SIGTERM) and its home removed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    pub child: Child,
+    pub pg_port: u16,
+    pub home: PathBuf,
 }
 
 impl Drop for Server {
@@ -159,11 +154,31 @@ struct RestoreFigures {
 }
 
 impl Bench {
-    pub(crate) fn target(prefix: &str) -> String {
+    /// The benchmarks' runtime, moto on loopback with bucket `backups` (kept running while
+    /// the returned `Moto` lives), and the servers' settings.
+    pub fn on_moto(
+        venv: &Path,
+        extensions: &Path,
+        bin: &Path,
+    ) -> Result<(tokio::runtime::Runtime, Moto, Bench)> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let moto = Moto::start(venv, "127.0.0.1")?;
+        moto.create_bucket("backups")?;
+        let bench = Bench {
+            bin: bin.to_path_buf(),
+            extensions: extensions.to_path_buf(),
+            moto_port: moto.port,
+        };
+        Ok((rt, moto, bench))
+    }
+
+    pub fn target(prefix: &str) -> String {
         format!("s3://backups/{prefix}/")
     }
 
-    pub(crate) fn spawn(&self, name: &str, env: &[(&str, String)]) -> Result<(Server, u16)> {
+    pub fn spawn(&self, name: &str, env: &[(&str, String)]) -> Result<(Server, u16)> {
         let home = std::env::temp_dir().join(format!("dlc-bench-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home)?;
@@ -208,7 +223,7 @@ impl Bench {
     }
 
     /// Spawns and waits for readiness (and, with backups, the first base backup).
-    pub(crate) fn start(
+    pub fn start(
         &self,
         name: &str,
         env: &[(&str, String)],
@@ -453,7 +468,7 @@ impl Bench {
     }
 }
 
-pub(crate) async fn connect(port: u16) -> Result<tokio_postgres::Client> {
+pub async fn connect(port: u16) -> Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)

@@ -11,8 +11,7 @@
 //! - [`metrics::metrics`]: commit throughput with a 1 s `/metrics` scrape against none, and the
 //!   scrape time at 50 lakes.
 //! - [`durability::durability`]: RPO, archive write overhead and restore time on moto S3.
-//! - [`failover::failover`]: a primary and a hot standby: RTO against restore-on-replace, RPO,
-//!   commit latency in zero-loss mode against asynchronous, the standby's replay lag.
+//! - `failover` (crate `xtask-bench-failover`, on these helpers): a primary and a hot standby.
 //!
 //! [`support`] holds what the benchmarks and xtask's container smoke test share (free ports,
 //! `/readyz`, moto on loopback).
@@ -20,7 +19,6 @@
 pub mod catalog;
 pub mod clients;
 pub mod durability;
-pub mod failover;
 pub mod maintenance;
 pub mod metrics;
 pub mod startup;

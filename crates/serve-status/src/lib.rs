@@ -1,4 +1,5 @@
-//! The supervisor's state, published on a `watch` channel for the health endpoints.
+//! The supervisor's state, published on a `watch` channel for the health endpoints (and the
+//! failover loops, which publish their part).
 
 use std::collections::BTreeMap;
 
@@ -119,7 +120,7 @@ pub struct MaintenanceStatus {
     pub running: bool,
     /// When the next job is due (UTC, RFC 3339); `None` with maintenance disabled.
     pub next_run: Option<String>,
-    pub last: Option<crate::maintenance::JobReport>,
+    pub last: Option<lake_upkeep::maintenance::JobReport>,
 }
 
 /// The admin password's source, never its value.
@@ -142,7 +143,7 @@ pub struct PasswordStatus {
 pub struct BackupStatus {
     pub target: String,
     pub lease_generation: Option<u64>,
-    pub archive: crate::backup::ArchiveStats,
+    pub archive: backup::ArchiveStats,
     /// WAL segments PostgreSQL finished but the target does not have yet.
     pub pending_wal: u64,
     /// How long the oldest pending segment has waited: the archive lag.

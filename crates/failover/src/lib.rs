@@ -1,7 +1,8 @@
-//! Failover (`ha.mode = "auto"`): the primary's lease renewals and zero-loss switch, a
-//! standby's bootstrap, following, promotion, and the planned switchover.
+//! Failover (`ha.mode = "auto"`): the primary's lease renewals and zero-loss mode, a standby's
+//! bootstrap, following and promotion, the replication role. The supervisor (catalog-server)
+//! decides when each runs; the planned switchover's stop is its own.
 //!
-//! The timing argument lives in `backup::ha`; this module runs it against PostgreSQL.
+//! The timing argument lives in `backup::ha`; this crate runs it against PostgreSQL.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,38 +13,39 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::ha::{
+use backup::ha::{
     self, Expiry, HaConfig, Heartbeat, REPLICATION_ROLE, STANDBY_APPLICATION, STANDBY_SIGNAL,
 };
-use crate::backup::{lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
-use crate::postgres::{Cluster, OsUser, PgError, RunningPostgres};
-use crate::status::{HaRole, HaStatus, StatusSender};
+use backup::{lease, restore, ArchiveAgent, BackupError, BackupManifest, Lease};
 use base::{quote_ident, quote_literal, Secret};
+use pg_cluster::{Cluster, OsUser, PgError, RunningPostgres};
+use serve_status::{HaRole, HaStatus, StatusSender};
 use storage::BackupTarget;
 
-/// The primary's heartbeat counts as live at an empty home's start when it was renewed within
-/// this many lease periods (wall clocks compared once, generously; promotion never does).
-const LIVE_PERIODS: u32 = 2;
+/// Why a failover step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FailoverError {
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error("pg_promote did not finish within 60 s; see PostgreSQL's log above, and start the server again")]
+    PromoteTimedOut,
+}
 
 /// Whether `pgdata` is a standby's (PostgreSQL's `standby.signal`).
 pub fn is_standby(pgdata: &Path) -> bool {
     pgdata.join(STANDBY_SIGNAL).exists()
 }
 
-/// The newest lease and its heartbeat when that primary looks alive: an empty home then
-/// joins as its standby instead of taking the target over.
-pub async fn live_primary(
-    target: &BackupTarget,
-    config: &HaConfig,
-) -> Result<Option<Heartbeat>, BackupError> {
-    let Some(newest) = lease::current(target).await? else {
-        return Ok(None);
-    };
-    let Some(beat) = ha::read_heartbeat(target, newest.generation).await? else {
-        return Ok(None);
-    };
-    let age = (Utc::now() - beat.renewed_at).to_std().unwrap_or_default();
-    Ok((beat.released_at.is_none() && age < config.lease_period.0 * LIVE_PERIODS).then_some(beat))
+/// The newest lease when the target has one: an empty home then joins as a standby, never
+/// restores over it. If that primary is alive the standby follows it; if it is dead the
+/// standby replays the whole archive and takes over once its heartbeat stood still for a lease
+/// period — the same catalog a restore would give, without ever fencing a live primary
+/// early.
+pub async fn lease_holder(target: &BackupTarget) -> Result<Option<Lease>, BackupError> {
+    lease::current(target).await
 }
 
 /// Unpacks the newest base backup into an empty PGDATA as a standby (no lease taken).
@@ -81,12 +83,12 @@ pub async fn ensure_replication_role(
     client: &tokio_postgres::Client,
     password: &Secret,
 ) -> Result<(), PgError> {
-    crate::postgres::create_role_if_missing(client, REPLICATION_ROLE, true).await?;
+    lake_session::postgres::create_role_if_missing(client, REPLICATION_ROLE, true).await?;
     client
         .batch_execute(&format!(
             "ALTER ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS CONNECTION LIMIT 5 PASSWORD {}",
             quote_ident(REPLICATION_ROLE),
-            quote_literal(&crate::lake_session::scram_verifier(password.expose()))
+            quote_literal(&lake_session::scram_verifier(password.expose()))
         ))
         .await
         .map_err(PgError::sql(format!("set up the replication role {REPLICATION_ROLE}")))
@@ -116,7 +118,7 @@ async fn set_system(
 /// (its password is in PostgreSQL's environment).
 fn conninfo(beat: &Heartbeat) -> String {
     format!(
-        "host={} port={} user={REPLICATION_ROLE} application_name={STANDBY_APPLICATION} sslmode=require connect_timeout=5",
+        "host={} port={} user={REPLICATION_ROLE} application_name={STANDBY_APPLICATION} sslmode=require channel_binding=require connect_timeout=5",
         base::conninfo_value(&beat.host),
         beat.port
     )
@@ -152,6 +154,15 @@ impl std::fmt::Debug for Ha {
     }
 }
 
+/// A lease holder this standby may take over now.
+struct Due {
+    generation: u64,
+    /// The heartbeat sequence the expiry saw (0: none).
+    seq: u64,
+    /// It released the lease (a switchover) and this standby replayed all of its WAL.
+    released: bool,
+}
+
 /// How a standby's following ended.
 #[derive(Debug)]
 pub enum Followed {
@@ -176,7 +187,7 @@ impl Ha {
         &self,
         mut running: RunningPostgres,
         shutdown: &CancellationToken,
-    ) -> Result<Followed, crate::ServeError> {
+    ) -> Result<Followed, FailoverError> {
         let mut expiry = Expiry::new(self.config.lease_period.0);
         let mut pointed_at: Option<String> = None;
         self.publish(|h| h.role = HaRole::Standby);
@@ -192,9 +203,9 @@ impl Ha {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             match self.watch_once(&mut expiry, &mut pointed_at).await {
-                Ok(Some((generation, released))) => {
-                    if let Some(lease) = self.take_over(generation, released.as_deref()).await? {
-                        self.promote(&lease, released.is_some()).await?;
+                Ok(Some(due)) => {
+                    if let Some(lease) = self.take_over(&due).await? {
+                        self.promote(&lease, due.released).await?;
                         return Ok(Followed::Promoted(running));
                     }
                 }
@@ -207,13 +218,14 @@ impl Ha {
     }
 
     /// One look at the lease and heartbeat: points PostgreSQL at a new primary address,
-    /// publishes the lag. `Some(generation, released LSN)` when the holder of `generation`
-    /// may be taken over now.
+    /// publishes the lag. `Some` when the holder may be taken over now: its heartbeat stood
+    /// still for a lease period, or it released the lease and this standby replayed all of
+    /// its WAL.
     async fn watch_once(
         &self,
         expiry: &mut Expiry,
         pointed_at: &mut Option<String>,
-    ) -> Result<Option<(u64, Option<String>)>, crate::ServeError> {
+    ) -> Result<Option<Due>, FailoverError> {
         let client = self.cluster.connect_superuser("postgres").await?;
         let replay = replay_state(&client).await?;
         let Some(newest) = lease::current(&self.target).await? else {
@@ -221,7 +233,8 @@ impl Ha {
         };
         let beat = ha::read_heartbeat(&self.target, newest.generation).await?;
         let now = Instant::now();
-        let expired = expiry.observe(newest.generation, beat.as_ref().map_or(0, |b| b.seq), now);
+        let seq = beat.as_ref().map_or(0, |b| b.seq);
+        let expired = expiry.observe(newest.generation, seq, now);
         if let Some(b) = &beat {
             let info = conninfo(b);
             if pointed_at.as_deref() != Some(info.as_str()) && b.released_at.is_none() {
@@ -238,34 +251,39 @@ impl Ha {
             h.replay_lsn.clone_from(&replay.lsn);
             h.heartbeat_age_secs = Some(expiry.unchanged_for(now).as_secs_f64());
         });
+        let due = |released| Due {
+            generation: newest.generation,
+            seq,
+            released,
+        };
         if let Some(at) = beat.as_ref().and_then(|b| b.released_at.clone()) {
-            // A switchover: take over once every WAL record of the old primary is replayed.
+            // A switchover: take over at once when every WAL record of the old primary is
+            // replayed; if not (it died mid-way), as after any stop, once the lease expired.
             let caught_up = client
                 .query_one(
-                    "SELECT pg_catalog.pg_last_wal_replay_lsn() > $1::text::pg_lsn",
+                    "SELECT pg_catalog.pg_last_wal_replay_lsn() OPERATOR(pg_catalog.>) $1::text::pg_lsn",
                     &[&at],
                 )
                 .await
                 .map_err(PgError::sql("compare the replay position"))?
                 .get::<_, Option<bool>>(0)
                 .unwrap_or(false);
-            return Ok(caught_up.then_some((newest.generation, Some(at))));
+            if caught_up {
+                return Ok(Some(due(true)));
+            }
         }
-        Ok(expired.then_some((newest.generation, None)))
+        Ok(expired.then(|| due(false)))
     }
 
-    /// Takes the next lease generation after one last read shows the heartbeat still
-    /// unchanged; `None` when another standby (or a restore) was first.
-    async fn take_over(
-        &self,
-        generation: u64,
-        released: Option<&str>,
-    ) -> Result<Option<Lease>, crate::ServeError> {
-        let before = ha::read_heartbeat(&self.target, generation).await?;
+    /// Takes the next lease generation after one last read shows the heartbeat still as the
+    /// expiry saw it; `None` when it moved, or another standby (or a restore) was first.
+    async fn take_over(&self, due: &Due) -> Result<Option<Lease>, FailoverError> {
+        let generation = due.generation;
+        let released = due.released.then_some(());
         if released.is_none() {
-            // The final read: a renewal that landed since the last look cancels the takeover.
+            // The final read: a renewal that landed since the expiry's last look cancels it.
             let again = ha::read_heartbeat(&self.target, generation).await?;
-            if again.as_ref().map(|b| b.seq) != before.as_ref().map(|b| b.seq) {
+            if again.as_ref().map_or(0, |b| b.seq) != due.seq {
                 return Ok(None);
             }
         }
@@ -288,8 +306,14 @@ impl Ha {
 
     /// Waits out the old primary's last possible renewal (not after a switchover), then
     /// promotes PostgreSQL and archives under the new lease.
-    async fn promote(&self, lease: &Lease, released: bool) -> Result<(), crate::ServeError> {
+    async fn promote(&self, lease: &Lease, released: bool) -> Result<(), FailoverError> {
         self.agent.set_lease(lease.clone());
+        // The new generation's first heartbeat now: another standby's expiry of it starts
+        // here, not from nothing.
+        let first = self.heartbeat(lease, None);
+        if let Err(e) = ha::write_heartbeat(&self.target, &first).await {
+            tracing::warn!(error = %e, "writing the new lease's first heartbeat failed; the renewals retry");
+        }
         self.status.send_modify(|s| {
             if let Some(b) = s.backup.as_mut() {
                 b.lease_generation = Some(lease.generation);
@@ -309,9 +333,7 @@ impl Ha {
             .map_err(PgError::sql("promote the standby"))?
             .get(0);
         if !promoted {
-            return Err(crate::ServeError::External(
-                "pg_promote did not finish within 60 s; see PostgreSQL's log above".into(),
-            ));
+            return Err(FailoverError::PromoteTimedOut);
         }
         tracing::warn!(
             generation = lease.generation,
@@ -323,7 +345,7 @@ impl Ha {
     /// Before the primary's own set-up writes: no commit waits for a standby yet (a data
     /// directory from a base backup or a promotion may carry the old primary's setting, and
     /// the set-up must not hang on a standby that is gone).
-    pub async fn before_bring_up(&self) -> Result<(), crate::ServeError> {
+    pub async fn before_bring_up(&self) -> Result<(), FailoverError> {
         let client = self.cluster.connect_superuser("postgres").await?;
         set_system(&client, "synchronous_standby_names", None).await?;
         set_system(&client, "primary_conninfo", None).await?;
@@ -332,7 +354,7 @@ impl Ha {
 
     /// Applies zero-loss mode once the primary is set up: commits wait for a standby
     /// (`ha.synchronous`), or never (`synchronous_standby_names` reset).
-    pub async fn start_primary(&self) -> Result<(), crate::ServeError> {
+    pub async fn start_primary(&self) -> Result<(), FailoverError> {
         let client = self.cluster.connect_superuser("postgres").await?;
         let names = self.config.synchronous.then(synchronous_names);
         set_system(&client, "synchronous_standby_names", names.as_deref()).await?;
@@ -357,25 +379,17 @@ impl Ha {
         released: Arc<watch::Sender<Option<String>>>,
         stop: CancellationToken,
     ) {
-        let mut seq = 0u64;
         let mut last_ok = Instant::now();
         let mut sync = SyncState::new(&self.config);
-        let host = advertised(&self.config);
         loop {
             let sent = Instant::now();
-            seq += 1;
-            let synchronous = sync.check(&self).await;
-            let beat = Heartbeat {
-                generation: lease.generation,
-                holder: lease.holder.clone(),
-                seq,
-                renewed_at: Utc::now(),
-                host: host.clone(),
-                port: self.port,
-                synchronous,
-                released_at: released.borrow().clone(),
-            };
             let deadline = last_ok + self.config.fence_after();
+            // Bounded: a slow PostgreSQL never delays the fencing decision.
+            let synchronous = tokio::time::timeout_at(deadline, sync.check(&self))
+                .await
+                .unwrap_or(sync.enabled && !sync.degraded);
+            let mut beat = self.heartbeat(&lease, released.borrow().clone());
+            beat.synchronous = synchronous;
             match tokio::time::timeout_at(deadline, ha::renew(&self.target, &lease, &beat)).await {
                 Ok(Ok(())) => {
                     last_ok = sent;
@@ -396,12 +410,29 @@ impl Ha {
                 ));
                 break;
             }
+            let next = (sent + self.config.renew_every()).min(last_ok + self.config.fence_after());
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep_until(sent + self.config.renew_every()) => {}
+                () = tokio::time::sleep_until(next) => {}
             }
         }
         stop.cancelled().await;
+    }
+
+    /// A heartbeat of `lease` now. Its sequence is the time in microseconds, so it also grows
+    /// across restarts of the same holder.
+    fn heartbeat(&self, lease: &Lease, released_at: Option<String>) -> Heartbeat {
+        let now = Utc::now();
+        Heartbeat {
+            generation: lease.generation,
+            holder: lease.holder.clone(),
+            seq: u64::try_from(now.timestamp_micros()).unwrap_or_default(),
+            renewed_at: now,
+            host: advertised(&self.config),
+            port: self.port,
+            synchronous: false,
+            released_at,
+        }
     }
 }
 
@@ -437,8 +468,9 @@ impl SyncState {
         };
         let (standbys, lag) = client
             .query_one(
-                "SELECT count(*)::int4, max(extract(epoch FROM replay_lag))::float8
-                 FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'",
+                "SELECT pg_catalog.count(*)::int4,
+                        pg_catalog.max(pg_catalog.date_part('epoch', replay_lag))::float8
+                 FROM pg_catalog.pg_stat_replication WHERE state OPERATOR(pg_catalog.=) 'streaming'",
                 &[],
             )
             .await
@@ -501,10 +533,10 @@ struct Replay {
 async fn replay_state(client: &tokio_postgres::Client) -> Result<Replay, PgError> {
     let row = client
         .query_one(
-            "SELECT (SELECT status FROM pg_catalog.pg_stat_wal_receiver LIMIT 1) = 'streaming',
+            "SELECT (SELECT status FROM pg_catalog.pg_stat_wal_receiver LIMIT 1) OPERATOR(pg_catalog.=) 'streaming',
                     pg_catalog.pg_last_wal_replay_lsn()::text,
-                    CASE WHEN pg_catalog.pg_last_wal_receive_lsn() = pg_catalog.pg_last_wal_replay_lsn() THEN 0
-                         ELSE COALESCE(extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()), 0) END::float8",
+                    CASE WHEN pg_catalog.pg_last_wal_receive_lsn() OPERATOR(pg_catalog.=) pg_catalog.pg_last_wal_replay_lsn() THEN 0
+                         ELSE COALESCE(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.pg_last_xact_replay_timestamp()), 0) END::float8",
             &[],
         )
         .await

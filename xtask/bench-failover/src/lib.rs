@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::clients::percentile;
-use crate::durability::{connect, Bench, Server, PASSWORD};
-use crate::support::{free_port, http_get, Moto};
+use xtask_bench::clients::percentile;
+use xtask_bench::durability::{connect, Bench, Server, PASSWORD};
+use xtask_bench::support::{free_port, http_get};
 
 /// The DuckDB writer and reader the failover tests use.
 const COMMIT_LOG: &str = include_str!("../../../crates/cli/tests/python/commit_log.py");
@@ -66,16 +66,7 @@ pub fn failover(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> 
             ),
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let moto = Moto::start(venv, "127.0.0.1")?;
-    moto.create_bucket("backups")?;
-    let bench = Bench {
-        bin: bin.to_path_buf(),
-        extensions: extensions.to_path_buf(),
-        moto_port: moto.port,
-    };
+    let (rt, _moto, bench) = Bench::on_moto(venv, extensions, bin)?;
     let scratch = std::env::temp_dir().join(format!("dlc-bench-failover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
