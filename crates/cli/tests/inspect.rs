@@ -170,3 +170,29 @@ fn unknown_tables_and_snapshots_are_named() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
 }
+
+/// Every command, job and metrics refresh that enters a lake resets its server role first; many
+/// at once must take turns rather than fail with PostgreSQL's "tuple concurrently updated".
+#[test]
+fn many_sessions_entering_one_lake_at_once_all_succeed() {
+    let dir = home();
+    let server = Server::start(
+        dir.path(),
+        &[("DUCKLAKE_CATALOG_POSTGRES__ADMIN_PASSWORD", PASSWORD)],
+    );
+    for round in 0..3 {
+        let outputs: Vec<std::process::Output> = std::thread::scope(|s| {
+            let running: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| cli(&server, &["snapshots", "--format", "json"])))
+                .collect();
+            running.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for out in outputs {
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

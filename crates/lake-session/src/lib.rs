@@ -146,19 +146,34 @@ pub async fn reset_server_role(
     let role = server_role(lake);
     let ident = quote_ident(&role);
     let owner = LakeRole::Owner.group(lake);
-    su.batch_execute(&format!(
-        "ALTER ROLE {ident} WITH LOGIN {attrs} INHERIT CONNECTION LIMIT 20 PASSWORD {pw};
-         ALTER ROLE {ident} RESET ALL;
-         ALTER ROLE {ident} IN DATABASE {db} RESET ALL;
-         ALTER ROLE {ident} IN DATABASE {db} SET role = {owner_lit};",
-        attrs = no_attributes(superuser),
-        pw = quote_literal(&scram_verifier(&key.password(lake))),
-        db = quote_ident(lake),
-        owner_lit = quote_literal(&owner),
-    ))
-    .await
-    .map_err(PgError::sql(format!("reset role {role}")))
+    // Sessions of the metrics, maintenance and lake watch reset the role at the same moment;
+    // two concurrent ALTER ROLEs of one role fail with "tuple concurrently updated", so they
+    // take turns (a transaction-scoped advisory lock keyed by the role's name).
+    let reset = su
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT pg_catalog.pg_advisory_xact_lock({RESET_LOCK_CLASS}, pg_catalog.hashtext({role_lit}));
+             ALTER ROLE {ident} WITH LOGIN {attrs} INHERIT CONNECTION LIMIT 20 PASSWORD {pw};
+             ALTER ROLE {ident} RESET ALL;
+             ALTER ROLE {ident} IN DATABASE {db} RESET ALL;
+             ALTER ROLE {ident} IN DATABASE {db} SET role = {owner_lit};
+             COMMIT;",
+            role_lit = quote_literal(&role),
+            attrs = no_attributes(superuser),
+            pw = quote_literal(&scram_verifier(&key.password(lake))),
+            db = quote_ident(lake),
+            owner_lit = quote_literal(&owner),
+        ))
+        .await;
+    if reset.is_err() {
+        // The session stays usable for the caller's next statement.
+        let _ = su.batch_execute("ROLLBACK").await;
+    }
+    reset.map_err(PgError::sql(format!("reset role {role}")))
 }
+
+/// The advisory lock class under which resets of one server role take turns.
+const RESET_LOCK_CLASS: i32 = 0x4443_4c52; // "DCLR"
 
 /// The attributes a lake role must not have, as ALTER ROLE may name them in a session that is
 /// a superuser's or not (see [`reset_server_role`]).
