@@ -52,7 +52,7 @@ pub async fn run(
     tx: watch::Sender<Facts>,
     stop: CancellationToken,
 ) {
-    let mut session: Option<tokio_postgres::Client> = None;
+    let mut session = pg_conn::KeptSession::default();
     let mut garbage: BTreeMap<String, u64> = BTreeMap::new();
     let mut round: u32 = 0;
     let mut emitted: Option<Facts> = None;
@@ -64,19 +64,16 @@ pub async fn run(
             .filter(|(_, l)| l.state == LakeState::Ready)
             .map(|(n, _)| n.clone())
             .collect();
-        if session
-            .as_ref()
-            .is_none_or(tokio_postgres::Client::is_closed)
-        {
-            session = o.admin.pg.postgres("ducklake-catalog metrics").await.ok();
-        }
+        let opened = session
+            .get(|| o.admin.pg.postgres("ducklake-catalog metrics"))
+            .await;
         let mut facts = tx.borrow().clone();
-        facts.postgres = match &session {
-            Some(c) => postgres_facts(c, &o, &lakes).await.unwrap_or_else(|e| {
+        facts.postgres = match opened {
+            Ok(c) => postgres_facts(c, &o, &lakes).await.unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "metrics: reading PostgreSQL's statistics");
                 PgFacts::default()
             }),
-            None => PgFacts::default(),
+            Err(_) => PgFacts::default(),
         };
         let conflicts = o
             .log_events

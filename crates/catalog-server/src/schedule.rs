@@ -15,24 +15,16 @@ pub async fn schedule(
     stop: CancellationToken,
 ) {
     let mut due: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
-    let mut client: Option<tokio_postgres::Client> = None;
+    let mut client = pg_conn::KeptSession::default();
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = stop.cancelled() => return,
         }
-        if client
-            .as_ref()
-            .is_none_or(tokio_postgres::Client::is_closed)
-        {
-            client = ctx
-                .admin
-                .pg
-                .postgres("ducklake-catalog maintenance")
-                .await
-                .ok();
-        }
-        let Some(c) = &client else { continue };
+        let open = || ctx.admin.pg.postgres("ducklake-catalog maintenance");
+        let Ok(c) = client.get(open).await else {
+            continue;
+        };
         let Ok(lakes) = lake_admin::lakes::serving_now(c, &ctx.admin).await else {
             continue;
         };

@@ -859,7 +859,11 @@ impl Supervisor {
         if !self.config.ha.enabled() || pgdata.join("PG_VERSION").exists() {
             return Ok(false);
         }
-        let Some(holder) = crate::ha::lease_holder(target).await? else {
+        // Never a restore over a lease: if its primary is alive the standby follows it; if it
+        // is dead the standby replays the whole archive and takes over once the heartbeat
+        // stood still for a lease period — what a restore would give, without ever fencing a
+        // live primary early.
+        let Some(holder) = lease::current(target).await? else {
             return Ok(false);
         };
         tracing::info!(holder = %holder.host, generation = holder.generation, "empty home and a primary's lease on the target: joining as a hot standby (taking over if it stopped renewing)");
@@ -1075,19 +1079,16 @@ impl Supervisor {
         tasks.spawn("lake watch", async move {
             // One session kept open (reopened after a PostgreSQL restart): a new one every few
             // seconds would fill the connection log.
-            let mut registry: Option<tokio_postgres::Client> = None;
+            let mut registry = pg_conn::KeptSession::default();
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(crate::lakes::WATCH_INTERVAL) => {}
                     () = stop.cancelled() => return,
                 }
-                if registry
-                    .as_ref()
-                    .is_none_or(tokio_postgres::Client::is_closed)
-                {
-                    registry = admin.pg.postgres("ducklake-catalog lake watch").await.ok();
-                }
-                let Some(client) = &registry else { continue };
+                let open = || admin.pg.postgres("ducklake-catalog lake watch");
+                let Ok(client) = registry.get(open).await else {
+                    continue;
+                };
                 if let Err(e) =
                     watch_lakes_once(client, &admin, (&config, &s3), &runner, &status).await
                 {

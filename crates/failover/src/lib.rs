@@ -39,15 +39,6 @@ pub fn is_standby(pgdata: &Path) -> bool {
     pgdata.join(STANDBY_SIGNAL).exists()
 }
 
-/// The newest lease when the target has one: an empty home then joins as a standby, never
-/// restores over it. If that primary is alive the standby follows it; if it is dead the
-/// standby replays the whole archive and takes over once its heartbeat stood still for a lease
-/// period — the same catalog a restore would give, without ever fencing a live primary
-/// early.
-pub async fn lease_holder(target: &BackupTarget) -> Result<Option<Lease>, BackupError> {
-    lease::current(target).await
-}
-
 /// Unpacks the newest base backup into an empty PGDATA as a standby (no lease taken).
 pub async fn bootstrap_standby(
     target: &BackupTarget,
@@ -190,6 +181,7 @@ impl Ha {
     ) -> Result<Followed, FailoverError> {
         let mut expiry = Expiry::new(self.config.lease_period.0);
         let mut pointed_at: Option<String> = None;
+        let mut session = pg_conn::KeptSession::default();
         self.publish(|h| h.role = HaRole::Standby);
         tracing::info!("hot standby: following the primary (streaming, or the archive when it is out of reach)");
         loop {
@@ -202,7 +194,10 @@ impl Ha {
                 }
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            match self.watch_once(&mut expiry, &mut pointed_at).await {
+            match self
+                .watch_once(&mut session, &mut expiry, &mut pointed_at)
+                .await
+            {
                 Ok(Some(due)) => {
                     if let Some(lease) = self.take_over(&due).await? {
                         self.promote(&lease, due.released).await?;
@@ -223,11 +218,14 @@ impl Ha {
     /// its WAL.
     async fn watch_once(
         &self,
+        session: &mut pg_conn::KeptSession,
         expiry: &mut Expiry,
         pointed_at: &mut Option<String>,
     ) -> Result<Option<Due>, FailoverError> {
-        let client = self.cluster.connect_superuser("postgres").await?;
-        let replay = replay_state(&client).await?;
+        let client = session
+            .get(|| self.cluster.connect_superuser("postgres"))
+            .await?;
+        let replay = replay_state(client).await?;
         let Some(newest) = lease::current(&self.target).await? else {
             return Ok(None);
         };
@@ -238,7 +236,7 @@ impl Ha {
         if let Some(b) = &beat {
             let info = conninfo(b);
             if pointed_at.as_deref() != Some(info.as_str()) && b.released_at.is_none() {
-                set_system(&client, "primary_conninfo", Some(&info)).await?;
+                set_system(client, "primary_conninfo", Some(&info)).await?;
                 tracing::info!(primary = %format!("{}:{}", b.host, b.port), generation = b.generation, "standby: streaming from the primary");
                 *pointed_at = Some(info);
             }
@@ -279,8 +277,7 @@ impl Ha {
     /// expiry saw it; `None` when it moved, or another standby (or a restore) was first.
     async fn take_over(&self, due: &Due) -> Result<Option<Lease>, FailoverError> {
         let generation = due.generation;
-        let released = due.released.then_some(());
-        if released.is_none() {
+        if !due.released {
             // The final read: a renewal that landed since the expiry's last look cancels it.
             let again = ha::read_heartbeat(&self.target, generation).await?;
             if again.as_ref().map_or(0, |b| b.seq) != due.seq {
@@ -291,7 +288,7 @@ impl Ha {
             Ok(lease) => {
                 tracing::warn!(
                     generation = lease.generation,
-                    switchover = released.is_some(),
+                    switchover = due.released,
                     "took over the backup target's lease from the primary, which stopped renewing it; promoting"
                 );
                 Ok(Some(lease))
@@ -387,7 +384,7 @@ impl Ha {
             // Bounded: a slow PostgreSQL never delays the fencing decision.
             let synchronous = tokio::time::timeout_at(deadline, sync.check(&self))
                 .await
-                .unwrap_or(sync.enabled && !sync.degraded);
+                .unwrap_or_else(|_| sync.waits());
             let mut beat = self.heartbeat(&lease, released.borrow().clone());
             beat.synchronous = synchronous;
             match tokio::time::timeout_at(deadline, ha::renew(&self.target, &lease, &beat)).await {
@@ -448,6 +445,8 @@ struct SyncState {
     timeout: Option<Duration>,
     missing_since: Option<Instant>,
     degraded: bool,
+    /// The session it counts standbys in, kept between the renewals.
+    session: pg_conn::KeptSession,
 }
 
 impl SyncState {
@@ -457,14 +456,24 @@ impl SyncState {
             timeout: config.synchronous_timeout.map(|t| t.0),
             missing_since: None,
             degraded: false,
+            session: pg_conn::KeptSession::default(),
         }
+    }
+
+    /// Whether commits wait for a standby now.
+    fn waits(&self) -> bool {
+        self.enabled && !self.degraded
     }
 
     /// Counts the streaming standbys, switches the mode when due, and says whether commits
     /// wait for a standby now.
     async fn check(&mut self, ha: &Ha) -> bool {
-        let Ok(client) = ha.cluster.connect_superuser("postgres").await else {
-            return self.enabled && !self.degraded;
+        let opened = self
+            .session
+            .get(|| ha.cluster.connect_superuser("postgres"))
+            .await;
+        let Ok(client) = opened else {
+            return self.waits();
         };
         let (standbys, lag) = client
             .query_one(
@@ -492,7 +501,7 @@ impl SyncState {
             self.missing_since = None;
             if self.degraded
                 && set_system(
-                    &client,
+                    client,
                     "synchronous_standby_names",
                     Some(&synchronous_names()),
                 )
@@ -509,7 +518,7 @@ impl SyncState {
             if let Some(timeout) = self.timeout {
                 if !self.degraded
                     && now.duration_since(since) >= timeout
-                    && set_system(&client, "synchronous_standby_names", None)
+                    && set_system(client, "synchronous_standby_names", None)
                         .await
                         .is_ok()
                 {

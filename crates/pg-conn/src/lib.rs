@@ -14,6 +14,31 @@ use std::path::PathBuf;
 /// The internal superuser role, reachable only over the Unix socket by the supervisor.
 pub const SUPERUSER: &str = "ducklake_supervisor";
 
+/// A session kept open between the looks of a periodic task — a new one for each look would
+/// fill PostgreSQL's connection log — and opened again once it closed (PostgreSQL restarted).
+#[derive(Debug, Default)]
+pub struct KeptSession(Option<tokio_postgres::Client>);
+
+impl KeptSession {
+    /// The open session, opened with `open` first when there is none or it closed.
+    pub async fn get<E, F>(
+        &mut self,
+        open: impl FnOnce() -> F,
+    ) -> Result<&tokio_postgres::Client, E>
+    where
+        F: std::future::Future<Output = Result<tokio_postgres::Client, E>>,
+    {
+        if self
+            .0
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            self.0 = Some(open().await?);
+        }
+        Ok(self.0.as_ref().expect("opened just above"))
+    }
+}
+
 /// Why a session with PostgreSQL, or a step around one, failed. Each is one line with
 /// PostgreSQL's own words (never a bare "db error").
 #[derive(Debug, thiserror::Error)]
