@@ -410,36 +410,44 @@ impl ArchiveAgent {
     }
 
     async fn request_switchover(&self) -> Result<String, String> {
-        let tx = self
-            .inner
-            .switchovers
-            .lock()
-            .expect("switchovers lock")
-            .clone()
-            .ok_or_else(|| {
-                "this server is not a primary with ha.mode = \"auto\"; run `ducklake-catalog switchover` on the primary".to_owned()
-            })?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(reply)
-            .await
-            .map_err(|_| "the server is stopping".to_owned())?;
-        rx.await.map_err(|_| "the server is stopping".to_owned())?
+        match ask(&self.inner.switchovers).await {
+            Ok(answer) => answer,
+            Err(Unanswered::NoHandler) => Err("this server is not a primary with ha.mode = \"auto\"; run `ducklake-catalog switchover` on the primary".to_owned()),
+            Err(Unanswered::Stopped | Unanswered::Dropped) => Err("the server is stopping".to_owned()),
+        }
     }
 
     async fn request_backup(&self) -> Result<BackupManifest, ArchiveError> {
-        let tx = self
-            .inner
-            .backups
-            .lock()
-            .expect("backups lock")
-            .clone()
-            .ok_or(ArchiveError::NoScheduler)?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(reply)
-            .await
-            .map_err(|_| ArchiveError::SchedulerStopped)?;
-        Ok(rx.await.map_err(|_| ArchiveError::Cancelled)??)
+        match ask(&self.inner.backups).await {
+            Ok(answer) => Ok(answer?),
+            Err(Unanswered::NoHandler) => Err(ArchiveError::NoScheduler),
+            Err(Unanswered::Stopped) => Err(ArchiveError::SchedulerStopped),
+            Err(Unanswered::Dropped) => Err(ArchiveError::Cancelled),
+        }
     }
+}
+
+/// Why a request handed to the server's handler got no answer.
+enum Unanswered {
+    /// No handler is set (this server does not serve such requests).
+    NoHandler,
+    /// The handler's task ended.
+    Stopped,
+    /// The handler dropped the request.
+    Dropped,
+}
+
+/// Hands a request to the handler in `slot` (a `backup` or `switchover` from the socket) and
+/// waits for its answer.
+async fn ask<R>(slot: &Mutex<Option<mpsc::Sender<oneshot::Sender<R>>>>) -> Result<R, Unanswered> {
+    let tx = slot
+        .lock()
+        .expect("handler lock")
+        .clone()
+        .ok_or(Unanswered::NoHandler)?;
+    let (reply, rx) = oneshot::channel();
+    tx.send(reply).await.map_err(|_| Unanswered::Stopped)?;
+    rx.await.map_err(|_| Unanswered::Dropped)
 }
 
 /// The client side of the agent socket, for `ducklake-catalog backup now`.
