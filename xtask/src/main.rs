@@ -41,6 +41,20 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
+/// The benchmarks that run the release binary against the test dependencies, by name
+/// (`startup` builds its own binaries).
+type Bench = fn(&[String], &Path, &Path, &Path) -> Result<()>;
+const BENCHES: &[(&str, Bench)] = &[
+    ("durability", xtask_bench::durability::durability),
+    ("failover", xtask_bench_failover::failover),
+    ("catalog", xtask_bench::catalog::catalog),
+    ("clients", xtask_bench::clients::clients),
+    ("metrics", xtask_bench::metrics::metrics),
+    ("maintenance", xtask_bench::maintenance::maintenance),
+];
+const BENCH_USAGE: &str =
+    "usage: cargo xtask bench startup|durability|failover|catalog|clients|metrics|maintenance [ARGS…]";
+
 mod clients;
 mod container;
 mod container_smoke;
@@ -69,39 +83,15 @@ fn main() -> Result<()> {
                 let deps = deps()?;
                 xtask_bench::startup::startup(args, &deps.extensions, build_binary)
             }
-            Some((what, args)) if what == "durability" => {
+            Some((what, args)) => {
+                let Some((_, bench)) = BENCHES.iter().find(|(name, _)| name == what) else {
+                    bail!("unknown bench `{what}`; {BENCH_USAGE}")
+                };
                 let deps = deps()?;
                 let bin = build_binary(true)?;
-                xtask_bench::durability::durability(args, &deps.venv, &deps.extensions, &bin)
+                bench(args, &deps.venv, &deps.extensions, &bin)
             }
-            Some((what, args)) if what == "catalog" => {
-                let deps = deps()?;
-                let bin = build_binary(true)?;
-                xtask_bench::catalog::catalog(args, &deps.venv, &deps.extensions, &bin)
-            }
-            Some((what, args)) if what == "clients" => {
-                let deps = deps()?;
-                let bin = build_binary(true)?;
-                xtask_bench::clients::clients(args, &deps.venv, &deps.extensions, &bin)
-            }
-            Some((what, args)) if what == "metrics" => {
-                let deps = deps()?;
-                let bin = build_binary(true)?;
-                xtask_bench::metrics::metrics(args, &deps.venv, &deps.extensions, &bin)
-            }
-            Some((what, args)) if what == "failover" => {
-                let deps = deps()?;
-                let bin = build_binary(true)?;
-                xtask_bench_failover::failover(args, &deps.venv, &deps.extensions, &bin)
-            }
-            Some((what, args)) if what == "maintenance" => {
-                let deps = deps()?;
-                let bin = build_binary(true)?;
-                xtask_bench::maintenance::maintenance(args, &deps.venv, &deps.extensions, &bin)
-            }
-            _ => bail!(
-                "usage: cargo xtask bench startup|durability|failover|catalog|clients|metrics|maintenance [ARGS…]"
-            ),
+            None => bail!("{BENCH_USAGE}"),
         },
         _ => {
             eprintln!("usage: cargo xtask <deps|test|ci|clippy|serve|bench|container> [ARGS…]");

@@ -26,7 +26,7 @@ use anyhow::{bail, Context as _, Result};
 
 use xtask_bench::clients::percentile;
 use xtask_bench::durability::{connect, Bench, Server, PASSWORD};
-use xtask_bench::support::{free_port, http_get};
+use xtask_bench::support::{free_port, http_get, BenchArgs};
 
 /// The DuckDB writer and reader the failover tests use.
 const COMMIT_LOG: &str = include_str!("../../../crates/cli/tests/python/commit_log.py");
@@ -47,25 +47,17 @@ struct Figures {
 }
 
 pub fn failover(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
-    let mut o = Options {
-        writers: 4,
-        seconds: 25.0,
-        commits: 300,
-        catalog_mb: 256,
+    let a = BenchArgs::parse(
+        args,
+        &["--writers", "--seconds", "--commits", "--catalog-mb"],
+        &[],
+    )?;
+    let o = Options {
+        writers: a.value("--writers", 4)?,
+        seconds: a.value("--seconds", 25.0)?,
+        commits: a.value("--commits", 300)?,
+        catalog_mb: a.value("--catalog-mb", 256)?,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().context("option takes a value");
-        match a.as_str() {
-            "--writers" => o.writers = val()?.parse().context("--writers N")?,
-            "--seconds" => o.seconds = val()?.parse().context("--seconds S")?,
-            "--commits" => o.commits = val()?.parse().context("--commits N")?,
-            "--catalog-mb" => o.catalog_mb = val()?.parse().context("--catalog-mb N")?,
-            other => bail!(
-                "unknown option `{other}` (use --writers N, --seconds S, --commits N, --catalog-mb N)"
-            ),
-        }
-    }
     let (rt, _moto, bench) = Bench::on_moto(venv, extensions, bin)?;
     let scratch = std::env::temp_dir().join(format!("dlc-bench-failover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);

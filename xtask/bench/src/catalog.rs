@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::support::{checked_output, free_port, readyz};
+use crate::support::{checked_output, free_port, readyz, BenchArgs};
 
 pub(crate) const PASSWORD: &str = "bench-password-1";
 pub(crate) const LAKE: &str = "bench";
@@ -85,33 +85,34 @@ pub fn catalog(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> R
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options {
-        tables: 20,
-        columns: 50,
-        scales: vec![10_000, 30_000, 100_000],
-        runs: 20,
-        writers: 4,
-        commits: 50,
+    let a = BenchArgs::parse(
+        args,
+        &[
+            "--tables",
+            "--columns",
+            "--scales",
+            "--runs",
+            "--writers",
+            "--commits",
+        ],
+        &[],
+    )?;
+    let mut scales = match a.text("--scales") {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().parse::<i64>().context("--scales 10000,100000"))
+            .collect::<Result<Vec<_>>>()?,
+        None => vec![10_000, 30_000, 100_000],
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || -> Result<String> { it.next().cloned().context("option takes a value") };
-        match a.as_str() {
-            "--tables" => o.tables = val()?.parse().context("--tables N")?,
-            "--columns" => o.columns = val()?.parse().context("--columns N")?,
-            "--runs" => o.runs = val()?.parse().context("--runs N")?,
-            "--writers" => o.writers = val()?.parse().context("--writers N")?,
-            "--commits" => o.commits = val()?.parse().context("--commits N")?,
-            "--scales" => {
-                o.scales = val()?
-                    .split(',')
-                    .map(|s| s.trim().parse::<i64>().context("--scales 10000,100000"))
-                    .collect::<Result<_>>()?;
-                o.scales.sort_unstable();
-            }
-            other => bail!("unknown option `{other}` (use --tables, --columns, --scales, --runs, --writers, --commits)"),
-        }
-    }
+    scales.sort_unstable();
+    let o = Options {
+        tables: a.value("--tables", 20)?,
+        columns: a.value("--columns", 50)?,
+        scales,
+        runs: a.value("--runs", 20)?,
+        writers: a.value("--writers", 4)?,
+        commits: a.value("--commits", 50)?,
+    };
     if o.tables == 0 || o.columns < 2 || o.runs == 0 || o.scales.is_empty() {
         bail!("--tables ≥ 1, --columns ≥ 2, --runs ≥ 1 and at least one scale are needed");
     }

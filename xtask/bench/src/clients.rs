@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::support::{checked_output, free_port, readyz};
+use crate::support::{checked_output, free_port, readyz, BenchArgs};
 
 const ADMIN_PASSWORD: &str = "bench-admin-password-1";
 const USER: &str = "bench";
@@ -78,34 +78,26 @@ pub fn clients(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> R
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options {
-        connections: 1000,
-        duckdb: 40,
-        writers: 32,
-        commits: 20,
-        attach_runs: 10,
-        max_connections: 100,
+    let a = BenchArgs::parse(
+        args,
+        &[
+            "--connections",
+            "--duckdb",
+            "--writers",
+            "--commits",
+            "--attach-runs",
+            "--max-connections",
+        ],
+        &[],
+    )?;
+    let o = Options {
+        connections: a.value("--connections", 1000)?,
+        duckdb: a.value("--duckdb", 40)?,
+        writers: a.value("--writers", 32)?,
+        commits: a.value("--commits", 20)?,
+        attach_runs: a.value("--attach-runs", 10)?,
+        max_connections: a.value("--max-connections", 100)?,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || -> Result<usize> {
-            it.next()
-                .context("option takes a value")?
-                .parse()
-                .with_context(|| format!("{a} takes a number"))
-        };
-        match a.as_str() {
-            "--connections" => o.connections = val()?,
-            "--duckdb" => o.duckdb = val()?,
-            "--writers" => o.writers = val()?,
-            "--commits" => o.commits = val()?,
-            "--attach-runs" => o.attach_runs = val()?,
-            "--max-connections" => o.max_connections = u32::try_from(val()?)?,
-            other => bail!(
-                "unknown option `{other}` (use --connections, --duckdb, --writers, --commits, --attach-runs, --max-connections)"
-            ),
-        }
-    }
     Ok(o)
 }
 

@@ -26,7 +26,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, readyz, Moto};
+use crate::support::{free_port, readyz, BenchArgs, Moto};
 use anyhow::{bail, Context as _, Result};
 
 pub const PASSWORD: &str = "bench-password-1";
@@ -38,23 +38,12 @@ struct Options {
 }
 
 pub fn durability(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
-    let mut o = Options {
-        commits: 200,
-        restore_gb: 1.0,
-        walg: true,
+    let a = BenchArgs::parse(args, &["--commits", "--restore-gb"], &["--skip-walg"])?;
+    let o = Options {
+        commits: a.value("--commits", 200)?,
+        restore_gb: a.value("--restore-gb", 1.0)?,
+        walg: !a.flag("--skip-walg"),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut num = || -> Result<String> { it.next().cloned().context("option takes a value") };
-        match a.as_str() {
-            "--commits" => o.commits = num()?.parse().context("--commits N")?,
-            "--restore-gb" => o.restore_gb = num()?.parse().context("--restore-gb G")?,
-            "--skip-walg" => o.walg = false,
-            other => {
-                bail!("unknown option `{other}` (use --commits N, --restore-gb G, --skip-walg)")
-            }
-        }
-    }
     let (rt, _moto, bench) = Bench::on_moto(venv, extensions, bin)?;
     println!("durability benchmark (release binary, moto S3 on loopback)");
 

@@ -28,7 +28,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use crate::catalog::{grow, p50, start_tuned, stop, Catalog, DriverEnv, DRIVER, LAKE, PASSWORD};
-use crate::support::checked_output;
+use crate::support::{checked_output, BenchArgs};
 
 struct Options {
     objects: i64,
@@ -40,27 +40,26 @@ struct Options {
 }
 
 pub fn maintenance(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
-    let mut o = Options {
-        objects: 100_000,
-        orphans: 1_000,
-        runs: 3,
-        dropped: 40,
-        garbage_rows: 1_000_000,
-        commits: 30,
+    let a = BenchArgs::parse(
+        args,
+        &[
+            "--objects",
+            "--orphans",
+            "--runs",
+            "--dropped",
+            "--garbage-rows",
+            "--commits",
+        ],
+        &[],
+    )?;
+    let o = Options {
+        objects: a.value("--objects", 100_000)?,
+        orphans: a.value("--orphans", 1_000)?,
+        runs: a.value("--runs", 3)?,
+        dropped: a.value("--dropped", 40)?,
+        garbage_rows: a.value("--garbage-rows", 1_000_000)?,
+        commits: a.value("--commits", 30)?,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || -> Result<String> { it.next().cloned().context("option takes a value") };
-        match a.as_str() {
-            "--objects" => o.objects = val()?.parse().context("--objects N")?,
-            "--orphans" => o.orphans = val()?.parse().context("--orphans N")?,
-            "--runs" => o.runs = val()?.parse().context("--runs N")?,
-            "--dropped" => o.dropped = val()?.parse().context("--dropped N")?,
-            "--garbage-rows" => o.garbage_rows = val()?.parse().context("--garbage-rows N")?,
-            "--commits" => o.commits = val()?.parse().context("--commits N")?,
-            other => bail!("unknown option `{other}` (use --objects, --orphans, --runs, --dropped, --garbage-rows, --commits)"),
-        }
-    }
     if o.runs == 0 || o.commits == 0 || o.objects < 1 {
         bail!("--runs, --commits and --objects must be at least 1");
     }

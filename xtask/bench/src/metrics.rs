@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::clients::{percentile, Bench, Options, Server};
-use crate::support::{checked_output, http_get};
+use crate::support::{checked_output, http_get, BenchArgs};
 
 struct MetricsOptions {
     lakes: usize,
@@ -30,33 +30,19 @@ struct MetricsOptions {
 }
 
 pub fn metrics(args: &[String], venv: &Path, extensions: &Path, bin: &Path) -> Result<()> {
-    let mut o = MetricsOptions {
-        lakes: 50,
-        writers: 4,
+    let a = BenchArgs::parse(
+        args,
+        &["--lakes", "--writers", "--commits", "--rounds", "--scrapes"],
+        &[],
+    )?;
+    let o = MetricsOptions {
+        lakes: a.value("--lakes", 50)?,
+        writers: a.value("--writers", 4)?,
         // Runs of several seconds each, so a 1 s scraper hits every one of them many times.
-        commits: 150,
-        rounds: 3,
-        scrapes: 200,
+        commits: a.value("--commits", 150)?,
+        rounds: a.value("--rounds", 3)?,
+        scrapes: a.value("--scrapes", 200)?,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || -> Result<usize> {
-            it.next()
-                .context("option takes a value")?
-                .parse()
-                .with_context(|| format!("{a} takes a number"))
-        };
-        match a.as_str() {
-            "--lakes" => o.lakes = val()?,
-            "--writers" => o.writers = val()?,
-            "--commits" => o.commits = val()?,
-            "--rounds" => o.rounds = val()?,
-            "--scrapes" => o.scrapes = val()?,
-            other => bail!(
-                "unknown option `{other}` (use --lakes, --writers, --commits, --rounds, --scrapes)"
-            ),
-        }
-    }
     let scratch = std::env::temp_dir().join(format!("dlc-bench-metrics-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;

@@ -9,29 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::support::{free_port, readyz};
+use crate::support::{free_port, readyz, BenchArgs};
 
 pub fn startup(
     args: &[String],
     extensions: &Path,
     build: impl FnOnce(bool) -> Result<PathBuf>,
 ) -> Result<()> {
-    let mut runs = 3usize;
-    let mut release = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => {
-                runs = it
-                    .next()
-                    .context("--runs takes a number")?
-                    .parse()
-                    .context("--runs takes a number")?;
-            }
-            "--debug" => release = false,
-            other => bail!("unknown bench option `{other}` (use --runs N, --debug)"),
-        }
-    }
+    let a = BenchArgs::parse(args, &["--runs"], &["--debug"])?;
+    let runs: usize = a.value("--runs", 3)?;
+    let release = !a.flag("--debug");
     let bin = build(release)?;
     let (mut cold, mut warm, mut rss_sup, mut rss_pg) = (vec![], vec![], vec![], vec![]);
     let mut rss_sup_warm = vec![];

@@ -1,4 +1,5 @@
-//! Helpers the benchmarks and the container smoke test share: free ports and moto on loopback.
+//! Helpers the benchmarks and the container smoke test share: options, free ports and moto on
+//! loopback.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +21,55 @@ pub fn checked_output(cmd: &mut Command, what: &str) -> Result<Output> {
         );
     }
     Ok(out)
+}
+
+/// A benchmark's options: `--name value` for each of `valued`, a bare `--name` for each of
+/// `flags`; anything else is an error naming what is accepted. The last occurrence wins.
+#[derive(Debug)]
+pub struct BenchArgs {
+    given: std::collections::HashMap<String, Option<String>>,
+}
+
+impl BenchArgs {
+    pub fn parse(args: &[String], valued: &[&str], flags: &[&str]) -> Result<Self> {
+        let mut given = std::collections::HashMap::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if valued.contains(&a.as_str()) {
+                let v = it.next().with_context(|| format!("{a} takes a value"))?;
+                given.insert(a.clone(), Some(v.clone()));
+            } else if flags.contains(&a.as_str()) {
+                given.insert(a.clone(), None);
+            } else {
+                let known: Vec<&str> = valued.iter().chain(flags).copied().collect();
+                bail!("unknown option `{a}` (use {})", known.join(", "));
+            }
+        }
+        Ok(BenchArgs { given })
+    }
+
+    /// `name`'s value, parsed, or `default` when it was not given.
+    pub fn value<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        match self.text(name) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{name} {v}: not a valid value")),
+            None => Ok(default),
+        }
+    }
+
+    /// `name`'s value as given.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.given.get(name).and_then(|v| v.as_deref())
+    }
+
+    /// Whether the flag `name` was given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.given.contains_key(name)
+    }
 }
 
 /// A loopback port nobody listens on right now.
@@ -109,5 +159,40 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BenchArgs;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn bench_options_take_values_flags_and_defaults_and_name_the_unknown() {
+        let a = BenchArgs::parse(
+            &args(&["--runs", "5", "--skip", "--runs", "7"]),
+            &["--runs", "--gb"],
+            &["--skip"],
+        )
+        .unwrap();
+        assert_eq!(a.value("--runs", 3usize).unwrap(), 7);
+        assert!((a.value("--gb", 1.5f64).unwrap() - 1.5).abs() < f64::EPSILON);
+        assert!(a.flag("--skip"));
+        let bad = BenchArgs::parse(&args(&["--runs", "x"]), &["--runs"], &[]).unwrap();
+        assert!(bad
+            .value("--runs", 3usize)
+            .unwrap_err()
+            .to_string()
+            .contains("--runs x"));
+        let e = BenchArgs::parse(&args(&["--nope"]), &["--runs"], &["--skip"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown option `--nope` (use --runs, --skip)"
+        );
+        let e = BenchArgs::parse(&args(&["--runs"]), &["--runs"], &[]).unwrap_err();
+        assert_eq!(e.to_string(), "--runs takes a value");
     }
 }
